@@ -1,0 +1,153 @@
+/* gemm.c — BLIS-structured GEMM driver: pack, block for the caches, call the micro-kernel.
+ *
+ *   for jc in N step NC            B panel  KC x NC  lives in L3, shared by all threads
+ *     for pc in K step KC
+ *       pack B(pc:pc+KC, jc:jc+NC)                    (threads split the NR-wide panels)
+ *       for ic in M step MC        A block  MC x KC  lives in L2, one per thread
+ *         pack A(ic:ic+MC, pc:pc+KC)
+ *         for jr in NC step NR     B micro-panel KC x NR stays in L1 across the ir loop
+ *           for ir in MC step MR
+ *             micro-kernel C(ic+ir, jc+jr) (+)= A_panel . B_panel
+ *
+ * KC is sized so a B micro-panel fills half of L1d, MC so an A block fills half of L2, NC so
+ * a B panel fills a quarter of L3 (capped at 4096); KC and NC are multiples of 64 (the
+ * original note's 64-block tiling), MC a multiple of lcm(MR, 64). Threads split the ic loop,
+ * with MC shrunk so every thread gets an equal share. The K order of every sum is fixed by KC
+ * alone, so results do not depend on the thread count. */
+#include <string.h>
+#include "gemm.h"
+#include "internal.h"
+#include "isa_variants.h"
+
+static long cache_l1d = 32 * 1024, cache_l2 = 1024 * 1024, cache_l3 = 8 * 1024 * 1024;
+static int fixed_mc, fixed_kc, fixed_nc;
+
+void loop_gemm_set_cache_sizes(long l1d, long l2, long l3) {
+    if (l1d > 0) cache_l1d = l1d;
+    if (l2 > 0) cache_l2 = l2;
+    if (l3 > 0) cache_l3 = l3;
+}
+
+void loop_gemm_set_blocking(int mc, int kc, int nc) {
+    fixed_mc = mc > 0 ? mc : 0;
+    fixed_kc = kc > 0 ? kc : 0;
+    fixed_nc = nc > 0 ? nc : 0;
+}
+
+static long round_down(long x, long m) { return x / m * m; }
+static long round_up(long x, long m) { return (x + m - 1) / m * m; }
+static long gcd(long a, long b) { return b ? gcd(b, a % b) : a; }
+
+static void blocking(const loop_isa_kernels *kt, int *mc, int *kc, int *nc) {
+    long k = round_down(cache_l1d / 2 / (kt->nr * (long)sizeof(float)), 64);
+    k = k < 64 ? 64 : (k > 1024 ? 1024 : k);
+    long mstep = kt->mr * 64 / gcd(kt->mr, 64);
+    long m = round_down(cache_l2 / 2 / (k * (long)sizeof(float)), mstep);
+    m = m < mstep ? mstep : m;
+    long n = round_down(cache_l3 / 4 / (k * (long)sizeof(float)), 64);
+    n = n < 64 ? 64 : (n > 4096 ? 4096 : n);
+    *kc = fixed_kc ? fixed_kc : (int)k;
+    *mc = fixed_mc ? (int)round_up(fixed_mc, kt->mr) : (int)m;
+    *nc = fixed_nc ? (int)round_up(fixed_nc, kt->nr) : (int)n;
+}
+
+void loop_gemm_get_blocking(int *out5) {
+    const loop_isa_kernels *kt = loop_kernels_active();
+    out5[0] = kt->mr;
+    out5[1] = kt->nr;
+    blocking(kt, &out5[2], &out5[3], &out5[4]);
+}
+
+/* C rows get bias (overwrite or add) so the main loop can always accumulate. */
+static void apply_bias(float *C, long ldc, const float *bias, int M, int N, int accumulate) {
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        #pragma omp for schedule(static) nowait
+        for (int i = 0; i < M; i++) {
+            float *c = C + (size_t)i * ldc;
+            if (accumulate)
+                for (int j = 0; j < N; j++) c[j] += bias[j];
+            else
+                memcpy(c, bias, sizeof(float) * N);
+        }
+        BUSY_END;
+    }
+}
+
+void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, long lda,
+               const float *B, long ldb, float *C, long ldc, const float *bias, int accumulate) {
+    KSTAT_BEGIN;
+    const loop_isa_kernels *kt = loop_kernels_active();
+    const int MR = kt->mr, NR = kt->nr;
+    int MC, KC, NC;
+    blocking(kt, &MC, &KC, &NC);
+    if (bias) {
+        apply_bias(C, ldc, bias, M, N, accumulate);
+        accumulate = 1;
+    }
+    const int nth = loop_nthreads;
+    /* equal M blocks, a multiple of the thread count, each a multiple of MR */
+    long mpanels = (M + MR - 1) / MR;
+    long mblocks = round_up((M + MC - 1) / MC, nth);
+    if (mblocks > mpanels) mblocks = mpanels;
+    const int mc = (int)round_up((M + mblocks - 1) / mblocks, MR);
+    mblocks = (M + mc - 1) / mc;
+    const int nc_max = N < NC ? (int)round_up(N, NR) : NC;
+    float *bpack = loop_scratch(SCRATCH_PACK_B, (size_t)nc_max * KC);
+    float *apack[LOOP_MAX_THREADS];
+    for (int t = 0; t < nth; t++) apack[t] = loop_scratch(SCRATCH_PACK_A0 + t, (size_t)mc * KC);
+
+    #pragma omp parallel num_threads(nth)
+    {
+        float *ap = apack[omp_get_thread_num()];
+        float edge[LOOP_MAX_MR * LOOP_MAX_NR] __attribute__((aligned(LOOP_ALIGN)));
+        for (int jc = 0; jc < N; jc += NC) {
+            const int nc = N - jc < NC ? N - jc : NC;
+            const int npanels = (nc + NR - 1) / NR;
+            for (int pc = 0; pc < K; pc += KC) {
+                const int kc = K - pc < KC ? K - pc : KC;
+                const int acc = accumulate || pc > 0;
+                {
+                    BUSY_BEGIN;
+                    #pragma omp for schedule(static) nowait
+                    for (int p = 0; p < npanels; p++) {
+                        int n = nc - p * NR < NR ? nc - p * NR : NR;
+                        kt->pack_b(bpack + (size_t)p * NR * kc, B, ldb, trans_b, pc, jc + p * NR, n, kc, NR);
+                    }
+                    BUSY_END;
+                }
+                #pragma omp barrier
+                {
+                    BUSY_BEGIN;
+                    #pragma omp for schedule(static) nowait
+                    for (long ib = 0; ib < mblocks; ib++) {
+                        const int ic = (int)ib * mc, mcur = M - ic < mc ? M - ic : mc;
+                        kt->pack_a(ap, A, lda, trans_a, ic, pc, mcur, kc, MR);
+                        for (int p = 0; p < npanels; p++) {
+                            const int jr = p * NR, ncur = nc - jr < NR ? nc - jr : NR;
+                            const float *bp = bpack + (size_t)p * NR * kc;
+                            for (int ir = 0; ir < mcur; ir += MR) {
+                                const int mrcur = mcur - ir < MR ? mcur - ir : MR;
+                                float *c = C + (size_t)(ic + ir) * ldc + jc + jr;
+                                const float *a = ap + (size_t)ir * kc;
+                                if (mrcur == MR && ncur == NR) {
+                                    kt->ukernel(kc, a, bp, c, ldc, acc);
+                                } else {
+                                    kt->ukernel(kc, a, bp, edge, NR, 0);
+                                    for (int i = 0; i < mrcur; i++)
+                                        for (int j = 0; j < ncur; j++)
+                                            c[(size_t)i * ldc + j] = acc ? c[(size_t)i * ldc + j] + edge[i * NR + j]
+                                                                         : edge[i * NR + j];
+                                }
+                            }
+                        }
+                    }
+                    BUSY_END;
+                }
+                #pragma omp barrier
+            }
+        }
+    }
+    KSTAT_END(K_GEMM, 2.0 * M * N * K, 4.0 * ((double)M * K + (double)K * N + (accumulate ? 2.0 : 1.0) * M * N));
+}

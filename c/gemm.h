@@ -1,0 +1,17 @@
+/* gemm.h — C[M,N] = op(A)[M,K] . op(B)[K,N] (+ bias[N]) (+ C), row-major float32.
+ * op(X) is X or its transpose (trans_* = 1). lda/ldb/ldc are the row strides of A, B and C as
+ * stored. accumulate = 1 adds to C instead of overwriting it. bias may be NULL. */
+#ifndef LOOP_GEMM_H
+#define LOOP_GEMM_H
+
+void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, long lda,
+               const float *B, long ldb, float *C, long ldc, const float *bias, int accumulate);
+
+/* Cache sizes in bytes (the Python side reads them from sysfs). Block sizes follow from them
+ * unless set explicitly (0 = derive). */
+void loop_gemm_set_cache_sizes(long l1d, long l2, long l3);
+void loop_gemm_set_blocking(int mc, int kc, int nc);
+/* out: mr, nr, mc, kc, nc for the active ISA */
+void loop_gemm_get_blocking(int *out5);
+
+#endif

@@ -1,0 +1,63 @@
+/* kernels_avx512.c — AVX-512 build of every kernel: the 12x32 GEMM micro-kernel below, and the
+ * ops of ops_impl.h vectorised with zmm registers. Only this file may contain AVX-512 code; it
+ * runs only when runtime.c's dispatch selects it (valgrind hides AVX-512, so it never does). */
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c")
+#include <immintrin.h>
+#define ISA_FN(name) name##_avx512
+#include "ops_impl.h"
+
+/* C[12,32] (+)= sum_k a[k][0..12] x b[k][0..32]: 24 zmm accumulators, 2 B loads and 12
+ * broadcasts per k. */
+static void ukernel_avx512(int kc, const float *restrict a, const float *restrict b,
+                           float *restrict c, long ldc, int accumulate) {
+#define ROW_INIT(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
+    ROW_INIT(0) ROW_INIT(1) ROW_INIT(2) ROW_INIT(3) ROW_INIT(4) ROW_INIT(5)
+    ROW_INIT(6) ROW_INIT(7) ROW_INIT(8) ROW_INIT(9) ROW_INIT(10) ROW_INIT(11)
+    for (int k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#define ROW_FMA(i)                                                                                 \
+    {                                                                                              \
+        __m512 ai = _mm512_set1_ps(a[i]);                                                          \
+        c##i##0 = _mm512_fmadd_ps(ai, b0, c##i##0);                                                \
+        c##i##1 = _mm512_fmadd_ps(ai, b1, c##i##1);                                                \
+    }
+        ROW_FMA(0) ROW_FMA(1) ROW_FMA(2) ROW_FMA(3) ROW_FMA(4) ROW_FMA(5)
+        ROW_FMA(6) ROW_FMA(7) ROW_FMA(8) ROW_FMA(9) ROW_FMA(10) ROW_FMA(11)
+        a += 12;
+        b += 32;
+    }
+#define ROW_STORE(i)                                                                               \
+    {                                                                                              \
+        float *ci = c + (long)(i) * ldc;                                                           \
+        if (accumulate) {                                                                          \
+            c##i##0 = _mm512_add_ps(c##i##0, _mm512_loadu_ps(ci));                                 \
+            c##i##1 = _mm512_add_ps(c##i##1, _mm512_loadu_ps(ci + 16));                            \
+        }                                                                                          \
+        _mm512_storeu_ps(ci, c##i##0);                                                             \
+        _mm512_storeu_ps(ci + 16, c##i##1);                                                        \
+    }
+    ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3) ROW_STORE(4) ROW_STORE(5)
+    ROW_STORE(6) ROW_STORE(7) ROW_STORE(8) ROW_STORE(9) ROW_STORE(10) ROW_STORE(11)
+}
+
+/* 12 independent FMA chains (latency 4 x 2 ports needs 8) on registers only. */
+double fma_peak_avx512(long iters) {
+    __m512 x[12];
+    const __m512 m = _mm512_set1_ps(0.9999999f), add = _mm512_set1_ps(1e-7f);
+    for (int i = 0; i < 12; i++) x[i] = _mm512_set1_ps((float)i);
+    for (long it = 0; it < iters; it++) {
+        x[0] = _mm512_fmadd_ps(x[0], m, add); x[1] = _mm512_fmadd_ps(x[1], m, add);
+        x[2] = _mm512_fmadd_ps(x[2], m, add); x[3] = _mm512_fmadd_ps(x[3], m, add);
+        x[4] = _mm512_fmadd_ps(x[4], m, add); x[5] = _mm512_fmadd_ps(x[5], m, add);
+        x[6] = _mm512_fmadd_ps(x[6], m, add); x[7] = _mm512_fmadd_ps(x[7], m, add);
+        x[8] = _mm512_fmadd_ps(x[8], m, add); x[9] = _mm512_fmadd_ps(x[9], m, add);
+        x[10] = _mm512_fmadd_ps(x[10], m, add); x[11] = _mm512_fmadd_ps(x[11], m, add);
+    }
+    __m512 s = x[0];
+    for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, x[i]);
+    volatile float sink = _mm512_reduce_add_ps(s);
+    (void)sink;
+    return (double)iters * 12 * 16 * 2;
+}
+
+ISA_KERNEL_TABLE(loop_kernels_avx512, 12, 32, ukernel_avx512, fma_peak_avx512);

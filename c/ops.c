@@ -1,0 +1,111 @@
+/* ops.c — public entry points: route each op to the active ISA's build and record its stats.
+ * FLOP counts for the non-GEMM ops are per-element estimates (exp and tanh count as one);
+ * bytes are the least each op must read and write. */
+#include "ops.h"
+#include "internal.h"
+#include "isa_variants.h"
+
+const loop_isa_kernels *loop_kernels_active(void) {
+    switch (loop_isa_active) {
+    case LOOP_ISA_AVX512: return &loop_kernels_avx512;
+    case LOOP_ISA_AVX2: return &loop_kernels_avx2;
+    default: return &loop_kernels_generic;
+    }
+}
+
+#define OPS loop_kernels_active()
+#define F4 4.0
+
+void loop_encoder_forward(float *out, const int32_t *tokens, const float *wte, const float *wpe, int B, int T, int C) {
+    KSTAT_BEGIN;
+    OPS->encoder_forward(out, tokens, wte, wpe, B, T, C);
+    double n = (double)B * T * C;
+    KSTAT_END(K_ENCODER_FWD, n, F4 * 3 * n);
+}
+
+void loop_encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, int B, int T, int C) {
+    KSTAT_BEGIN;
+    OPS->encoder_backward(dwte, dwpe, dout, tokens, B, T, C);
+    double n = (double)B * T * C;
+    KSTAT_END(K_ENCODER_BWD, 2 * n, F4 * 5 * n);
+}
+
+void loop_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight, const float *bias, int N, int C) {
+    KSTAT_BEGIN;
+    OPS->layernorm_forward(out, mean, rstd, inp, weight, bias, N, C);
+    double n = (double)N * C;
+    KSTAT_END(K_LAYERNORM_FWD, 7 * n, F4 * 2 * n);
+}
+
+void loop_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp, const float *weight, const float *mean, const float *rstd, int N, int C) {
+    KSTAT_BEGIN;
+    OPS->layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
+    double n = (double)N * C;
+    KSTAT_END(K_LAYERNORM_BWD, 14 * n, F4 * 4 * n);
+}
+
+void loop_bias_gelu_forward(float *pre, float *out, const float *bias, int N, int C) {
+    KSTAT_BEGIN;
+    OPS->bias_gelu_forward(pre, out, bias, N, C);
+    double n = (double)N * C;
+    KSTAT_END(K_BIAS_GELU_FWD, 12 * n, F4 * 3 * n);
+}
+
+void loop_gelu_backward(float *dinp, const float *pre, const float *dout, size_t n) {
+    KSTAT_BEGIN;
+    OPS->gelu_backward(dinp, pre, dout, n);
+    KSTAT_END(K_GELU_BWD, 20.0 * n, F4 * 3 * n);
+}
+
+/* causal: T(T+1)/2 (query, key) pairs per head, each 2*hs FLOPs for q.k and 2*hs for a.v */
+static double attention_flops(int B, int T, int C) { return (double)B * T * (T + 1) / 2.0 * C * 4.0; }
+
+void loop_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
+    KSTAT_BEGIN;
+    OPS->attention_forward(out, att, qkv, B, T, C, NH);
+    KSTAT_END(K_ATTENTION_FWD, attention_flops(B, T, C), F4 * ((double)B * T * 4 * C + (double)B * NH * T * T));
+}
+
+void loop_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T, int C, int NH) {
+    KSTAT_BEGIN;
+    OPS->attention_backward(dqkv, dout, qkv, att, B, T, C, NH);
+    KSTAT_END(K_ATTENTION_BWD, 2 * attention_flops(B, T, C), F4 * ((double)B * T * 7 * C + (double)B * NH * T * T));
+}
+
+void loop_residual_forward(float *out, const float *a, const float *b, size_t n) {
+    KSTAT_BEGIN;
+    OPS->residual_forward(out, a, b, n);
+    KSTAT_END(K_RESIDUAL_FWD, (double)n, F4 * 3 * n);
+}
+
+void loop_bias_backward(float *dbias, const float *dout, int N, int C) {
+    KSTAT_BEGIN;
+    OPS->bias_backward(dbias, dout, N, C);
+    KSTAT_END(K_BIAS_BWD, (double)N * C, F4 * (double)N * C);
+}
+
+void loop_crossentropy(float *logits, float *losses, const int32_t *targets, int N, int V, float grad_scale, int write_grad) {
+    KSTAT_BEGIN;
+    OPS->crossentropy(logits, losses, targets, N, V, grad_scale, write_grad);
+    double n = (double)N * V;
+    KSTAT_END(K_CROSSENTROPY, (write_grad ? 5 : 3) * n, F4 * (write_grad ? 2 : 1) * n);
+}
+
+void loop_adamw(float *param, const float *grad, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay, float bias_corr1, float bias_corr2, float grad_scale) {
+    KSTAT_BEGIN;
+    OPS->adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, bias_corr1, bias_corr2, grad_scale);
+    KSTAT_END(K_ADAMW, 14.0 * n, F4 * 7 * n);
+}
+
+double loop_sum_squares(const float *x, size_t n) {
+    KSTAT_BEGIN;
+    double s = OPS->sum_squares(x, n);
+    KSTAT_END(K_GRAD_NORM, 2.0 * n, F4 * n);
+    return s;
+}
+
+void loop_scale(float *x, float s, size_t n) {
+    KSTAT_BEGIN;
+    OPS->scale(x, s, n);
+    KSTAT_END(K_SCALE, (double)n, F4 * 2 * n);
+}

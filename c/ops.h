@@ -1,0 +1,40 @@
+/* ops.h — the transformer's non-GEMM ops, forward and backward. Row-major float32; shapes in
+ * each comment (B batch, T time, C channels, NH heads, N rows = B*T, V vocabulary). Backward
+ * ops add (+=) into parameter gradients and, where a residual stream meets them, into dinp. */
+#ifndef LOOP_OPS_H
+#define LOOP_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* out[B,T,C] = wte[tokens[B,T]] + wpe[T] */
+void loop_encoder_forward(float *out, const int32_t *tokens, const float *wte, const float *wpe, int B, int T, int C);
+/* dwte[V,C] += scatter dout[B,T,C]; dwpe[T,C] += sum over B */
+void loop_encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, int B, int T, int C);
+/* out[N,C] = LN(inp[N,C]) * weight[C] + bias[C]; mean[N], rstd[N] kept for backward */
+void loop_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight, const float *bias, int N, int C);
+/* dinp[N,C] +=, dweight[C] +=, dbias[C] += */
+void loop_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp, const float *weight, const float *mean, const float *rstd, int N, int C);
+/* pre[N,C] += bias[C] (bias may be NULL); out[N,C] = gelu_tanh(pre) */
+void loop_bias_gelu_forward(float *pre, float *out, const float *bias, int N, int C);
+/* dinp[n] = dout[n] * gelu_tanh'(pre[n]); dinp may be dout */
+void loop_gelu_backward(float *dinp, const float *pre, const float *dout, size_t n);
+/* out[B,T,C] = causal softmax(q k^T / sqrt(hs)) v per head, from qkv[B,T,3C]; att[B,NH,T,T] */
+void loop_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
+/* dqkv[B,T,3C] = (overwritten) gradient from dout[B,T,C] */
+void loop_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T, int C, int NH);
+/* out[n] = a[n] + b[n] */
+void loop_residual_forward(float *out, const float *a, const float *b, size_t n);
+/* dbias[C] += column sums of dout[N,C] */
+void loop_bias_backward(float *dbias, const float *dout, int N, int C);
+/* losses[N] = cross-entropy of softmax(logits[N,V]) at targets[N]; with write_grad, logits is
+ * overwritten by grad_scale * (softmax - onehot) */
+void loop_crossentropy(float *logits, float *losses, const int32_t *targets, int N, int V, float grad_scale, int write_grad);
+/* one AdamW step over n floats; grad_scale applies clipping; bias_corr_i = 1 - beta_i^t */
+void loop_adamw(float *param, const float *grad, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay, float bias_corr1, float bias_corr2, float grad_scale);
+/* sum of x[n]^2 in double, independent of the thread count */
+double loop_sum_squares(const float *x, size_t n);
+/* x[n] *= s */
+void loop_scale(float *x, float s, size_t n);
+
+#endif

@@ -1,0 +1,511 @@
+/* ops_impl.h — bodies of every non-GEMM op, plus GEMM packing.
+ *
+ * Included once per instruction set by kernels_<isa>.c after a `#pragma GCC target`, with
+ * ISA_FN(name) giving each copy its own name; the compiler vectorises the `omp simd` loops for
+ * that ISA. Everything is row-major float32. Shapes: B batch, T time, C channels, NH heads,
+ * hs = C/NH head size, N = B*T rows, V vocabulary. */
+#include <math.h>
+#include <string.h>
+#include "internal.h"
+#include "isa_variants.h"
+
+#define PAR_FOR _Pragma("omp for schedule(static) nowait")
+
+/* exp for the softmaxes: Cephes' polynomial with range reduction by 2^n, written so that
+ * `omp simd` loops vectorise it (libm's expf would run one lane at a time). |rel err| < 2e-7. */
+static inline float fast_expf(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float t = x * 1.44269504088896341f;
+    int n = (int)(t + (t >= 0.0f ? 0.5f : -0.5f));
+    float nf = (float)n;
+    float r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } scale;
+    scale.i = (n + 127) << 23;
+    return y * scale.f;
+}
+
+static inline float fast_tanhf(float x) { return 1.0f - 2.0f / (fast_expf(2.0f * x) + 1.0f); }
+
+#define GELU_S 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_C 0.044715f
+
+/* ---- GEMM packing (see gemm.c) ---- */
+
+/* op(A) rows [i0, i0+m) x cols [k0, k0+kc) -> panels of mr rows: dst[panel][k][mr], zero-padded */
+static void ISA_FN(pack_a)(float *dst, const float *A, long lda, int trans, long i0, long k0, int m,
+                           int kc, int mr) {
+    for (int ip = 0; ip < m; ip += mr) {
+        float *d = dst + (size_t)ip * kc;
+        int rows = m - ip < mr ? m - ip : mr;
+        if (!trans) {
+            for (int r = 0; r < rows; r++) {
+                const float *src = A + (size_t)(i0 + ip + r) * lda + k0;
+                for (int k = 0; k < kc; k++) d[(size_t)k * mr + r] = src[k];
+            }
+            for (int r = rows; r < mr; r++)
+                for (int k = 0; k < kc; k++) d[(size_t)k * mr + r] = 0.0f;
+        } else {
+            for (int k = 0; k < kc; k++) {
+                const float *src = A + (size_t)(k0 + k) * lda + i0 + ip;
+                float *dk = d + (size_t)k * mr;
+                for (int r = 0; r < rows; r++) dk[r] = src[r];
+                for (int r = rows; r < mr; r++) dk[r] = 0.0f;
+            }
+        }
+    }
+}
+
+/* op(B) rows [k0, k0+kc) x cols [j0, j0+n), n <= nr -> one panel dst[k][nr], zero-padded */
+static void ISA_FN(pack_b)(float *dst, const float *B, long ldb, int trans, long k0, long j0, int n,
+                           int kc, int nr) {
+    if (!trans) {
+        for (int k = 0; k < kc; k++) {
+            const float *src = B + (size_t)(k0 + k) * ldb + j0;
+            float *dk = dst + (size_t)k * nr;
+            #pragma omp simd
+            for (int j = 0; j < n; j++) dk[j] = src[j];
+            for (int j = n; j < nr; j++) dk[j] = 0.0f;
+        }
+    } else {
+        for (int j = 0; j < n; j++) {
+            const float *src = B + (size_t)(j0 + j) * ldb + k0;
+            for (int k = 0; k < kc; k++) dst[(size_t)k * nr + j] = src[k];
+        }
+        for (int j = n; j < nr; j++)
+            for (int k = 0; k < kc; k++) dst[(size_t)k * nr + j] = 0.0f;
+    }
+}
+
+/* ---- encoder: out[B,T,C] = wte[tokens[b,t]] + wpe[t] ---- */
+static void ISA_FN(encoder_forward)(float *out, const int32_t *tokens, const float *wte,
+                                    const float *wpe, int B, int T, int C) {
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        PAR_FOR
+        for (long bt = 0; bt < (long)B * T; bt++) {
+            const float *e = wte + (size_t)tokens[bt] * C, *p = wpe + (size_t)(bt % T) * C;
+            float *o = out + (size_t)bt * C;
+            #pragma omp simd
+            for (int c = 0; c < C; c++) o[c] = e[c] + p[c];
+        }
+        BUSY_END;
+    }
+}
+
+/* dwte[V,C] += scatter(dout), dwpe[T,C] += sum_b dout. Threads own column ranges, so the
+ * scatter has no races and the summation order never depends on the thread count. */
+static void ISA_FN(encoder_backward)(float *dwte, float *dwpe, const float *dout,
+                                     const int32_t *tokens, int B, int T, int C) {
+    const int block = 16;
+    int nblocks = (C + block - 1) / block;
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        PAR_FOR
+        for (int cb = 0; cb < nblocks; cb++) {
+            int c0 = cb * block, c1 = c0 + block < C ? c0 + block : C;
+            for (long bt = 0; bt < (long)B * T; bt++) {
+                const float *d = dout + (size_t)bt * C;
+                float *e = dwte + (size_t)tokens[bt] * C, *p = dwpe + (size_t)(bt % T) * C;
+                #pragma omp simd
+                for (int c = c0; c < c1; c++) {
+                    e[c] += d[c];
+                    p[c] += d[c];
+                }
+            }
+        }
+        BUSY_END;
+    }
+}
+
+/* ---- LayerNorm over C: out = (x - mean) * rstd * w + b; keeps mean[N], rstd[N] ---- */
+static void ISA_FN(layernorm_forward)(float *out, float *mean, float *rstd, const float *inp,
+                                      const float *weight, const float *bias, int N, int C) {
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        PAR_FOR
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C;
+            float s = 0.0f;
+            #pragma omp simd reduction(+ : s)
+            for (int c = 0; c < C; c++) s += x[c];
+            float m = s / C, v = 0.0f;
+            #pragma omp simd reduction(+ : v)
+            for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+            float r = 1.0f / sqrtf(v / C + 1e-5f);
+            float *o = out + (size_t)n * C;
+            #pragma omp simd
+            for (int c = 0; c < C; c++) o[c] = (x[c] - m) * r * weight[c] + bias[c];
+            mean[n] = m;
+            rstd[n] = r;
+        }
+        BUSY_END;
+    }
+}
+
+/* Sums partial[chunks][width] over chunks, in chunk order, into dst[width] (+=). */
+static void ISA_FN(reduce_chunks)(float *dst, const float *partial, int chunks, int width) {
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        PAR_FOR
+        for (int c = 0; c < width; c++) {
+            float s = 0.0f;
+            for (int k = 0; k < chunks; k++) s += partial[(size_t)k * width + c];
+            dst[c] += s;
+        }
+        BUSY_END;
+    }
+}
+
+/* dinp[N,C] += LN backward; dweight[C], dbias[C] += their gradients (fixed-chunk reduction). */
+static void ISA_FN(layernorm_backward)(float *dinp, float *dweight, float *dbias, const float *dout,
+                                       const float *inp, const float *weight, const float *mean,
+                                       const float *rstd, int N, int C) {
+    int chunks = N < LOOP_REDUCE_CHUNKS ? N : LOOP_REDUCE_CHUNKS;
+    float *partial = loop_scratch(SCRATCH_REDUCE, (size_t)chunks * 2 * C);
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        PAR_FOR
+        for (int k = 0; k < chunks; k++) {
+            float *pw = partial + (size_t)k * 2 * C, *pb = pw + C;
+            memset(pw, 0, sizeof(float) * 2 * C);
+            int n0 = (int)((long)N * k / chunks), n1 = (int)((long)N * (k + 1) / chunks);
+            for (int n = n0; n < n1; n++) {
+                const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+                float m = mean[n], r = rstd[n], dmean = 0.0f, dnorm_norm = 0.0f;
+                #pragma omp simd reduction(+ : dmean, dnorm_norm)
+                for (int c = 0; c < C; c++) {
+                    float dnorm = dy[c] * weight[c];
+                    dmean += dnorm;
+                    dnorm_norm += dnorm * (x[c] - m) * r;
+                }
+                dmean /= C;
+                dnorm_norm /= C;
+                float *dx = dinp + (size_t)n * C;
+                #pragma omp simd
+                for (int c = 0; c < C; c++) {
+                    float norm = (x[c] - m) * r;
+                    dx[c] += (dy[c] * weight[c] - dmean - norm * dnorm_norm) * r;
+                    pw[c] += dy[c] * norm;
+                    pb[c] += dy[c];
+                }
+            }
+        }
+        BUSY_END;
+    }
+    /* columns of (dweight, dbias) are adjacent in each partial row: reduce both in one pass */
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        PAR_FOR
+        for (int c = 0; c < 2 * C; c++) {
+            float s = 0.0f;
+            for (int k = 0; k < chunks; k++) s += partial[(size_t)k * 2 * C + c];
+            if (c < C) dweight[c] += s;
+            else dbias[c - C] += s;
+        }
+        BUSY_END;
+    }
+}
+
+/* dbias[C] += column sums of dout[N,C] */
+static void ISA_FN(bias_backward)(float *dbias, const float *dout, int N, int C) {
+    int chunks = N < LOOP_REDUCE_CHUNKS ? N : LOOP_REDUCE_CHUNKS;
+    float *partial = loop_scratch(SCRATCH_REDUCE, (size_t)chunks * C);
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        PAR_FOR
+        for (int k = 0; k < chunks; k++) {
+            float *p = partial + (size_t)k * C;
+            memset(p, 0, sizeof(float) * C);
+            int n0 = (int)((long)N * k / chunks), n1 = (int)((long)N * (k + 1) / chunks);
+            for (int n = n0; n < n1; n++) {
+                const float *dy = dout + (size_t)n * C;
+                #pragma omp simd
+                for (int c = 0; c < C; c++) p[c] += dy[c];
+            }
+        }
+        BUSY_END;
+    }
+    ISA_FN(reduce_chunks)(dbias, partial, chunks, C);
+}
+
+/* ---- MLP activation: pre[N,C] += bias (if any); out = gelu_tanh(pre) ---- */
+static void ISA_FN(bias_gelu_forward)(float *pre, float *out, const float *bias, int N, int C) {
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        PAR_FOR
+        for (int n = 0; n < N; n++) {
+            float *p = pre + (size_t)n * C, *o = out + (size_t)n * C;
+            #pragma omp simd
+            for (int c = 0; c < C; c++) {
+                float x = bias ? p[c] + bias[c] : p[c];
+                p[c] = x;
+                o[c] = 0.5f * x * (1.0f + fast_tanhf(GELU_S * (x + GELU_C * x * x * x)));
+            }
+        }
+        BUSY_END;
+    }
+}
+
+/* dinp[n] = dout[n] * gelu'(pre[n]); dinp may alias dout */
+static void ISA_FN(gelu_backward)(float *dinp, const float *pre, const float *dout, size_t n) {
+    const size_t block = 4096;
+    long nblocks = (long)((n + block - 1) / block);
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        PAR_FOR
+        for (long b = 0; b < nblocks; b++) {
+            size_t i0 = (size_t)b * block, i1 = i0 + block < n ? i0 + block : n;
+            #pragma omp simd
+            for (size_t i = i0; i < i1; i++) {
+                float x = pre[i];
+                float u = GELU_S * (x + GELU_C * x * x * x);
+                float th = fast_tanhf(u);
+                float sech2 = 1.0f - th * th;
+                float d = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_S * (1.0f + 3.0f * GELU_C * x * x);
+                dinp[i] = dout[i] * d;
+            }
+        }
+        BUSY_END;
+    }
+}
+
+/* ---- causal self-attention from packed qkv[B,T,3C] (q | k | v, heads contiguous in each) ----
+ * out[B,T,C]; att[B,NH,T,T] keeps the softmax probabilities (zeros above the diagonal) for the
+ * backward pass: B*NH*T*T floats per layer. */
+static void ISA_FN(attention_forward)(float *out, float *att, const float *qkv, int B, int T, int C,
+                                      int NH) {
+    const int hs = C / NH, C3 = 3 * C;
+    const float scale = 1.0f / sqrtf((float)hs);
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        PAR_FOR
+        for (int bh = 0; bh < B * NH; bh++) {
+            int b = bh / NH, h = bh % NH;
+            const float *base = qkv + (size_t)b * T * C3 + h * hs;
+            for (int t = 0; t < T; t++) {
+                const float *q = base + (size_t)t * C3;
+                float *arow = att + ((size_t)bh * T + t) * T;
+                float maxv = -INFINITY;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float *k = base + (size_t)t2 * C3 + C;
+                    float s = 0.0f;
+                    #pragma omp simd reduction(+ : s)
+                    for (int i = 0; i < hs; i++) s += q[i] * k[i];
+                    s *= scale;
+                    arow[t2] = s;
+                    maxv = s > maxv ? s : maxv;
+                }
+                float sum = 0.0f;
+                #pragma omp simd reduction(+ : sum)
+                for (int t2 = 0; t2 <= t; t2++) {
+                    float e = fast_expf(arow[t2] - maxv);
+                    arow[t2] = e;
+                    sum += e;
+                }
+                float inv = 1.0f / sum;
+                #pragma omp simd
+                for (int t2 = 0; t2 <= t; t2++) arow[t2] *= inv;
+                for (int t2 = t + 1; t2 < T; t2++) arow[t2] = 0.0f;
+                float *o = out + ((size_t)b * T + t) * C + h * hs;
+                #pragma omp simd
+                for (int i = 0; i < hs; i++) o[i] = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float *v = base + (size_t)t2 * C3 + 2 * C;
+                    float a = arow[t2];
+                    #pragma omp simd
+                    for (int i = 0; i < hs; i++) o[i] += a * v[i];
+                }
+            }
+        }
+        BUSY_END;
+    }
+}
+
+/* dqkv[B,T,3C] = gradient of attention_forward given dout[B,T,C] (overwritten, not added). */
+static void ISA_FN(attention_backward)(float *dqkv, const float *dout, const float *qkv,
+                                       const float *att, int B, int T, int C, int NH) {
+    const int hs = C / NH, C3 = 3 * C;
+    const float scale = 1.0f / sqrtf((float)hs);
+    float *scratch = loop_scratch(SCRATCH_ATTN, (size_t)loop_nthreads * T);
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        float *datt = scratch + (size_t)omp_get_thread_num() * T;
+        PAR_FOR
+        for (int bh = 0; bh < B * NH; bh++) {
+            int b = bh / NH, h = bh % NH;
+            const float *base = qkv + (size_t)b * T * C3 + h * hs;
+            float *dbase = dqkv + (size_t)b * T * C3 + h * hs;
+            for (int t = 0; t < T; t++)
+                for (int part = 0; part < 3; part++)
+                    memset(dbase + (size_t)t * C3 + part * C, 0, sizeof(float) * hs);
+            for (int t = 0; t < T; t++) {
+                const float *arow = att + ((size_t)bh * T + t) * T;
+                const float *dy = dout + ((size_t)b * T + t) * C + h * hs;
+                const float *q = base + (size_t)t * C3;
+                float *dq = dbase + (size_t)t * C3;
+                float dot = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float *v = base + (size_t)t2 * C3 + 2 * C;
+                    float *dv = dbase + (size_t)t2 * C3 + 2 * C;
+                    float a = arow[t2], s = 0.0f;
+                    #pragma omp simd reduction(+ : s)
+                    for (int i = 0; i < hs; i++) {
+                        s += dy[i] * v[i];
+                        dv[i] += a * dy[i];
+                    }
+                    datt[t2] = s;
+                    dot += a * s;
+                }
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float *k = base + (size_t)t2 * C3 + C;
+                    float *dk = dbase + (size_t)t2 * C3 + C;
+                    float dpre = arow[t2] * (datt[t2] - dot) * scale;
+                    #pragma omp simd
+                    for (int i = 0; i < hs; i++) {
+                        dq[i] += dpre * k[i];
+                        dk[i] += dpre * q[i];
+                    }
+                }
+            }
+        }
+        BUSY_END;
+    }
+}
+
+/* ---- out[n] = a[n] + b[n] ---- */
+static void ISA_FN(residual_forward)(float *out, const float *a, const float *b, size_t n) {
+    const size_t block = 8192;
+    long nblocks = (long)((n + block - 1) / block);
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        PAR_FOR
+        for (long k = 0; k < nblocks; k++) {
+            size_t i0 = (size_t)k * block, i1 = i0 + block < n ? i0 + block : n;
+            #pragma omp simd
+            for (size_t i = i0; i < i1; i++) out[i] = a[i] + b[i];
+        }
+        BUSY_END;
+    }
+}
+
+/* ---- fused softmax + cross-entropy over V, row by row ----
+ * losses[n] = logsumexp(logits[n]) - logits[n, targets[n]]. With write_grad, logits[n] is
+ * overwritten by d(grad_scale * loss)/dlogits = grad_scale * (softmax - onehot): the
+ * probabilities exist only in that one buffer, one row at a time in cache. */
+static void ISA_FN(crossentropy)(float *logits, float *losses, const int32_t *targets, int N, int V,
+                                 float grad_scale, int write_grad) {
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        PAR_FOR
+        for (int n = 0; n < N; n++) {
+            float *x = logits + (size_t)n * V;
+            float maxv = -INFINITY;
+            #pragma omp simd reduction(max : maxv)
+            for (int j = 0; j < V; j++) maxv = x[j] > maxv ? x[j] : maxv;
+            float target_logit = x[targets[n]];
+            float sum = 0.0f;
+            if (write_grad) {
+                #pragma omp simd reduction(+ : sum)
+                for (int j = 0; j < V; j++) {
+                    float e = fast_expf(x[j] - maxv);
+                    x[j] = e;
+                    sum += e;
+                }
+                float s = grad_scale / sum;
+                #pragma omp simd
+                for (int j = 0; j < V; j++) x[j] *= s;
+                x[targets[n]] -= grad_scale;
+            } else {
+                #pragma omp simd reduction(+ : sum)
+                for (int j = 0; j < V; j++) sum += fast_expf(x[j] - maxv);
+            }
+            losses[n] = logf(sum) + maxv - target_logit;
+        }
+        BUSY_END;
+    }
+}
+
+/* ---- AdamW over one flat buffer (decoupled weight decay, bias correction) ----
+ * grad_scale folds gradient clipping in; bias_corr1 = 1 - beta1^t, bias_corr2 = 1 - beta2^t. */
+static void ISA_FN(adamw)(float *param, const float *grad, float *m, float *v, size_t n, float lr,
+                          float beta1, float beta2, float eps, float weight_decay, float bias_corr1,
+                          float bias_corr2, float grad_scale) {
+    const size_t block = 8192;
+    long nblocks = (long)((n + block - 1) / block);
+    const float ib1 = 1.0f / bias_corr1, ib2 = 1.0f / bias_corr2;
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        PAR_FOR
+        for (long k = 0; k < nblocks; k++) {
+            size_t i0 = (size_t)k * block, i1 = i0 + block < n ? i0 + block : n;
+            #pragma omp simd
+            for (size_t i = i0; i < i1; i++) {
+                float g = grad[i] * grad_scale;
+                float mi = beta1 * m[i] + (1.0f - beta1) * g;
+                float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+                m[i] = mi;
+                v[i] = vi;
+                float update = (mi * ib1) / (sqrtf(vi * ib2) + eps);
+                param[i] -= lr * (update + weight_decay * param[i]);
+            }
+        }
+        BUSY_END;
+    }
+}
+
+/* sum of squares in double over fixed chunks (thread-count independent) */
+static double ISA_FN(sum_squares)(const float *x, size_t n) {
+    double partial[LOOP_REDUCE_CHUNKS];
+    int chunks = n < LOOP_REDUCE_CHUNKS ? (int)n : LOOP_REDUCE_CHUNKS;
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        PAR_FOR
+        for (int k = 0; k < chunks; k++) {
+            size_t i0 = n * k / chunks, i1 = n * (k + 1) / chunks;
+            double s = 0.0;
+            #pragma omp simd reduction(+ : s)
+            for (size_t i = i0; i < i1; i++) s += (double)x[i] * x[i];
+            partial[k] = s;
+        }
+        BUSY_END;
+    }
+    double total = 0.0;
+    for (int k = 0; k < chunks; k++) total += partial[k];
+    return total;
+}
+
+static void ISA_FN(scale)(float *x, float s, size_t n) {
+    #pragma omp simd
+    for (size_t i = 0; i < n; i++) x[i] *= s;
+}
+
+#define ISA_KERNEL_TABLE(NAME, MR, NR, UKERNEL, PEAK)                                               \
+    const loop_isa_kernels NAME = {                                                                \
+        #NAME + 13, MR, NR, UKERNEL, PEAK, ISA_FN(pack_a), ISA_FN(pack_b),                          \
+        ISA_FN(encoder_forward), ISA_FN(encoder_backward), ISA_FN(layernorm_forward),              \
+        ISA_FN(layernorm_backward), ISA_FN(bias_gelu_forward), ISA_FN(gelu_backward),              \
+        ISA_FN(attention_forward), ISA_FN(attention_backward), ISA_FN(residual_forward),           \
+        ISA_FN(bias_backward), ISA_FN(crossentropy), ISA_FN(adamw), ISA_FN(sum_squares),           \
+        ISA_FN(scale)}

@@ -1,0 +1,148 @@
+/* runtime.c — ISA selection, thread count, per-thread and per-kernel statistics, scratch. */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include "internal.h"
+#include "isa_variants.h"
+
+int loop_isa_active = LOOP_ISA_GENERIC;
+int loop_nthreads = 1;
+
+int loop_isa_best(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+        return LOOP_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return LOOP_ISA_AVX2;
+    return LOOP_ISA_GENERIC;
+}
+
+int loop_isa_get(void) { return loop_isa_active; }
+
+int loop_isa_set(int isa) {
+    if (isa < LOOP_ISA_GENERIC || isa > loop_isa_best()) return -1;
+    loop_isa_active = isa;
+    return 0;
+}
+
+int loop_max_threads(void) {
+    int n = omp_get_num_procs();
+    return n < LOOP_MAX_THREADS ? n : LOOP_MAX_THREADS;
+}
+
+void loop_set_num_threads(int n) {
+    if (n < 1) n = 1;
+    if (n > LOOP_MAX_THREADS) n = LOOP_MAX_THREADS;
+    loop_nthreads = n;
+}
+
+int loop_get_num_threads(void) { return loop_nthreads; }
+
+/* ---- per-thread busy time: one cache line per slot so threads never share a line ---- */
+typedef struct {
+    int64_t os_tid;
+    uint64_t busy_ns;
+    char pad[LOOP_ALIGN - 16];
+} thread_slot;
+static thread_slot slots[LOOP_MAX_THREADS] __attribute__((aligned(LOOP_ALIGN)));
+
+void loop_busy_add(int thread, uint64_t ns) {
+    thread_slot *s = &slots[thread];
+    if (s->os_tid == 0) s->os_tid = (int64_t)syscall(SYS_gettid);
+    __atomic_store_n(&s->busy_ns, s->busy_ns + ns, __ATOMIC_RELAXED);
+}
+
+int loop_thread_stats(int64_t *os_tid, uint64_t *busy_ns, int max_threads) {
+    int n = 0;
+    for (int i = 0; i < LOOP_MAX_THREADS && i < max_threads; i++) {
+        os_tid[i] = __atomic_load_n(&slots[i].os_tid, __ATOMIC_RELAXED);
+        busy_ns[i] = __atomic_load_n(&slots[i].busy_ns, __ATOMIC_RELAXED);
+        if (os_tid[i]) n = i + 1;
+    }
+    return n;
+}
+
+/* ---- per-kernel totals (written by the calling thread only) ---- */
+static const char *kernel_names[K_COUNT] = {
+    "gemm", "encoder_fwd", "encoder_bwd", "layernorm_fwd", "layernorm_bwd", "bias_gelu_fwd",
+    "gelu_bwd", "attention_fwd", "attention_bwd", "residual_fwd", "bias_bwd", "crossentropy",
+    "adamw", "grad_norm", "scale"};
+static uint64_t k_calls[K_COUNT], k_ns[K_COUNT];
+static double k_flops[K_COUNT], k_bytes[K_COUNT];
+
+void loop_kstat_add(int kernel, uint64_t ns, double flops, double bytes) {
+    __atomic_store_n(&k_calls[kernel], k_calls[kernel] + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&k_ns[kernel], k_ns[kernel] + ns, __ATOMIC_RELAXED);
+    k_flops[kernel] += flops;
+    k_bytes[kernel] += bytes;
+}
+
+int loop_kernel_count(void) { return K_COUNT; }
+const char *loop_kernel_name(int id) { return (id >= 0 && id < K_COUNT) ? kernel_names[id] : "?"; }
+
+void loop_kernel_stats(uint64_t *calls, uint64_t *ns, double *flops, double *bytes) {
+    for (int i = 0; i < K_COUNT; i++) {
+        calls[i] = __atomic_load_n(&k_calls[i], __ATOMIC_RELAXED);
+        ns[i] = __atomic_load_n(&k_ns[i], __ATOMIC_RELAXED);
+        flops[i] = k_flops[i];
+        bytes[i] = k_bytes[i];
+    }
+}
+
+void loop_stats_reset(void) {
+    memset(k_calls, 0, sizeof k_calls);
+    memset(k_ns, 0, sizeof k_ns);
+    memset(k_flops, 0, sizeof k_flops);
+    memset(k_bytes, 0, sizeof k_bytes);
+    for (int i = 0; i < LOOP_MAX_THREADS; i++) slots[i].busy_ns = 0;
+}
+
+/* ---- scratch ---- */
+#define SCRATCH_SLOTS (SCRATCH_PACK_A0 + LOOP_MAX_THREADS)
+static float *scratch_ptr[SCRATCH_SLOTS];
+static size_t scratch_cap[SCRATCH_SLOTS];
+static uint64_t scratch_grows;
+
+float *loop_scratch(int slot, size_t floats) {
+    if (floats <= scratch_cap[slot]) return scratch_ptr[slot];
+    free(scratch_ptr[slot]);
+    size_t bytes = (floats * sizeof(float) + LOOP_ALIGN - 1) / LOOP_ALIGN * LOOP_ALIGN;
+    scratch_ptr[slot] = aligned_alloc(LOOP_ALIGN, bytes);
+    if (!scratch_ptr[slot]) abort(); /* out of memory: nothing sensible to return */
+    scratch_cap[slot] = bytes / sizeof(float);
+    __atomic_add_fetch(&scratch_grows, 1, __ATOMIC_RELAXED);
+    return scratch_ptr[slot];
+}
+
+uint64_t loop_scratch_grow_count(void) { return __atomic_load_n(&scratch_grows, __ATOMIC_RELAXED); }
+
+size_t loop_scratch_bytes(void) {
+    size_t total = 0;
+    for (int i = 0; i < SCRATCH_SLOTS; i++) total += scratch_cap[i] * sizeof(float);
+    return total;
+}
+
+/* ---- peak ---- */
+double loop_measure_peak_gflops(double seconds) {
+    long iters = 1 << 16;
+    double flops_per_thread = 0, elapsed = 0;
+    for (;;) {
+        uint64_t t0 = loop_now_ns();
+        double f = 0;
+        #pragma omp parallel num_threads(loop_nthreads) reduction(+ : f)
+        {
+            switch (loop_isa_active) {
+            case LOOP_ISA_AVX512: f += fma_peak_avx512(iters); break;
+            case LOOP_ISA_AVX2: f += fma_peak_avx2(iters); break;
+            default: f += fma_peak_generic(iters); break;
+            }
+        }
+        elapsed = (double)(loop_now_ns() - t0) * 1e-9;
+        flops_per_thread = f;
+        if (elapsed >= seconds) break;
+        iters *= (elapsed < seconds / 8) ? 8 : 2;
+    }
+    return flops_per_thread / elapsed * 1e-9;
+}

@@ -1,0 +1,401 @@
+"""Python face of the C kernels (c/, built into loop_tui._kernels by build_kernels.py).
+
+Every function takes C-contiguous numpy arrays of the documented dtype and shape; anything
+else raises ValueError naming the shapes, before C sees a pointer. Kernels are meant to be
+called from one long-lived thread: libgomp keeps a thread pool per calling thread.
+
+Environment: LOOP_ISA=avx512|avx2|generic forces an instruction set; LOOP_THREADS=n sets the
+thread count (default: all usable cores).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import machine
+
+_PKG = Path(__file__).resolve().parent.parent
+
+
+def _check_fresh() -> None:
+    """In a source checkout, refuse a module older than the C it was built from."""
+    src = _PKG.parent / "c"
+    mods = list(_PKG.glob("_kernels*.so"))
+    if not src.is_dir() or not mods:
+        return
+    built = max(m.stat().st_mtime for m in mods)
+    newest = max(p.stat().st_mtime for p in src.iterdir() if p.suffix in (".c", ".h"))
+    if newest > built + 1e-6:
+        raise ImportError("loop_tui C kernels are older than c/: run `make build` (or python build_kernels.py)")
+
+
+try:
+    _check_fresh()
+    from .._kernels import ffi, lib  # type: ignore
+except ModuleNotFoundError as e:  # pragma: no cover - message for a checkout never built
+    raise ImportError("loop_tui C kernels are not built: run `make build` (or pip install -e .)") from e
+
+ISA_NAMES = {0: "generic", 1: "avx2", 2: "avx512"}
+_ISA_IDS = {v: k for k, v in ISA_NAMES.items()}
+F32, I32 = np.dtype(np.float32), np.dtype(np.int32)
+
+
+# ---------------------------------------------------------------- runtime: ISA, threads, caches
+def isa() -> str:
+    """The instruction set the kernels run now."""
+    return ISA_NAMES[lib.loop_isa_get()]
+
+
+def best_isa() -> str:
+    return ISA_NAMES[lib.loop_isa_best()]
+
+
+def available_isas() -> list[str]:
+    return [ISA_NAMES[i] for i in range(lib.loop_isa_best() + 1)]
+
+
+def set_isa(name: str) -> None:
+    if name not in _ISA_IDS:
+        raise ValueError(f"unknown ISA {name!r}: choose from {', '.join(_ISA_IDS)}")
+    if lib.loop_isa_set(_ISA_IDS[name]) != 0:
+        raise ValueError(f"this CPU cannot run {name} (best: {best_isa()})")
+
+
+def set_num_threads(n: int) -> None:
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"thread count must be a positive integer, got {n!r}")
+    lib.loop_set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    return lib.loop_get_num_threads()
+
+
+def configure_caches(caches: machine.Caches) -> None:
+    lib.loop_gemm_set_cache_sizes(caches.size("L1d"), caches.size("L2"), caches.size("L3"))
+
+
+@dataclass(frozen=True)
+class Blocking:
+    mr: int
+    nr: int
+    mc: int
+    kc: int
+    nc: int
+
+
+def gemm_blocking() -> Blocking:
+    out = ffi.new("int[5]")
+    lib.loop_gemm_get_blocking(out)
+    return Blocking(*out)
+
+
+def set_gemm_blocking(mc: int = 0, kc: int = 0, nc: int = 0) -> None:
+    """Fix GEMM block sizes (0 = derive from the caches), for tuning and tests."""
+    lib.loop_gemm_set_blocking(int(mc), int(kc), int(nc))
+
+
+# ---------------------------------------------------------------- observability
+@dataclass(frozen=True)
+class ThreadStat:
+    index: int  # OpenMP thread number
+    os_tid: int  # Linux thread id (for /proc/<pid>/task/<tid>)
+    busy_ns: int  # time inside kernel work, barrier waits excluded
+
+
+@dataclass(frozen=True)
+class KernelStat:
+    name: str
+    calls: int
+    ns: int
+    flops: float
+    bytes: float
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / self.ns if self.ns else 0.0
+
+    @property
+    def gbytes(self) -> float:
+        return self.bytes / self.ns if self.ns else 0.0
+
+
+def thread_stats() -> list[ThreadStat]:
+    n = 256
+    tids, busy = ffi.new("int64_t[]", n), ffi.new("uint64_t[]", n)
+    used = lib.loop_thread_stats(tids, busy, n)
+    return [ThreadStat(i, int(tids[i]), int(busy[i])) for i in range(used) if tids[i]]
+
+
+def kernel_stats() -> list[KernelStat]:
+    n = lib.loop_kernel_count()
+    calls, ns = ffi.new("uint64_t[]", n), ffi.new("uint64_t[]", n)
+    flops, nbytes = ffi.new("double[]", n), ffi.new("double[]", n)
+    lib.loop_kernel_stats(calls, ns, flops, nbytes)
+    return [KernelStat(ffi.string(lib.loop_kernel_name(i)).decode(), int(calls[i]), int(ns[i]), flops[i], nbytes[i])
+            for i in range(n)]
+
+
+def reset_stats() -> None:
+    lib.loop_stats_reset()
+
+
+def scratch_grow_count() -> int:
+    """Times the kernels' own scratch buffers were (re)allocated; flat after warm-up."""
+    return int(lib.loop_scratch_grow_count())
+
+
+def scratch_bytes() -> int:
+    return int(lib.loop_scratch_bytes())
+
+
+def measure_peak_gflops(seconds: float = 0.3) -> float:
+    """FMA throughput of this machine on the active ISA and thread count (GFLOP/s)."""
+    return float(lib.loop_measure_peak_gflops(float(seconds)))
+
+
+# ---------------------------------------------------------------- argument checking
+def _arr(name: str, a, dtype=F32, ndim: int | None = None) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise ValueError(f"{name} must be {dtype}, got {a.dtype} with shape {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (shape {a.shape}, strides {a.strides})")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{name} is empty (shape {a.shape})")
+    return a
+
+
+def _out(name: str, a) -> np.ndarray:
+    a = _arr(name, a)
+    if not a.flags.writeable:
+        raise ValueError(f"{name} is read-only (shape {a.shape})")
+    return a
+
+
+def _shape(name: str, a: np.ndarray, shape: tuple) -> None:
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {a.shape}, expected {tuple(shape)}")
+
+
+def _rows(name: str, a: np.ndarray, C: int | None = None) -> tuple[int, int]:
+    """(N, C) of an array seen as rows of its last dimension."""
+    c = a.shape[-1]
+    if C is not None and c != C:
+        raise ValueError(f"{name} has shape {a.shape}: last dimension must be {C}")
+    return a.size // c, c
+
+
+def _tokens(name: str, t, vocab: int) -> np.ndarray:
+    t = _arr(name, t, I32)
+    lo, hi = int(t.min()), int(t.max())
+    if lo < 0 or hi >= vocab:
+        raise ValueError(f"{name} (shape {t.shape}) has ids in [{lo}, {hi}], outside [0, {vocab})")
+    return t
+
+
+def _p(a: np.ndarray, ctype: str = "float *"):
+    return ffi.cast(ctype, a.ctypes.data)
+
+
+# ---------------------------------------------------------------- GEMM
+def matmul(a, b, out=None, transpose_a: bool = False, transpose_b: bool = False, bias=None,
+           accumulate: bool = False) -> np.ndarray:
+    """out = op(a) @ op(b) (+ bias) (+ out if accumulate); op transposes when asked."""
+    a, b = _arr("a", a, ndim=2), _arr("b", b, ndim=2)
+    M, K = (a.shape[1], a.shape[0]) if transpose_a else a.shape
+    Kb, N = (b.shape[1], b.shape[0]) if transpose_b else b.shape
+    if K != Kb:
+        raise ValueError(f"matmul shapes do not agree: op(a) is {M}x{K} (a {a.shape}, transpose_a={transpose_a}), "
+                         f"op(b) is {Kb}x{N} (b {b.shape}, transpose_b={transpose_b})")
+    if out is None:
+        if accumulate:
+            raise ValueError("accumulate=True needs out")
+        out = np.empty((M, N), np.float32)
+    out = _out("out", out)
+    _shape("out", out, (M, N))
+    if bias is not None:
+        bias = _arr("bias", bias)
+        _shape("bias", bias, (N,))
+    if np.shares_memory(out, a) or np.shares_memory(out, b):
+        raise ValueError("out must not overlap a or b")
+    lib.loop_gemm(int(transpose_a), int(transpose_b), M, N, K, _p(a), a.shape[1], _p(b), b.shape[1],
+                  _p(out), N, _p(bias) if bias is not None else ffi.NULL, int(accumulate))
+    return out
+
+
+# ---------------------------------------------------------------- transformer ops
+def encoder_forward(out, tokens, wte, wpe) -> None:
+    """out[B,T,C] = wte[tokens] + wpe[:T]"""
+    wte, wpe = _arr("wte", wte, ndim=2), _arr("wpe", wpe, ndim=2)
+    V, C = wte.shape
+    tokens = _tokens("tokens", tokens, V)
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be (B, T), got {tokens.shape}")
+    B, T = tokens.shape
+    if wpe.shape[1] != C or wpe.shape[0] < T:
+        raise ValueError(f"wpe has shape {wpe.shape}, needs at least ({T}, {C})")
+    out = _out("out", out)
+    _shape("out", out, (B, T, C))
+    lib.loop_encoder_forward(_p(out), _p(tokens, "int32_t *"), _p(wte), _p(wpe), B, T, C)
+
+
+def encoder_backward(dwte, dwpe, dout, tokens) -> None:
+    """dwte[V,C] += scatter(dout[B,T,C]); dwpe[:T] += sum over batch"""
+    dwte, dwpe = _out("dwte", dwte), _out("dwpe", dwpe)
+    V, C = dwte.shape
+    tokens = _tokens("tokens", tokens, V)
+    B, T = tokens.shape
+    if dwpe.ndim != 2 or dwpe.shape[1] != C or dwpe.shape[0] < T:
+        raise ValueError(f"dwpe has shape {dwpe.shape}, needs at least ({T}, {C})")
+    dout = _arr("dout", dout)
+    _shape("dout", dout, (B, T, C))
+    lib.loop_encoder_backward(_p(dwte), _p(dwpe), _p(dout), _p(tokens, "int32_t *"), B, T, C)
+
+
+def layernorm_forward(out, mean, rstd, inp, weight, bias) -> None:
+    """out = LN(inp) * weight + bias over the last dimension; mean, rstd: one per row"""
+    inp, weight, bias = _arr("inp", inp), _arr("weight", weight), _arr("bias", bias)
+    N, C = _rows("inp", inp)
+    _shape("weight", weight, (C,))
+    _shape("bias", bias, (C,))
+    out, mean, rstd = _out("out", out), _out("mean", mean), _out("rstd", rstd)
+    _shape("out", out, inp.shape)
+    if mean.size != N or rstd.size != N:
+        raise ValueError(f"mean {mean.shape} and rstd {rstd.shape} need {N} elements for inp {inp.shape}")
+    lib.loop_layernorm_forward(_p(out), _p(mean), _p(rstd), _p(inp), _p(weight), _p(bias), N, C)
+
+
+def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd) -> None:
+    """dinp += ..., dweight += ..., dbias += ... (gradients of layernorm_forward)"""
+    inp, dout, weight = _arr("inp", inp), _arr("dout", dout), _arr("weight", weight)
+    N, C = _rows("inp", inp)
+    _shape("dout", dout, inp.shape)
+    _shape("weight", weight, (C,))
+    mean, rstd = _arr("mean", mean), _arr("rstd", rstd)
+    if mean.size != N or rstd.size != N:
+        raise ValueError(f"mean {mean.shape} and rstd {rstd.shape} need {N} elements for inp {inp.shape}")
+    dinp, dweight, dbias = _out("dinp", dinp), _out("dweight", dweight), _out("dbias", dbias)
+    _shape("dinp", dinp, inp.shape)
+    _shape("dweight", dweight, (C,))
+    _shape("dbias", dbias, (C,))
+    lib.loop_layernorm_backward(_p(dinp), _p(dweight), _p(dbias), _p(dout), _p(inp), _p(weight), _p(mean),
+                                _p(rstd), N, C)
+
+
+def bias_gelu_forward(pre, out, bias=None) -> None:
+    """pre += bias (in place, if given); out = gelu_tanh(pre)"""
+    pre, out = _out("pre", pre), _out("out", out)
+    N, C = _rows("pre", pre)
+    _shape("out", out, pre.shape)
+    if bias is not None:
+        bias = _arr("bias", bias)
+        _shape("bias", bias, (C,))
+    lib.loop_bias_gelu_forward(_p(pre), _p(out), _p(bias) if bias is not None else ffi.NULL, N, C)
+
+
+def gelu_backward(dinp, pre, dout) -> None:
+    """dinp = dout * gelu_tanh'(pre); dinp may be dout"""
+    pre, dout, dinp = _arr("pre", pre), _arr("dout", dout), _out("dinp", dinp)
+    _shape("dout", dout, pre.shape)
+    _shape("dinp", dinp, pre.shape)
+    lib.loop_gelu_backward(_p(dinp), _p(pre), _p(dout), pre.size)
+
+
+def _attention_shapes(qkv: np.ndarray, num_heads: int) -> tuple[int, int, int]:
+    if qkv.ndim != 3 or qkv.shape[2] % 3:
+        raise ValueError(f"qkv must be (B, T, 3C), got {qkv.shape}")
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    if num_heads < 1 or C % num_heads:
+        raise ValueError(f"C={C} (qkv {qkv.shape}) is not divisible by num_heads={num_heads}")
+    return B, T, C
+
+
+def attention_forward(out, att, qkv, num_heads: int) -> None:
+    """out[B,T,C] = causal multi-head attention of qkv[B,T,3C]; att[B,NH,T,T] = probabilities"""
+    qkv = _arr("qkv", qkv)
+    B, T, C = _attention_shapes(qkv, num_heads)
+    out, att = _out("out", out), _out("att", att)
+    _shape("out", out, (B, T, C))
+    _shape("att", att, (B, num_heads, T, T))
+    lib.loop_attention_forward(_p(out), _p(att), _p(qkv), B, T, C, num_heads)
+
+
+def attention_backward(dqkv, dout, qkv, att, num_heads: int) -> None:
+    """dqkv[B,T,3C] = gradient of attention_forward (overwritten)"""
+    qkv, dout, att = _arr("qkv", qkv), _arr("dout", dout), _arr("att", att)
+    B, T, C = _attention_shapes(qkv, num_heads)
+    _shape("dout", dout, (B, T, C))
+    _shape("att", att, (B, num_heads, T, T))
+    dqkv = _out("dqkv", dqkv)
+    _shape("dqkv", dqkv, qkv.shape)
+    lib.loop_attention_backward(_p(dqkv), _p(dout), _p(qkv), _p(att), B, T, C, num_heads)
+
+
+def residual_forward(out, a, b) -> None:
+    """out = a + b"""
+    a, b, out = _arr("a", a), _arr("b", b), _out("out", out)
+    _shape("b", b, a.shape)
+    _shape("out", out, a.shape)
+    lib.loop_residual_forward(_p(out), _p(a), _p(b), a.size)
+
+
+def bias_backward(dbias, dout) -> None:
+    """dbias[C] += column sums of dout[..., C]"""
+    dout, dbias = _arr("dout", dout), _out("dbias", dbias)
+    N, C = _rows("dout", dout)
+    _shape("dbias", dbias, (C,))
+    lib.loop_bias_backward(_p(dbias), _p(dout), N, C)
+
+
+def crossentropy(logits, targets, losses, grad_scale: float = 0.0, write_grad: bool = False) -> None:
+    """losses[N] = -log softmax(logits)[targets]; with write_grad, logits becomes
+    grad_scale * (softmax - onehot), the gradient of grad_scale * losses."""
+    logits = _out("logits", logits) if write_grad else _arr("logits", logits)
+    N, V = _rows("logits", logits)
+    targets = _tokens("targets", targets, V)
+    losses = _out("losses", losses)
+    if targets.size != N or losses.size != N:
+        raise ValueError(f"targets {targets.shape} and losses {losses.shape} need {N} elements for logits {logits.shape}")
+    lib.loop_crossentropy(_p(logits), _p(losses), _p(targets, "int32_t *"), N, V, float(grad_scale), int(write_grad))
+
+
+def adamw(param, grad, m, v, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
+          step: int, grad_scale: float = 1.0) -> None:
+    """One AdamW step (decoupled decay, bias correction for step >= 1) on flat float32 buffers."""
+    param, grad, m, v = _out("param", param), _arr("grad", grad), _out("m", m), _out("v", v)
+    for name, x in (("grad", grad), ("m", m), ("v", v)):
+        _shape(name, x, param.shape)
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    lib.loop_adamw(_p(param), _p(grad), _p(m), _p(v), param.size, lr, beta1, beta2, eps, weight_decay,
+                   1.0 - beta1**step, 1.0 - beta2**step, grad_scale)
+
+
+def sum_squares(x) -> float:
+    x = _arr("x", x)
+    return float(lib.loop_sum_squares(_p(x), x.size))
+
+
+def scale(x, s: float) -> None:
+    x = _out("x", x)
+    lib.loop_scale(_p(x), float(s), x.size)
+
+
+# ---------------------------------------------------------------- load-time setup
+def _init() -> None:
+    forced = os.environ.get("LOOP_ISA", "").strip().lower()
+    set_isa(forced if forced else best_isa())
+    threads = os.environ.get("LOOP_THREADS", "").strip()
+    set_num_threads(int(threads) if threads.isdigit() and int(threads) > 0 else machine.cpu_count())
+    configure_caches(machine.detect_caches())
+
+
+_init()
