@@ -9,7 +9,7 @@
  *           for ir in MC step MR
  *             micro-kernel C(ic+ir, jc+jr) (+)= A_panel . B_panel
  *
- * KC is sized so a B micro-panel fills half of L1d, MC so an A block fills half of L2, NC so
+ * KC is sized so a B micro-panel fills L1d (measured best: see benchmarks/bench_gemm.py), MC so an A block fills half of L2, NC so
  * a B panel fills a quarter of L3 (capped at 4096); KC and NC are multiples of 64 (the
  * original note's 64-block tiling), MC a multiple of lcm(MR, 64). Threads split the ic loop,
  * with MC shrunk so every thread gets an equal share. The K order of every sum is fixed by KC
@@ -39,7 +39,7 @@ static long round_up(long x, long m) { return (x + m - 1) / m * m; }
 static long gcd(long a, long b) { return b ? gcd(b, a % b) : a; }
 
 static void blocking(const loop_isa_kernels *kt, int *mc, int *kc, int *nc) {
-    long k = round_down(cache_l1d / 2 / (kt->nr * (long)sizeof(float)), 64);
+    long k = round_down(cache_l1d / (kt->nr * (long)sizeof(float)), 64);
     k = k < 64 ? 64 : (k > 1024 ? 1024 : k);
     long mstep = kt->mr * 64 / gcd(kt->mr, 64);
     long m = round_down(cache_l2 / 2 / (k * (long)sizeof(float)), mstep);

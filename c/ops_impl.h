@@ -15,9 +15,9 @@
  * `omp simd` loops vectorise it (libm's expf would run one lane at a time). |rel err| < 2e-7. */
 static inline float fast_expf(float x) {
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    float t = x * 1.44269504088896341f;
-    int n = (int)(t + (t >= 0.0f ? 0.5f : -0.5f));
-    float nf = (float)n;
+    /* round to nearest by the 1.5 * 2^23 trick: no branch, so loops stay vectorisable */
+    float nf = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    int n = (int)nf;
     float r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -38,26 +38,34 @@ static inline float fast_tanhf(float x) { return 1.0f - 2.0f / (fast_expf(2.0f *
 
 /* ---- GEMM packing (see gemm.c) ---- */
 
-/* op(A) rows [i0, i0+m) x cols [k0, k0+kc) -> panels of mr rows: dst[panel][k][mr], zero-padded */
+/* op(A) rows [i0, i0+m) x cols [k0, k0+kc) -> panels of mr rows: dst[panel][k][mr], zero-padded.
+ * Transposed A is read one stored row (one k) at a time, so the reads stream through memory. */
 static void ISA_FN(pack_a)(float *dst, const float *A, long lda, int trans, long i0, long k0, int m,
                            int kc, int mr) {
-    for (int ip = 0; ip < m; ip += mr) {
-        float *d = dst + (size_t)ip * kc;
-        int rows = m - ip < mr ? m - ip : mr;
-        if (!trans) {
+    const int full = m / mr * mr;
+    if (!trans) {
+        for (int ip = 0; ip < m; ip += mr) {
+            float *d = dst + (size_t)ip * kc;
+            int rows = m - ip < mr ? m - ip : mr;
             for (int r = 0; r < rows; r++) {
                 const float *src = A + (size_t)(i0 + ip + r) * lda + k0;
                 for (int k = 0; k < kc; k++) d[(size_t)k * mr + r] = src[k];
             }
             for (int r = rows; r < mr; r++)
                 for (int k = 0; k < kc; k++) d[(size_t)k * mr + r] = 0.0f;
-        } else {
-            for (int k = 0; k < kc; k++) {
-                const float *src = A + (size_t)(k0 + k) * lda + i0 + ip;
-                float *dk = d + (size_t)k * mr;
-                for (int r = 0; r < rows; r++) dk[r] = src[r];
-                for (int r = rows; r < mr; r++) dk[r] = 0.0f;
-            }
+        }
+        return;
+    }
+    for (int k = 0; k < kc; k++) {
+        const float *src = A + (size_t)(k0 + k) * lda + i0;
+        for (int ip = 0; ip < full; ip += mr) {
+            float *d = dst + (size_t)ip * kc + (size_t)k * mr;
+            #pragma omp simd
+            for (int r = 0; r < mr; r++) d[r] = src[ip + r];
+        }
+        if (full < m) {
+            float *d = dst + (size_t)full * kc + (size_t)k * mr;
+            for (int r = 0; r < mr; r++) d[r] = full + r < m ? src[full + r] : 0.0f;
         }
     }
 }

@@ -1,0 +1,179 @@
+"""Run configuration: one typed, validated object loaded from a JSON file (orjson).
+
+Every error is a ConfigError whose message names the file, the field and the rule, so the CLI
+can print one line and exit 2. Model fields are required; training fields have defaults
+(README lists them).
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import orjson
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+CONFIG_DIR = PACKAGE_ROOT.parent / "configs"
+DEFAULT_CONFIG = "default"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; str() is the one-line message for the user."""
+
+
+@dataclass(frozen=True)
+class Config:
+    # model (required)
+    d_model: int
+    num_heads: int
+    num_layers: int
+    d_ff: int
+    batch_size: int
+    max_length: int
+    vocab_size: int
+    # training (optional)
+    name: str = ""
+    description: str = ""
+    max_steps: int = 1000
+    learning_rate: float = 6e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_batches: int = 8
+    sample_every: int = 200
+    sample_tokens: int = 48
+    log_every: int = 10
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 3
+    val_fraction: float = 0.05
+    seed: int = 1337
+    data: str | None = None
+    backend: str = "c"
+    threads: int | None = None
+
+    @property
+    def head_size(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.max_length
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def replace(self, **changes) -> "Config":
+        d = self.to_dict()
+        d.update(changes)
+        return from_dict(d, f"<{self.name or 'config'}>")
+
+
+REQUIRED = ("d_model", "num_heads", "num_layers", "d_ff", "batch_size", "max_length", "vocab_size")
+POSITIVE_INT = REQUIRED + ("max_steps", "eval_every", "eval_batches", "sample_every", "sample_tokens",
+                           "log_every", "checkpoint_every", "keep_checkpoints")
+NON_NEGATIVE = ("warmup_steps", "weight_decay", "grad_clip", "seed", "sample_tokens")
+BACKENDS = ("c", "opencl")
+_TYPES = {f.name: f.type for f in fields(Config)}
+
+
+def _type_ok(name: str, value) -> bool:
+    t = _TYPES[name]
+    if "None" in t and value is None:
+        return True
+    if t.startswith("int"):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if t.startswith("float"):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if t.startswith("str"):
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(name: str) -> str:
+    t = _TYPES[name].replace(" | None", " or null")
+    return {"int": "an integer", "float": "a number", "str": "a string"}.get(t.split(" ")[0], t) + (
+        " or null" if "null" in t else "")
+
+
+def from_dict(raw, source: str) -> Config:
+    def fail(field: str, rule: str) -> ConfigError:
+        return ConfigError(f"{source}: field '{field}': {rule}")
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: must be a JSON object, got {type(raw).__name__}")
+    for key in raw:
+        if key not in _TYPES:
+            close = difflib.get_close_matches(key, list(_TYPES), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise fail(key, f"unknown key{hint}")
+    for key in REQUIRED:
+        if key not in raw:
+            raise fail(key, "missing (required)")
+    for key, value in raw.items():
+        if not _type_ok(key, value):
+            raise fail(key, f"must be {_type_name(key)}, got {orjson.dumps(value).decode()}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise fail(key, "must be finite")
+    for key in POSITIVE_INT:
+        if key in raw and raw[key] <= 0:
+            raise fail(key, f"must be positive, got {raw[key]}")
+    for key in NON_NEGATIVE:
+        if key in raw and raw[key] < 0:
+            raise fail(key, f"must not be negative, got {raw[key]}")
+    if raw["d_model"] % raw["num_heads"]:
+        raise fail("d_model", f"must be divisible by num_heads ({raw['d_model']} % {raw['num_heads']} != 0)")
+    if raw["vocab_size"] < 257:
+        raise fail("vocab_size", f"must be at least 257 (256 bytes + 1 merge), got {raw['vocab_size']}")
+    if raw["vocab_size"] > 2**31 - 1:
+        raise fail("vocab_size", "must fit in int32")
+    if "learning_rate" in raw and raw["learning_rate"] <= 0:
+        raise fail("learning_rate", f"must be positive, got {raw['learning_rate']}")
+    for key in ("beta1", "beta2", "min_lr_ratio"):
+        if key in raw and not 0 <= raw[key] < 1 + (key == "min_lr_ratio"):
+            raise fail(key, f"must be in [0, 1{']' if key == 'min_lr_ratio' else ')'}, got {raw[key]}")
+    if "val_fraction" in raw and not 0 < raw["val_fraction"] < 1:
+        raise fail("val_fraction", f"must be in (0, 1), got {raw['val_fraction']}")
+    if "adam_eps" in raw and raw["adam_eps"] <= 0:
+        raise fail("adam_eps", f"must be positive, got {raw['adam_eps']}")
+    if raw.get("backend", "c") not in BACKENDS:
+        raise fail("backend", f"must be one of {', '.join(BACKENDS)}, got {raw['backend']!r}")
+    if raw.get("threads") is not None and raw["threads"] <= 0:
+        raise fail("threads", f"must be positive or null, got {raw['threads']}")
+    return Config(**raw)
+
+
+def resolve_path(name_or_path: str) -> Path:
+    """A path as given, or the name of a shipped config ('smoke' -> configs/smoke.json)."""
+    p = Path(name_or_path)
+    if p.exists() or p.suffix == ".json" or "/" in name_or_path:
+        return p
+    return CONFIG_DIR / f"{name_or_path}.json"
+
+
+def load_config(name_or_path: str) -> Config:
+    path = resolve_path(name_or_path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
+        raise ConfigError(f"{path}: no such config file (shipped configs: {shipped})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e.args[0]})") from None
+    cfg = from_dict(raw, str(path))
+    return cfg if cfg.name else cfg.replace(name=path.stem)
+
+
+def shipped_configs() -> list[Path]:
+    return sorted(CONFIG_DIR.glob("*.json"))

@@ -1,0 +1,183 @@
+"""GPT-2 (pre-LayerNorm, tanh-GELU MLP, causal multi-head attention, learned positions, tied
+embeddings, biases) as llm.c-style forward/backward pairs over a backend's ops.
+
+Parameters, gradients, AdamW moments and activations live in arenas allocated once; a step
+allocates nothing. Shapes: B batch, T sequence, d model width, f MLP width, V vocabulary,
+N = B*T rows."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..config import Config
+from .layout import Spec, activation_specs, head_chunk_rows, parameter_specs
+
+ALIGN = 64  # floats: every tensor starts on a 256-byte boundary
+
+
+class Arena:
+    """One flat buffer, named views into it."""
+
+    def __init__(self, backend, specs: list[Spec]):
+        self.specs = specs
+        self.offsets: dict[str, int] = {}
+        off = 0
+        for s in specs:
+            off = (off + ALIGN - 1) // ALIGN * ALIGN
+            self.offsets[s.name] = off
+            off += s.size
+        self.size = off
+        self.flat = backend.zeros(off)
+        self.views = {s.name: backend.view(self.flat, self.offsets[s.name], s.shape) for s in specs}
+
+    def __getitem__(self, name: str):
+        return self.views[name]
+
+    def range_of(self, first: str, last: str) -> tuple[int, int]:
+        """[start, end) of the flat buffer from tensor `first` through tensor `last`."""
+        spec = {s.name: s for s in self.specs}[last]
+        return self.offsets[first], self.offsets[last] + spec.size
+
+
+class GPT:
+    def __init__(self, cfg: Config, backend, batch_size: int | None = None, seq_len: int | None = None):
+        self.cfg, self.ops = cfg, backend
+        self.B = batch_size or cfg.batch_size
+        self.T = seq_len or cfg.max_length
+        specs = parameter_specs(cfg)
+        self.param_specs = specs
+        self.params = Arena(backend, specs)
+        self.grads = Arena(backend, specs)
+        self.acts = Arena(backend, activation_specs(cfg, self.B, self.T))
+        self.tokens = backend.zeros(self.B * self.T, np.int32).reshape(self.B, self.T)
+        self.targets = backend.zeros(self.B * self.T, np.int32).reshape(self.B, self.T)
+        decayed = [s.name for s in specs if s.decay]
+        plain = [s.name for s in specs if not s.decay]
+        self.decay_range = self.params.range_of(decayed[0], decayed[-1])
+        self.plain_range = self.params.range_of(plain[0], plain[-1])
+        self.chunk = head_chunk_rows(cfg, self.B * self.T)
+
+    # ------------------------------------------------------------------ init
+    def init_weights(self, seed: int) -> None:
+        """GPT-2 init: N(0, 0.02); residual projections N(0, 0.02/sqrt(2L)); LN w=1; biases 0."""
+        rng = np.random.default_rng(seed)
+        host = np.zeros(self.params.size, np.float32)
+        for s in self.param_specs:
+            off = self.params.offsets[s.name]
+            view = host[off:off + s.size]
+            if len(s.shape) == 2:
+                std = 0.02 / math.sqrt(2 * self.cfg.num_layers) if s.residual_proj else 0.02
+                view[:] = rng.standard_normal(s.size, dtype=np.float32) * std
+            elif s.name.endswith(("ln1_w", "ln2_w", "lnf_w")):
+                view[:] = 1.0
+        self.ops.write(self.params.flat, host)
+
+    # ------------------------------------------------------------------ forward
+    def load_batch(self, tokens: np.ndarray, targets: np.ndarray | None = None) -> None:
+        self.ops.write(self.tokens, tokens.astype(np.int32, copy=False))
+        if targets is not None:
+            self.ops.write(self.targets, targets.astype(np.int32, copy=False))
+
+    def forward_body(self) -> None:
+        """tokens[B,T] -> lnf[N,d]: embeddings, L blocks, final LayerNorm."""
+        o, P, A, cfg = self.ops, self.params, self.acts, self.cfg
+        NH = cfg.num_heads
+        o.encoder_forward(A["residual0"].reshape(self.B, self.T, -1), self.tokens, P["wte"], P["wpe"])
+        for l in range(cfg.num_layers):
+            h = f"h{l}."
+            x = A[f"residual{l}"]
+            # attention block: x2 = x + proj(attn(ln1(x)))
+            o.layernorm_forward(A[h + "ln1"], A[h + "ln1_mean"], A[h + "ln1_rstd"], x, P[h + "ln1_w"], P[h + "ln1_b"])
+            o.matmul(A[h + "ln1"], P[h + "qkv_w"], out=A[h + "qkv"].reshape(self.B * self.T, -1), bias=P[h + "qkv_b"])
+            o.attention_forward(A[h + "atty"].reshape(self.B, self.T, -1), A[h + "att"], A[h + "qkv"], NH)
+            o.matmul(A[h + "atty"], P[h + "proj_w"], out=A["proj_out"], bias=P[h + "proj_b"])
+            o.residual_forward(A[h + "residual2"], x, A["proj_out"])
+            # MLP block: x3 = x2 + fcproj(gelu(fc(ln2(x2))))
+            o.layernorm_forward(A[h + "ln2"], A[h + "ln2_mean"], A[h + "ln2_rstd"], A[h + "residual2"],
+                                P[h + "ln2_w"], P[h + "ln2_b"])
+            o.matmul(A[h + "ln2"], P[h + "fc_w"], out=A[h + "fc_pre"])
+            o.bias_gelu_forward(A[h + "fc_pre"], A[h + "fc_gelu"], P[h + "fc_b"])
+            o.matmul(A[h + "fc_gelu"], P[h + "fcproj_w"], out=A["proj_out"], bias=P[h + "fcproj_b"])
+            o.residual_forward(A[f"residual{l + 1}"], A[h + "residual2"], A["proj_out"])
+        o.layernorm_forward(A["lnf"], A["lnf_mean"], A["lnf_rstd"], A[f"residual{cfg.num_layers}"],
+                            P["lnf_w"], P["lnf_b"])
+
+    def head(self, with_grad: bool) -> float:
+        """Tied LM head + softmax cross-entropy, over row chunks so the N x V logits never exist.
+        With grad: also dlnf = dlogits . wte and dwte += dlogits^T . lnf. Returns the mean loss."""
+        o, P, A, G = self.ops, self.params, self.acts, self.grads
+        N = self.B * self.T
+        targets = self.targets.reshape(N)
+        for r0 in range(0, N, self.chunk):
+            r1 = min(N, r0 + self.chunk)
+            logits = A["logits"][: r1 - r0]
+            o.matmul(A["lnf"][r0:r1], P["wte"], out=logits, transpose_b=True)
+            o.crossentropy(logits, targets[r0:r1], A["losses"][r0:r1], grad_scale=1.0 / N, write_grad=with_grad)
+            if with_grad:
+                o.matmul(logits, P["wte"], out=A["dlnf"][r0:r1])
+                o.matmul(logits, A["lnf"][r0:r1], out=G["wte"], transpose_a=True, accumulate=True)
+        return float(np.mean(o.to_numpy(A["losses"]), dtype=np.float64))
+
+    def loss(self, tokens: np.ndarray, targets: np.ndarray) -> float:
+        """Mean cross-entropy of a batch, no gradients."""
+        self.load_batch(tokens, targets)
+        self.forward_body()
+        return self.head(with_grad=False)
+
+    # ------------------------------------------------------------------ backward
+    def forward_backward(self, tokens: np.ndarray, targets: np.ndarray) -> float:
+        """Loss of the batch; gradients of its mean land in self.grads (zeroed first)."""
+        self.load_batch(tokens, targets)
+        self.ops.zero_(self.grads.flat)
+        self.forward_body()
+        loss = self.head(with_grad=True)
+        self.backward_body()
+        return loss
+
+    def backward_body(self) -> None:
+        """dlnf[N,d] -> every parameter gradient. dres carries d(loss)/d(residual stream)."""
+        o, P, A, G, cfg = self.ops, self.params, self.acts, self.grads, self.cfg
+        NH, L = cfg.num_heads, cfg.num_layers
+        dres, dtmp, dff = A["dres"], A["dtmp"], A["dff"]
+        dqkv2 = A["dqkv"].reshape(self.B * self.T, -1)
+        o.zero_(dres)
+        o.layernorm_backward(dres, G["lnf_w"], G["lnf_b"], A["dlnf"], A[f"residual{L}"], P["lnf_w"],
+                             A["lnf_mean"], A["lnf_rstd"])
+        for l in reversed(range(L)):
+            h = f"h{l}."
+            # MLP block
+            o.matmul(A[h + "fc_gelu"], dres, out=G[h + "fcproj_w"], transpose_a=True, accumulate=True)
+            o.bias_backward(G[h + "fcproj_b"], dres)
+            o.matmul(dres, P[h + "fcproj_w"], out=dff, transpose_b=True)
+            o.gelu_backward(dff, A[h + "fc_pre"], dff)
+            o.matmul(A[h + "ln2"], dff, out=G[h + "fc_w"], transpose_a=True, accumulate=True)
+            o.bias_backward(G[h + "fc_b"], dff)
+            o.matmul(dff, P[h + "fc_w"], out=dtmp, transpose_b=True)
+            o.layernorm_backward(dres, G[h + "ln2_w"], G[h + "ln2_b"], dtmp, A[h + "residual2"], P[h + "ln2_w"],
+                                 A[h + "ln2_mean"], A[h + "ln2_rstd"])
+            # attention block
+            o.matmul(A[h + "atty"], dres, out=G[h + "proj_w"], transpose_a=True, accumulate=True)
+            o.bias_backward(G[h + "proj_b"], dres)
+            o.matmul(dres, P[h + "proj_w"], out=dtmp, transpose_b=True)
+            o.attention_backward(A["dqkv"], dtmp.reshape(self.B, self.T, -1), A[h + "qkv"], A[h + "att"], NH)
+            o.matmul(A[h + "ln1"], dqkv2, out=G[h + "qkv_w"], transpose_a=True, accumulate=True)
+            o.bias_backward(G[h + "qkv_b"], dqkv2)
+            o.matmul(dqkv2, P[h + "qkv_w"], out=dtmp, transpose_b=True)
+            o.layernorm_backward(dres, G[h + "ln1_w"], G[h + "ln1_b"], dtmp, A[f"residual{l}"], P[h + "ln1_w"],
+                                 A[h + "ln1_mean"], A[h + "ln1_rstd"])
+        o.encoder_backward(G["wte"], G["wpe"], dres.reshape(self.B, self.T, -1), self.tokens)
+
+    # ------------------------------------------------------------------ inference
+    def next_token_logits(self, context: np.ndarray) -> np.ndarray:
+        """Logits [V] after the last token of `context` (at most T tokens; this model must have
+        been built with B=1). Runs the whole window: no KV cache, fine for short samples."""
+        n = len(context)
+        window = np.zeros((1, self.T), np.int32)
+        window[0, :n] = context
+        self.load_batch(window)
+        self.forward_body()
+        row = self.acts["lnf"][n - 1:n]
+        logits = self.acts["logits"][:1]
+        self.ops.matmul(row, self.params["wte"], out=logits, transpose_b=True)
+        return np.array(self.ops.to_numpy(logits)[0])
