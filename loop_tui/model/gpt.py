@@ -41,14 +41,17 @@ class Arena:
 
 
 class GPT:
-    def __init__(self, cfg: Config, backend, batch_size: int | None = None, seq_len: int | None = None):
+    def __init__(self, cfg: Config, backend, batch_size: int | None = None, seq_len: int | None = None,
+                 params: Arena | None = None):
+        """A model for batches of (batch_size, seq_len). Given `params` (another model's), it shares
+        those weights and has no gradients: an inference view for sampling and evaluation."""
         self.cfg, self.ops = cfg, backend
         self.B = batch_size or cfg.batch_size
         self.T = seq_len or cfg.max_length
         specs = parameter_specs(cfg)
         self.param_specs = specs
-        self.params = Arena(backend, specs)
-        self.grads = Arena(backend, specs)
+        self.params = params or Arena(backend, specs)
+        self.grads = Arena(backend, specs) if params is None else None
         self.acts = Arena(backend, activation_specs(cfg, self.B, self.T))
         self.tokens = backend.zeros(self.B * self.T, np.int32).reshape(self.B, self.T)
         self.targets = backend.zeros(self.B * self.T, np.int32).reshape(self.B, self.T)

@@ -1,0 +1,57 @@
+# loop_tui — every target installs what it needs first, so each works alone on a fresh machine.
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+STAMP   := .venv/.installed
+SO      := $(shell python3 -c "import sysconfig;print('loop_tui/_kernels'+sysconfig.get_config_var('EXT_SUFFIX'))")
+CSRC    := $(wildcard c/*.c c/*.h) build_kernels.py
+export RAYON_NUM_THREADS := 1
+export LOOP_CACHE_DIR ?= $(CURDIR)/.cache
+
+.PHONY: install build demo test bench sanitize clean system-deps
+
+system-deps:
+	@command -v gcc >/dev/null || (apt-get update && apt-get install -y --no-install-recommends build-essential)
+	@python3 -c "import venv, ensurepip" 2>/dev/null || (apt-get update && apt-get install -y --no-install-recommends python3-venv python3-dev)
+	@command -v tmux >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends tmux) || echo "tmux unavailable: its test will skip"
+
+$(STAMP): pyproject.toml setup.py | system-deps
+	python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e ".[dev]"
+	@# the PyTorch yardstick for `make bench` (the CPU wheel); optional, never needed by tests
+	-$(PIP) install -q "torch==2.13.0" 2>/dev/null || echo "torch unavailable: bench runs without the PyTorch yardstick"
+	touch $(STAMP)
+
+install: $(STAMP) $(SO)
+
+# pip install -e builds the module once; C edits later are rebuilt here (editable installs do not)
+$(SO): $(CSRC) | $(STAMP)
+	$(PY) build_kernels.py
+
+build: $(SO)
+
+demo: install
+	$(PY) -m loop_tui train default --steps 300
+
+test: install
+	$(PY) -m pytest -q -x -p no:cacheprovider tests
+	$(MAKE) sanitize
+
+bench: install
+	$(PY) -m pytest -q benchmarks --benchmark-autosave --benchmark-columns=median,ops -p no:cacheprovider
+	$(PY) benchmarks/gemm_table.py
+	$(PY) benchmarks/train_table.py
+
+# Kernels rebuilt with ASan+UBSan into a separate copy of the package, kernel tests run on every ISA.
+sanitize: install
+	rm -rf build/sanitize && mkdir -p build/sanitize
+	cp -r c build_kernels.py build/sanitize/ && mkdir -p build/sanitize/loop_tui && cp -r loop_tui/*.py loop_tui/kernels loop_tui/model loop_tui/data build/sanitize/loop_tui/
+	cd build/sanitize && LOOP_SANITIZE=1 ../../$(PY) build_kernels.py >/dev/null
+	for isa in $$($(PY) -c "from loop_tui import kernels; print(' '.join(kernels.available_isas()))"); do \
+	  echo "sanitize: $$isa"; \
+	  LOOP_ISA=$$isa PYTHONPATH=build/sanitize LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0 LOOP_SANITIZED=1 $(PY) -m pytest -q -x -p no:cacheprovider -p no:randomly tests/test_kernels.py -k "not hypothesis" || exit 1; \
+	done
+
+clean:
+	rm -rf build .venv loop_tui/_kernels* c/*.o .pytest_cache .benchmarks .cache *.egg-info

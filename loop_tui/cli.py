@@ -1,0 +1,248 @@
+"""`loop`: the command line. Each subcommand's --help explains it."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"loop: error: {message}", file=sys.stderr)
+    return code
+
+
+# ---------------------------------------------------------------- analyze
+def cmd_analyze(args) -> int:
+    import orjson
+
+    from . import analyze, machine
+    from .config import load_config
+
+    cfg = load_config(args.config)
+    try:
+        caches = machine.detect_caches(args.cache)
+    except ValueError as e:
+        return _fail(f"--cache: {e}")
+    rep = analyze.report(cfg, caches)
+    if args.json:
+        sys.stdout.write(orjson.dumps(rep, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n")
+    else:
+        from rich.console import Console
+
+        Console().print(analyze.render(rep))
+    return 0
+
+
+# ---------------------------------------------------------------- train
+def default_run_dir(name: str) -> Path:
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def latest_run_dir(name: str) -> Path | None:
+    runs = sorted(Path("runs").glob(f"{name}-*"), key=lambda p: p.stat().st_mtime)
+    return runs[-1] if runs else None
+
+
+def build_config(args):
+    from .config import load_config
+
+    cfg = load_config(args.config)
+    changes = {}
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    if args.backend is not None:
+        changes["backend"] = args.backend
+    if args.threads is not None:
+        changes["threads"] = args.threads
+    return cfg.replace(**changes) if changes else cfg
+
+
+def cmd_train(args) -> int:
+    from .config import ConfigError
+
+    cfg = build_config(args)
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be positive, got {args.threads}")
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps must be positive, got {args.steps}")
+    if args.out:
+        run_dir = Path(args.out)
+    elif args.resume:
+        run_dir = latest_run_dir(cfg.name)
+        if run_dir is None:
+            raise ConfigError(f"--resume: no run of {cfg.name} under runs/ (give --out RUN_DIR)")
+    else:
+        run_dir = default_run_dir(cfg.name)
+    use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
+    if use_tui:
+        from .ui.app import run_dashboard
+
+        return run_dashboard(cfg, run_dir, data=args.data, resume=args.resume, steps=args.steps,
+                             checkpoint_every=args.checkpoint_every)
+    return train_headless(cfg, run_dir, args)
+
+
+def train_headless(cfg, run_dir: Path, args) -> int:
+    from .train.console import ConsoleReporter
+    from .train.trainer import Trainer
+
+    reporter = ConsoleReporter(cfg.max_steps)
+    trainer = Trainer(cfg, run_dir, data=args.data, resume=args.resume, threads=args.threads, on_event=reporter)
+    interrupts = []
+
+    def on_signal(signum, frame):
+        interrupts.append(signum)
+        if len(interrupts) == 1:
+            print(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
+                  "(Ctrl-C again to abort without saving)", file=sys.stderr, flush=True)
+            trainer.request("quit")
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"run folder: {run_dir}")
+    trainer.setup()
+    reporter.total = trainer.step + args.steps if args.steps else max(cfg.max_steps, trainer.step)
+    last = trainer.run(steps=args.steps, checkpoint_every=args.checkpoint_every)
+    if last:
+        print(f"done: step {trainer.step}, loss {last.loss:.4f}"
+              + (f", val loss {trainer.last_val_loss:.4f}" if trainer.last_val_loss is not None else "")
+              + f", {last.tokens_per_s:,.0f} tokens/s. Resume with: loop train {args.config} --out {run_dir} --resume")
+    return 0
+
+
+# ---------------------------------------------------------------- generate
+def cmd_generate(args) -> int:
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    from .config import ConfigError, from_dict
+    from .model.gpt import GPT
+    from .train import checkpoint
+    from .train.sample import generate
+    from .train.trainer import make_backend
+
+    run = Path(args.run_dir)
+    ckpt = checkpoint.latest(run) if (run / "checkpoints").is_dir() else (run if (run / "state.json").exists() else None)
+    if ckpt is None:
+        raise ConfigError(f"{run}: no checkpoint found (expected RUN_DIR/checkpoints/step_*/)")
+    params, _, state = checkpoint.load(ckpt)
+    cfg = from_dict(state["config"], str(ckpt / "state.json"))
+    backend = make_backend(cfg.backend if args.backend is None else args.backend, args.threads)
+    model = GPT(cfg, backend, batch_size=1)
+    for name, arr in params.items():
+        backend.write(model.params[name], arr)
+    tok = Tokenizer.from_file(str(ckpt / "tokenizer.json"))
+    rng = np.random.default_rng(args.seed)
+    text = generate(model, tok, args.prompt, args.tokens, args.temperature, args.top_k, rng)
+    print(args.prompt + text)
+    return 0
+
+
+# ---------------------------------------------------------------- info / tui
+def cmd_info(args) -> int:
+    from . import machine
+
+    caches = machine.detect_caches()
+    print(f"CPUs usable: {machine.cpu_count()}")
+    print("caches (" + caches.source + "): " + ", ".join(f"{lv.name} {lv.size // 1024} KiB x{lv.instances}" for lv in caches.levels))
+    try:
+        from . import kernels
+
+        print(f"C kernels: ISA {kernels.isa()} (available: {', '.join(kernels.available_isas())}), "
+              f"{kernels.get_num_threads()} threads, GEMM blocking {kernels.gemm_blocking()}")
+    except ImportError as e:
+        print(f"C kernels: not available ({e})")
+    try:
+        from .opencl.device import describe_platforms
+
+        print(describe_platforms())
+    except ImportError as e:
+        print(f"OpenCL: not available ({e})")
+    return 0
+
+
+def cmd_tui(args) -> int:
+    from .ui.app import run_picker
+
+    return run_picker()
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="loop", description="Train small GPT-2 models on a folder of text with "
+                                "hand-written C kernels, and see why they are fast.",
+                                epilog="Configs are JSON files; shipped ones can be named without a path "
+                                       "(e.g. `loop train smoke`). Set LOOP_ISA=avx512|avx2|generic to force an "
+                                       "instruction set, LOOP_CACHE_DIR for the tokenizer cache.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    a = sub.add_parser("analyze", help="cache-fit breakdown of a config on this machine",
+                       description="List every buffer a training step touches and the smallest cache level "
+                                   "of this machine (read from sysfs) it fits in.")
+    a.add_argument("config", help="config file or shipped config name")
+    a.add_argument("--json", action="store_true", help="stable JSON (sizes in bytes) instead of tables")
+    a.add_argument("--cache", metavar="SPEC", help="what-if cache sizes, e.g. L1=48K,L2=512K,L3=8M")
+    a.set_defaults(func=cmd_analyze)
+
+    t = sub.add_parser("train", help="train a model (dashboard on a terminal, or --no-tui)",
+                       description="Train CONFIG on a folder of text. Without --data it trains on Python's "
+                                   "own documentation. Ctrl-C or SIGTERM finishes the step, saves and exits 0.")
+    t.add_argument("config", help="config file or shipped config name")
+    t.add_argument("--data", metavar="DIR", help="folder of text files (recursive); default: built-in corpus")
+    t.add_argument("--steps", type=int, metavar="N", help="train N steps (default: the config's max_steps)")
+    t.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/<config>-<time>)")
+    t.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    t.add_argument("--threads", type=int, metavar="N", help="kernel threads (default: all cores)")
+    t.add_argument("--seed", type=int, metavar="S", help="random seed (default: the config's)")
+    t.add_argument("--checkpoint-every", type=int, metavar="N", help="steps between checkpoints")
+    t.add_argument("--backend", choices=("c", "opencl"), help="kernel backend (default: the config's, c)")
+    t.add_argument("--no-tui", action="store_true", help="print progress lines instead of the dashboard")
+    t.set_defaults(func=cmd_train)
+
+    g = sub.add_parser("generate", help="sample text from a trained run",
+                       description="Continue a prompt with the latest checkpoint of RUN_DIR.")
+    g.add_argument("run_dir", metavar="RUN_DIR")
+    g.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
+    g.add_argument("--tokens", type=int, default=100, metavar="N", help="tokens to generate (default 100)")
+    g.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 = greedy (default 0.8)")
+    g.add_argument("--top-k", type=int, default=40, metavar="K", help="sample from the K likeliest (default 40)")
+    g.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    g.add_argument("--threads", type=int, default=None, help="kernel threads")
+    g.add_argument("--backend", choices=("c", "opencl"), default=None, help="kernel backend")
+    g.set_defaults(func=cmd_generate)
+
+    i = sub.add_parser("info", help="machine, kernels and OpenCL devices")
+    i.set_defaults(func=cmd_info)
+    u = sub.add_parser("tui", help="open the config picker")
+    u.set_defaults(func=cmd_tui)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("RAYON_NUM_THREADS", "1")  # tokenizers: keep its pool off the kernel cores
+    args = build_parser().parse_args(argv)
+    from .config import ConfigError
+    from .data.corpus import DataError
+
+    try:
+        return args.func(args)
+    except (ConfigError, DataError) as e:
+        return _fail(str(e))
+    except FloatingPointError as e:
+        return _fail(str(e), 1)
+    except KeyboardInterrupt:
+        print("aborted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""The training loop: data -> model -> AdamW, with evaluation, samples, metrics and checkpoints.
+
+A Trainer is driven from one thread (the kernels' OpenMP pool belongs to it). Other threads talk
+to it only through `request()` (pause, resume, save, sample, quit) and the `on_event` callback it
+calls with ("step" | "log" | "eval" | "sample" | "checkpoint" | "info" | "warning" | "done", dict).
+"""
+from __future__ import annotations
+
+import math
+import queue
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import orjson
+
+from ..config import Config, ConfigError
+from ..data.batches import BatchSampler, eval_batches
+from ..data.corpus import load_corpus
+from ..data.tokens import prepare
+from ..model.gpt import GPT
+from ..model.layout import parameter_count, training_flops_per_token
+from . import checkpoint
+from .peak import peak_gflops
+from .sample import generate
+
+MODEL_FIELDS = ("d_model", "num_heads", "num_layers", "d_ff", "max_length", "vocab_size")
+WARMUP_STEPS_EXCLUDED = 2  # first steps after (re)start: page faults, thread pool start, caches
+SPEED_WINDOW = 10
+
+
+def lr_at(cfg: Config, step: int) -> float:
+    """Linear warmup to learning_rate, then cosine down to min_lr_ratio * learning_rate."""
+    if step < cfg.warmup_steps:
+        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    floor = cfg.learning_rate * cfg.min_lr_ratio
+    return floor + 0.5 * (cfg.learning_rate - floor) * (1 + math.cos(math.pi * progress))
+
+
+def make_backend(name: str, threads: int | None):
+    if name == "c":
+        from ..kernels.backend import CBackend
+        return CBackend(threads)
+    if name == "opencl":
+        from ..opencl.backend import OpenCLBackend
+        return OpenCLBackend()
+    raise ConfigError(f"unknown backend {name!r} (choose c or opencl)")
+
+
+@dataclass
+class StepStats:
+    step: int
+    loss: float
+    lr: float
+    grad_norm: float
+    step_time_s: float
+    tokens_per_s: float  # moving average over recent steps (warm-up excluded)
+    mfu: float
+    elapsed_s: float
+    eta_s: float
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path, data: str | None = None, resume: bool = False,
+                 threads: int | None = None, on_event: Callable[[str, dict], None] | None = None):
+        self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+        self.data_path = data if data is not None else cfg.data
+        self.threads = threads or cfg.threads
+        self.on_event = on_event or (lambda kind, payload: None)
+        self.requests: queue.Queue[str] = queue.Queue()
+        self.paused = False
+        self.step = 0
+        self.elapsed = 0.0  # training seconds across resumes
+        self.step_times: deque[float] = deque(maxlen=SPEED_WINDOW)
+        self.last: StepStats | None = None
+        self.last_sample = ""
+        self.last_val_loss: float | None = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        cfg = self.cfg
+        ckpt = checkpoint.latest(self.run_dir) if self.resume else None
+        state = None
+        if self.resume and ckpt is None:
+            raise ConfigError(f"{self.run_dir}: no checkpoint to resume from")
+        if not self.resume and checkpoint.latest(self.run_dir) is not None:
+            raise ConfigError(f"{self.run_dir}: already has checkpoints; pass --resume to continue it or --out for a new run")
+        if ckpt is not None:
+            params, optim, state = checkpoint.load(ckpt)
+            saved = state["config"]
+            for f in MODEL_FIELDS:
+                if saved[f] != getattr(cfg, f):
+                    raise ConfigError(f"{ckpt}: checkpoint has {f}={saved[f]}, config has {getattr(cfg, f)}")
+            if self.data_path is None:
+                self.data_path = state.get("data")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        corpus = load_corpus(self.data_path)
+        self.emit("info", message=corpus.summary())
+        if self.data_path is None:
+            self.emit("info", message="no --data given: training on Python's built-in documentation (pydoc topics)")
+        t0 = time.perf_counter()
+        self.tokens = prepare(corpus, cfg.vocab_size, cfg.val_fraction, cfg.max_length + 1)
+        self.corpus_digest = corpus.digest
+        self.emit("info", message=f"tokenizer: byte-level BPE, {self.tokens.vocab_used} ids "
+                                  f"({time.perf_counter() - t0:.1f}s); {len(self.tokens.train):,} train tokens, "
+                                  f"{len(self.tokens.val):,} validation tokens; {self.tokens.note}")
+        if self.tokens.vocab_used < cfg.vocab_size:
+            self.emit("warning", message=f"corpus supports only {self.tokens.vocab_used} BPE ids; "
+                                         f"the other {cfg.vocab_size - self.tokens.vocab_used} embedding rows stay unused")
+        self.backend = make_backend(cfg.backend, self.threads)
+        self.model = GPT(cfg, self.backend)
+        self.sampler_model = GPT(cfg, self.backend, batch_size=1, params=self.model.params)
+        self.m = self.backend.zeros(self.model.params.size)
+        self.v = self.backend.zeros(self.model.params.size)
+        self.sampler = BatchSampler(self.tokens.train, cfg.batch_size, cfg.max_length, cfg.seed + 1)
+        self.val = eval_batches(self.tokens.val, cfg.batch_size, cfg.max_length, cfg.eval_batches)
+        if state is None:
+            self.model.init_weights(cfg.seed)
+        else:
+            for name, arr in params.items():
+                self.backend.write(self.model.params[name], arr)
+            self.backend.write(self.m, optim["m"])
+            self.backend.write(self.v, optim["v"])
+            self.step, self.elapsed = state["step"], state["elapsed_s"]
+            self.sampler.state = state["sampler"]
+            self.last_val_loss = state.get("val_loss")
+            self._truncate_metrics(self.step)
+            self.emit("info", message=f"resumed from {ckpt} at step {self.step}")
+        self.flops_per_step = training_flops_per_token(cfg) * cfg.tokens_per_step
+        self.peak = peak_gflops() * 1e9 if cfg.backend == "c" else None
+        self.emit("info", message=f"model: {parameter_count(cfg) / 1e6:.2f} M parameters, "
+                                  f"{self.flops_per_step / 1e9:.1f} GFLOP per step; backend {self.backend.device}"
+                                  + (f"; measured peak {self.peak / 1e9:.0f} GFLOP/s" if self.peak else ""))
+        self.metrics_file = open(self.run_dir / "metrics.jsonl", "ab")
+
+    def emit(self, kind: str, **payload) -> None:
+        self.on_event(kind, payload)
+
+    def request(self, command: str) -> None:
+        """Thread-safe: 'pause', 'resume', 'toggle_pause', 'save', 'sample', 'quit'."""
+        self.requests.put(command)
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self) -> StepStats:
+        cfg, o, model = self.cfg, self.backend, self.model
+        t0 = time.perf_counter()
+        inputs, targets = self.sampler.next()
+        loss = model.forward_backward(inputs, targets)
+        grad_norm = math.sqrt(o.sum_squares(model.grads.flat))
+        clip = min(1.0, cfg.grad_clip / (grad_norm + 1e-6)) if cfg.grad_clip > 0 else 1.0
+        lr = lr_at(cfg, self.step)
+        P, G = model.params.flat, model.grads.flat
+        for (a, b), wd in ((model.decay_range, cfg.weight_decay), (model.plain_range, 0.0)):
+            o.adamw(P[a:b], G[a:b], self.m[a:b], self.v[a:b], lr, cfg.beta1, cfg.beta2, cfg.adam_eps, wd,
+                    self.step + 1, clip)
+        dt = time.perf_counter() - t0
+        self.step += 1
+        self.elapsed += dt
+        self.steps_this_run += 1
+        if self.steps_this_run > WARMUP_STEPS_EXCLUDED:
+            self.step_times.append(dt)
+        avg = float(np.mean(self.step_times)) if self.step_times else dt
+        tps = cfg.tokens_per_step / avg
+        stats = StepStats(self.step, loss, lr, grad_norm, dt, tps,
+                          self.flops_per_step / avg / self.peak if self.peak else float("nan"),
+                          self.elapsed, avg * (self.total_steps - self.step))
+        self.last = stats
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss} at step {self.step}; lower learning_rate")
+        return stats
+
+    def evaluate(self) -> float:
+        losses = [self.model.loss(x, y) for x, y in self.val]
+        self.last_val_loss = float(np.mean(losses))
+        return self.last_val_loss
+
+    def sample(self, prompt: str = "", tokens: int | None = None) -> str:
+        rng = np.random.default_rng(self.cfg.seed * 1000003 + self.step)
+        self.last_sample = generate(self.sampler_model, self.tokens.tokenizer, prompt,
+                                    tokens or self.cfg.sample_tokens, rng=rng)
+        return self.last_sample
+
+    # ------------------------------------------------------------------ persistence
+    def _record(self, record: dict) -> None:
+        self.metrics_file.write(orjson.dumps(record) + b"\n")
+        self.metrics_file.flush()
+
+    def _truncate_metrics(self, step: int) -> None:
+        """On resume, drop records a crash left behind after the checkpoint's step."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = [line for line in path.read_bytes().splitlines() if line.strip() and orjson.loads(line)["step"] <= step]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(b"".join(line + b"\n" for line in kept))
+        tmp.replace(path)
+
+    def save_checkpoint(self, reason: str) -> Path:
+        o, model = self.backend, self.model
+        params = {s.name: np.array(o.to_numpy(model.params[s.name])) for s in model.param_specs}
+        optim = {"m": np.array(o.to_numpy(self.m)), "v": np.array(o.to_numpy(self.v))}
+        state = {"step": self.step, "elapsed_s": self.elapsed, "sampler": self.sampler.state,
+                 "config": self.cfg.to_dict(), "data": self.data_path, "corpus_digest": self.corpus_digest,
+                 "tokenizer": "tokenizer.json", "val_loss": self.last_val_loss, "reason": reason}
+        path = checkpoint.save(self.run_dir, self.step, params, optim, state, self.cfg.keep_checkpoints,
+                               {"tokenizer.json": self.tokens.tokenizer_path})
+        (self.run_dir / "tokenizer.json").write_bytes(self.tokens.tokenizer_path.read_bytes())
+        (self.run_dir / "config.json").write_bytes(orjson.dumps(self.cfg.to_dict(), option=orjson.OPT_INDENT_2))
+        self.emit("checkpoint", step=self.step, path=str(path), reason=reason)
+        return path
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, steps: int | None = None, checkpoint_every: int | None = None) -> StepStats | None:
+        """Train until max_steps (or `steps` more), a 'quit' request, or an error. Always saves
+        a final checkpoint when anything was trained, and returns the last step's stats."""
+        cfg = self.cfg
+        self.total_steps = self.step + steps if steps else max(cfg.max_steps, self.step)
+        every = checkpoint_every or cfg.checkpoint_every
+        self.steps_this_run = 0
+        saved_at = self.step
+        quit_requested = False
+        try:
+            while self.step < self.total_steps and not quit_requested:
+                quit_requested = self._handle_requests()
+                if quit_requested:
+                    break
+                if self.paused:
+                    time.sleep(0.05)
+                    continue
+                s = self.train_step()
+                self.emit("step", **s.__dict__)
+                if s.step % cfg.log_every == 0 or s.step == self.total_steps:
+                    rec = {k: v for k, v in s.__dict__.items()}
+                    self._record(rec)
+                    self.emit("log", **rec)
+                if s.step % cfg.eval_every == 0 or s.step == self.total_steps:
+                    val = self.evaluate()
+                    self._record({"step": s.step, "val_loss": val, "val_ppl": math.exp(min(val, 50)),
+                                  "elapsed_s": self.elapsed})
+                    self.emit("eval", step=s.step, val_loss=val, val_ppl=math.exp(min(val, 50)))
+                if s.step % cfg.sample_every == 0 or s.step == self.total_steps:
+                    self.emit("sample", step=s.step, text=self.sample())
+                if s.step % every == 0:
+                    self.save_checkpoint("periodic")
+                    saved_at = self.step
+        finally:
+            if self.step > saved_at:
+                self.save_checkpoint("quit" if quit_requested else "final" if self.step >= self.total_steps else "interrupted")
+            self.metrics_file.close()
+            self.emit("done", step=self.step)
+        return self.last
+
+    def _handle_requests(self) -> bool:
+        while True:
+            try:
+                cmd = self.requests.get_nowait()
+            except queue.Empty:
+                return False
+            if cmd == "quit":
+                return True
+            if cmd in ("pause", "resume", "toggle_pause"):
+                self.paused = {"pause": True, "resume": False}.get(cmd, not self.paused)
+                self.emit("info", message="paused" if self.paused else "resumed")
+            elif cmd == "save":
+                self.save_checkpoint("requested")
+            elif cmd == "sample":
+                self.emit("sample", step=self.step, text=self.sample())

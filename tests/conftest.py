@@ -1,0 +1,22 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAYON_NUM_THREADS", "1")
+
+WIKI = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "wiki"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Tokenizer and peak caches go to one temporary folder per test session."""
+    if "LOOP_CACHE_DIR" not in os.environ or os.environ.get("LOOP_TEST_SHARED_CACHE") != "1":
+        monkeypatch.setenv("LOOP_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "loop-cache"))
+
+
+@pytest.fixture
+def wiki_dir():
+    if not WIKI.is_dir():
+        pytest.skip("../shared/data/wiki is not present (fresh clone)")
+    return WIKI

@@ -1,0 +1,69 @@
+"""Float64 numpy references of every op and of the whole GPT-2 loss, written plainly from the
+definitions (no shared code with the kernels), for forward checks and finite-difference
+gradient checks."""
+from __future__ import annotations
+
+import numpy as np
+
+GELU_S = np.sqrt(2 / np.pi)
+
+
+def layernorm(x, w, b, eps=1e-5):
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * w + b, mean[..., 0], 1 / np.sqrt(var[..., 0] + eps)
+
+
+def gelu(x):
+    return 0.5 * x * (1 + np.tanh(GELU_S * (x + 0.044715 * x**3)))
+
+
+def attention(qkv, num_heads):
+    """qkv (B,T,3C) -> out (B,T,C), att (B,NH,T,T)"""
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    hs = C // num_heads
+    q, k, v = (qkv[..., i * C:(i + 1) * C].reshape(B, T, num_heads, hs).transpose(0, 2, 1, 3) for i in range(3))
+    s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hs)
+    s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
+    s = s - s.max(-1, keepdims=True)
+    att = np.exp(s)
+    att /= att.sum(-1, keepdims=True)
+    return (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C), att
+
+
+def crossentropy(logits, targets):
+    m = logits.max(-1, keepdims=True)
+    lse = np.log(np.exp(logits - m).sum(-1)) + m[..., 0]
+    return lse - np.take_along_axis(logits, targets[..., None], -1)[..., 0]
+
+
+def gpt_loss(p: dict, tokens, targets, cfg) -> float:
+    """Mean cross-entropy of GPT-2 with parameters p (name -> array, float64)."""
+    B, T = tokens.shape
+    x = p["wte"][tokens] + p["wpe"][:T]
+    for l in range(cfg.num_layers):
+        h = f"h{l}."
+        a, _, _ = layernorm(x, p[h + "ln1_w"], p[h + "ln1_b"])
+        qkv = a @ p[h + "qkv_w"] + p[h + "qkv_b"]
+        y, _ = attention(qkv, cfg.num_heads)
+        x = x + y @ p[h + "proj_w"] + p[h + "proj_b"]
+        a, _, _ = layernorm(x, p[h + "ln2_w"], p[h + "ln2_b"])
+        x = x + gelu(a @ p[h + "fc_w"] + p[h + "fc_b"]) @ p[h + "fcproj_w"] + p[h + "fcproj_b"]
+    x, _, _ = layernorm(x, p["lnf_w"], p["lnf_b"])
+    return float(crossentropy(x @ p["wte"].T, targets).mean())
+
+
+def numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of scalar f() with respect to every element of x (modified in place)."""
+    g = np.zeros_like(x, dtype=np.float64)
+    flat, gflat = x.reshape(-1), g.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        up = f()
+        flat[i] = old - eps
+        down = f()
+        flat[i] = old
+        gflat[i] = (up - down) / (2 * eps)
+    return g

@@ -1,0 +1,384 @@
+"""Every kernel against float64 numpy references, on every instruction set this CPU has."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loop_tui import kernels as K
+
+from . import reference as ref
+
+AWKWARD = [1, 3, 17, 63, 64, 65, 127, 129, 383]
+RNG = np.random.default_rng(0)
+
+
+def rand(*shape, scale=1.0):
+    return (RNG.standard_normal(shape) * scale).astype(np.float32)
+
+
+@pytest.fixture(params=K.available_isas())
+def isa(request):
+    before = K.isa()
+    K.set_isa(request.param)
+    yield request.param
+    K.set_isa(before)
+
+
+@pytest.fixture
+def threads():
+    before = K.get_num_threads()
+    yield
+    K.set_num_threads(before)
+
+
+def test_sanitized_build_is_the_one_loaded():
+    if os.environ.get("LOOP_SANITIZED") == "1":
+        assert "sanitize" in K.lib.__file__ if hasattr(K.lib, "__file__") else "sanitize" in K.__file__
+
+
+def test_isa_reports_and_forcing():
+    assert K.isa() in K.available_isas()
+    assert K.available_isas()[0] == "generic"
+    with pytest.raises(ValueError):
+        K.set_isa("sse9")
+
+
+# ---------------------------------------------------------------- GEMM
+def gemm_ref(a, b, ta, tb, bias=None, c=None):
+    A = a.astype(np.float64).T if ta else a.astype(np.float64)
+    B = b.astype(np.float64).T if tb else b.astype(np.float64)
+    out = A @ B
+    if bias is not None:
+        out += bias
+    if c is not None:
+        out += c
+    return out
+
+
+def check_gemm(M, N, K_, ta, tb, with_bias=False, accumulate=False):
+    a = rand(K_, M) if ta else rand(M, K_)
+    b = rand(N, K_) if tb else rand(K_, N)
+    bias = rand(N) if with_bias else None
+    c0 = rand(M, N) if accumulate else None
+    out = c0.copy() if accumulate else None
+    got = K.matmul(a, b, out=out, transpose_a=ta, transpose_b=tb, bias=bias, accumulate=accumulate)
+    want = gemm_ref(a, b, ta, tb, bias, c0)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(K_))
+
+
+@pytest.mark.parametrize("ta,tb", [(0, 0), (0, 1), (1, 0), (1, 1)])
+@pytest.mark.parametrize("s", AWKWARD)
+def test_gemm_awkward_shapes(isa, s, ta, tb):
+    check_gemm(s, 65, 17, ta, tb)
+    check_gemm(17, s, 63, ta, tb)
+    check_gemm(64, 129, s, ta, tb, with_bias=True, accumulate=bool(s % 2))
+
+
+def test_gemm_spans_many_blocks(isa):
+    """Shapes larger than MC, KC and NC so every loop of the blocking runs more than once."""
+    K.set_gemm_blocking(mc=48, kc=64, nc=64)
+    try:
+        for ta, tb in [(0, 0), (0, 1), (1, 0), (1, 1)]:
+            check_gemm(131, 200, 161, ta, tb, with_bias=True, accumulate=True)
+    finally:
+        K.set_gemm_blocking(0, 0, 0)
+
+
+def config_gemm_shapes():
+    """(M, N, K, ta, tb) of every GEMM a training step of each seed config runs."""
+    from loop_tui.config import load_config
+
+    shapes = set()
+    for name in ("wiki_gpu_optimized", "wiki_cache_optimized", "wiki_performance_tuned"):
+        c = load_config(name)
+        d, f, V = c.d_model, c.d_ff, c.vocab_size
+        N = c.batch_size * c.max_length
+        from loop_tui.model.layout import head_chunk_rows
+        R = head_chunk_rows(c, N)
+        shapes |= {(N, 3 * d, d, 0, 0), (N, d, d, 0, 0), (N, f, d, 0, 0), (N, d, f, 0, 0),  # forward NN
+                   (R, V, d, 0, 1),  # LM head NT
+                   (R, d, V, 0, 0),  # head input gradient NN
+                   (V, d, R, 1, 0), (d, 3 * d, N, 1, 0), (d, d, N, 1, 0), (d, f, N, 1, 0), (f, d, N, 1, 0),  # TN
+                   (N, d, 3 * d, 0, 1), (N, d, d, 0, 1), (N, f, d, 0, 1), (N, d, f, 0, 1)}  # input grads NT
+    return sorted(shapes)
+
+
+@pytest.mark.parametrize("shape", config_gemm_shapes(), ids=lambda s: "x".join(map(str, s)))
+def test_gemm_config_shapes(shape):
+    """The model's real shapes (active ISA): a sample of output rows against float64."""
+    M, N, K_, ta, tb = shape
+    a = rand(K_, M) if ta else rand(M, K_)
+    b = rand(N, K_) if tb else rand(K_, N)
+    got = K.matmul(a, b, transpose_a=bool(ta), transpose_b=bool(tb))
+    rows = np.unique(np.r_[0, M - 1, RNG.integers(0, M, 6)])
+    A = (a.T if ta else a)[rows].astype(np.float64)
+    B = (b.T if tb else b).astype(np.float64)
+    np.testing.assert_allclose(got[rows], A @ B, rtol=1e-4, atol=2e-4 * np.sqrt(K_))
+
+
+@settings(max_examples=60, deadline=None)
+@given(M=st.integers(1, 150), N=st.integers(1, 150), K_=st.integers(1, 150), ta=st.booleans(), tb=st.booleans(),
+       bias=st.booleans(), acc=st.booleans())
+def test_gemm_hypothesis(M, N, K_, ta, tb, bias, acc):
+    check_gemm(M, N, K_, ta, tb, bias, acc)
+
+
+def test_gemm_threads_agree_bitwise(threads):
+    a, b = rand(300, 200), rand(200, 170)
+    K.set_num_threads(1)
+    one = K.matmul(a, b)
+    K.set_num_threads(2)
+    two = K.matmul(a, b)
+    assert np.array_equal(one, two)
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("bad", [
+    lambda: K.matmul(rand(3, 4), rand(5, 6)),
+    lambda: K.matmul(rand(3, 4).astype(np.float64), rand(4, 6)),
+    lambda: K.matmul(rand(4, 3).T, rand(4, 6)),
+    lambda: K.matmul(rand(3, 4), rand(4, 6), out=np.empty((3, 5), np.float32)),
+    lambda: K.matmul(rand(3, 4), rand(4, 6), bias=rand(5)),
+    lambda: K.matmul(rand(3, 4), rand(4, 6), accumulate=True),
+    lambda: K.matmul(np.zeros((0, 4), np.float32), rand(4, 6)),
+    lambda: K.matmul([[1.0]], rand(1, 1)),
+    lambda: K.encoder_forward(rand(2, 3, 4), np.array([[0, 1, 9]], np.int32), rand(5, 4), rand(3, 4)),
+    lambda: K.encoder_forward(rand(1, 3, 4), np.array([[0, 1, -1]], np.int32), rand(5, 4), rand(3, 4)),
+    lambda: K.crossentropy(rand(2, 5), np.array([0, 5], np.int32), np.empty(2, np.float32)),
+    lambda: K.attention_forward(rand(1, 4, 8), rand(1, 3, 4, 4), rand(1, 4, 24), 3),
+    lambda: K.layernorm_forward(rand(2, 4), rand(2), rand(2), rand(2, 4), rand(3), rand(4)),
+    lambda: K.set_num_threads(0),
+])
+def test_bad_input_raises_value_error(bad):
+    with pytest.raises(ValueError):
+        bad()
+
+
+def test_error_message_names_shapes():
+    with pytest.raises(ValueError, match=r"\(3, 4\)"):
+        K.matmul(rand(3, 4), rand(5, 6))
+
+
+# ---------------------------------------------------------------- forward ops
+@pytest.mark.parametrize("C", AWKWARD)
+def test_layernorm_forward(isa, C):
+    x, w, b = rand(5, C, scale=3) + 1, rand(C), rand(C)
+    out, mean, rstd = np.empty_like(x), np.empty(5, np.float32), np.empty(5, np.float32)
+    K.layernorm_forward(out, mean, rstd, x, w, b)
+    want, m, r = ref.layernorm(x.astype(np.float64), w, b)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(mean, m, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(rstd, r, rtol=1e-4)
+
+
+@pytest.mark.parametrize("C", AWKWARD)
+def test_bias_gelu_forward(isa, C):
+    pre, bias = rand(3, C, scale=3), rand(C)
+    want = ref.gelu(pre.astype(np.float64) + bias)
+    out = np.empty_like(pre)
+    K.bias_gelu_forward(pre, out, bias)
+    np.testing.assert_allclose(pre, pre.astype(np.float64), rtol=0)  # pre now holds pre + bias
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+
+
+def test_gelu_extremes(isa):
+    x = np.array([-100, -20, -5, 0, 5, 20, 100], np.float32)
+    out = np.empty_like(x)
+    K.bias_gelu_forward(x.copy(), out)
+    np.testing.assert_allclose(out, ref.gelu(x.astype(np.float64)), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("B,T,C,NH", [(1, 1, 8, 2), (2, 17, 24, 3), (1, 65, 64, 4), (2, 129, 48, 8), (1, 3, 383, 1)])
+def test_attention_forward(isa, B, T, C, NH):
+    qkv = rand(B, T, 3 * C)
+    out, att = np.empty((B, T, C), np.float32), np.empty((B, NH, T, T), np.float32)
+    K.attention_forward(out, att, qkv, NH)
+    want, watt = ref.attention(qkv.astype(np.float64), NH)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(att, watt, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("V", AWKWARD + [16000])
+def test_crossentropy_forward_and_grad(isa, V):
+    N = 7
+    logits = rand(N, V, scale=4)
+    targets = RNG.integers(0, V, N).astype(np.int32)
+    losses = np.empty(N, np.float32)
+    K.crossentropy(logits, targets, losses)
+    want = ref.crossentropy(logits.astype(np.float64), targets)
+    np.testing.assert_allclose(losses, want, rtol=1e-5, atol=1e-5)
+    g = logits.copy()
+    K.crossentropy(g, targets, losses, grad_scale=0.5, write_grad=True)
+    p = np.exp(logits - logits.max(1, keepdims=True).astype(np.float64))
+    p /= p.sum(1, keepdims=True)
+    p[np.arange(N), targets] -= 1
+    np.testing.assert_allclose(g, 0.5 * p, rtol=1e-4, atol=1e-7)
+
+
+def test_encoder_forward(isa):
+    wte, wpe = rand(50, 17), rand(9, 17)
+    tokens = RNG.integers(0, 50, (3, 9)).astype(np.int32)
+    out = np.empty((3, 9, 17), np.float32)
+    K.encoder_forward(out, tokens, wte, wpe)
+    np.testing.assert_allclose(out, wte[tokens] + wpe, rtol=1e-6)
+
+
+def test_residual_forward(isa):
+    a, b = rand(1000), rand(1000)
+    out = np.empty_like(a)
+    K.residual_forward(out, a, b)
+    np.testing.assert_array_equal(out, a + b)
+
+
+# ---------------------------------------------------------------- backward: finite differences
+def test_layernorm_backward_fd(isa):
+    x, w, b = rand(3, 17) + 0.5, rand(17), rand(17)
+    R = rand(3, 17)
+    x64, w64, b64 = (v.astype(np.float64) for v in (x, w, b))
+    loss = lambda: float((ref.layernorm(x64, w64, b64)[0] * R).sum())
+    out, mean, rstd = np.empty_like(x), np.empty(3, np.float32), np.empty(3, np.float32)
+    K.layernorm_forward(out, mean, rstd, x, w, b)
+    dx, dw, db = np.zeros_like(x), np.zeros_like(w), np.zeros_like(b)
+    K.layernorm_backward(dx, dw, db, R, x, w, mean, rstd)
+    np.testing.assert_allclose(dx, ref.numeric_grad(loss, x64), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(dw, ref.numeric_grad(loss, w64), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(db, ref.numeric_grad(loss, b64), rtol=1e-3, atol=1e-4)
+
+
+def test_layernorm_backward_accumulates(isa):
+    x, w, b, R = rand(4, 8), rand(8), rand(8), rand(4, 8)
+    out, mean, rstd = np.empty_like(x), np.empty(4, np.float32), np.empty(4, np.float32)
+    K.layernorm_forward(out, mean, rstd, x, w, b)
+    grads = [np.zeros_like(x), np.zeros_like(w), np.zeros_like(b)]
+    K.layernorm_backward(*grads, R, x, w, mean, rstd)
+    twice = [g.copy() for g in grads]
+    K.layernorm_backward(*twice, R, x, w, mean, rstd)
+    for g, t in zip(grads, twice):
+        np.testing.assert_allclose(t, 2 * g, rtol=1e-6, atol=1e-7)
+
+
+def test_gelu_backward_fd(isa):
+    x = rand(40, scale=2.5)
+    R = rand(40)
+    x64 = x.astype(np.float64)
+    num = ref.numeric_grad(lambda: float((ref.gelu(x64) * R).sum()), x64)
+    d = np.empty_like(x)
+    K.gelu_backward(d, x, R)
+    np.testing.assert_allclose(d, num, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("B,T,C,NH", [(1, 5, 8, 2), (2, 7, 12, 3)])
+def test_attention_backward_fd(isa, B, T, C, NH):
+    qkv = rand(B, T, 3 * C)
+    R = rand(B, T, C)
+    q64 = qkv.astype(np.float64)
+    num = ref.numeric_grad(lambda: float((ref.attention(q64, NH)[0] * R).sum()), q64)
+    out, att = np.empty((B, T, C), np.float32), np.empty((B, NH, T, T), np.float32)
+    K.attention_forward(out, att, qkv, NH)
+    d = np.full_like(qkv, np.nan)
+    K.attention_backward(d, R, qkv, att, NH)
+    np.testing.assert_allclose(d, num, rtol=1e-3, atol=1e-4)
+
+
+def test_crossentropy_backward_fd(isa):
+    logits, targets = rand(3, 11, scale=2), np.array([0, 5, 10], np.int32)
+    l64 = logits.astype(np.float64)
+    num = ref.numeric_grad(lambda: float(ref.crossentropy(l64, targets).mean()), l64)
+    g = logits.copy()
+    K.crossentropy(g, targets, np.empty(3, np.float32), grad_scale=1 / 3, write_grad=True)
+    np.testing.assert_allclose(g, num, rtol=1e-3, atol=1e-5)
+
+
+def test_encoder_backward_fd(isa):
+    wte, wpe = rand(6, 5), rand(4, 5)
+    tokens = np.array([[1, 1, 3, 0], [5, 1, 2, 3]], np.int32)
+    R = rand(2, 4, 5)
+    e64, p64 = wte.astype(np.float64), wpe.astype(np.float64)
+    loss = lambda: float(((e64[tokens] + p64) * R).sum())
+    dwte, dwpe = np.zeros_like(wte), np.zeros_like(wpe)
+    K.encoder_backward(dwte, dwpe, R, tokens)
+    np.testing.assert_allclose(dwte, ref.numeric_grad(loss, e64), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dwpe, ref.numeric_grad(loss, p64), rtol=1e-5, atol=1e-5)
+
+
+def test_bias_backward(isa):
+    d = rand(130, 65)
+    db = np.ones(65, np.float32)
+    K.bias_backward(db, d)
+    np.testing.assert_allclose(db, 1 + d.astype(np.float64).sum(0), rtol=1e-5, atol=1e-4)
+
+
+def test_gelu_backward_in_place(isa):
+    x, d = rand(100), rand(100)
+    sep = np.empty_like(d)
+    K.gelu_backward(sep, x, d)
+    K.gelu_backward(d, x, d)
+    np.testing.assert_array_equal(sep, d)
+
+
+# ---------------------------------------------------------------- optimizer
+def test_adamw_matches_reference(isa):
+    p, g = rand(1001), rand(1001)
+    m, v = rand(1001) * 0.1, np.abs(rand(1001)) * 0.01
+    pw, mw, vw = p.astype(np.float64), m.astype(np.float64), v.astype(np.float64)
+    lr, b1, b2, eps, wd, t, s = 1e-3, 0.9, 0.95, 1e-8, 0.1, 7, 0.5
+    gs = g * s
+    mw = b1 * mw + (1 - b1) * gs
+    vw = b2 * vw + (1 - b2) * gs * gs
+    pw -= lr * ((mw / (1 - b1**t)) / (np.sqrt(vw / (1 - b2**t)) + eps) + wd * pw)
+    K.adamw(p, g, m, v, lr, b1, b2, eps, wd, t, grad_scale=s)
+    np.testing.assert_allclose(m, mw, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(v, vw, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(p, pw, rtol=1e-5, atol=1e-7)
+
+
+def test_sum_squares_and_threads(isa, threads):
+    x = rand(100_003)
+    K.set_num_threads(1)
+    one = K.sum_squares(x)
+    K.set_num_threads(2)
+    assert K.sum_squares(x) == one
+    assert one == pytest.approx(float((x.astype(np.float64) ** 2).sum()), rel=1e-9)
+
+
+def test_all_ops_agree_across_thread_counts(threads):
+    """The whole step's ops give bit-identical results with 1 and 2 threads."""
+    from loop_tui.config import load_config
+    from loop_tui.kernels.backend import CBackend
+    from loop_tui.model.gpt import GPT
+
+    cfg = load_config("smoke")
+    x = RNG.integers(0, cfg.vocab_size, (cfg.batch_size, cfg.max_length + 1)).astype(np.int32)
+    results = []
+    for n in (1, 2):
+        K.set_num_threads(n)
+        m = GPT(cfg, CBackend())
+        m.init_weights(3)
+        loss = m.forward_backward(x[:, :-1], x[:, 1:])
+        results.append((loss, m.grads.flat.copy()))
+    assert results[0][0] == results[1][0]
+    assert np.array_equal(results[0][1], results[1][1])
+
+
+# ---------------------------------------------------------------- observability
+def test_thread_and_kernel_stats():
+    K.reset_stats()
+    a, b = rand(256, 256), rand(256, 256)
+    for _ in range(3):
+        K.matmul(a, b)
+    stats = {s.name: s for s in K.kernel_stats()}
+    assert stats["gemm"].calls == 3
+    assert stats["gemm"].flops == 3 * 2 * 256**3
+    assert stats["gemm"].ns > 0
+    ts = K.thread_stats()
+    assert len(ts) == K.get_num_threads()
+    assert all(t.os_tid > 0 and t.busy_ns > 0 for t in ts)
+    assert len({t.os_tid for t in ts}) == len(ts)
+
+
+def test_peak_is_measured():
+    assert K.measure_peak_gflops(0.05) > 0.5
