@@ -42,15 +42,21 @@ bench: install
 	$(PY) benchmarks/gemm_table.py
 	$(PY) benchmarks/train_table.py
 
-# Kernels rebuilt with ASan+UBSan into a separate copy of the package, kernel tests run on every ISA.
+# Kernels rebuilt with ASan+UBSan into a separate copy of the package (build/sanitize, so the
+# normal build is untouched), then the kernel tests run there on every ISA this CPU has.
 sanitize: install
-	rm -rf build/sanitize && mkdir -p build/sanitize
-	cp -r c build_kernels.py build/sanitize/ && mkdir -p build/sanitize/loop_tui && cp -r loop_tui/*.py loop_tui/kernels loop_tui/model loop_tui/data build/sanitize/loop_tui/
+	rm -rf build/sanitize && mkdir -p build/sanitize/loop_tui build/sanitize/tests
+	cp -r c configs build_kernels.py build/sanitize/
+	cp -r loop_tui/*.py loop_tui/kernels loop_tui/model loop_tui/data build/sanitize/loop_tui/
+	cp tests/__init__.py tests/conftest.py tests/reference.py tests/test_kernels.py build/sanitize/tests/
 	cd build/sanitize && LOOP_SANITIZE=1 ../../$(PY) build_kernels.py >/dev/null
-	for isa in $$($(PY) -c "from loop_tui import kernels; print(' '.join(kernels.available_isas()))"); do \
-	  echo "sanitize: $$isa"; \
-	  LOOP_ISA=$$isa PYTHONPATH=build/sanitize LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
-	  ASAN_OPTIONS=detect_leaks=0 LOOP_SANITIZED=1 $(PY) -m pytest -q -x -p no:cacheprovider -p no:randomly tests/test_kernels.py -k "not hypothesis" || exit 1; \
+	isas="$$($(PY) -c "from loop_tui import kernels; print(' '.join(kernels.available_isas()))")"; \
+	test -n "$$isas" || { echo "sanitize: could not list ISAs"; exit 1; }; \
+	cd build/sanitize && for isa in $$isas; do \
+	  echo "sanitize: kernel tests on $$isa with ASan+UBSan"; \
+	  LOOP_ISA=$$isa LOOP_SANITIZED=1 ASAN_OPTIONS=detect_leaks=0 \
+	  LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  ../../$(PY) -m pytest -q -x -p no:cacheprovider tests/test_kernels.py -k "not hypothesis" || exit 1; \
 	done
 
 clean:

@@ -53,6 +53,7 @@ ffibuilder.set_source(
     include_dirs=["c"],
     extra_compile_args=CFLAGS,
     extra_link_args=LDFLAGS,
+    py_limited_api=False,  # setuptools would otherwise name it _kernels.abi3.so, unlike compile()
 )
 _remove_stale_modules()
 

@@ -36,8 +36,9 @@ def threads():
 
 
 def test_sanitized_build_is_the_one_loaded():
-    if os.environ.get("LOOP_SANITIZED") == "1":
-        assert "sanitize" in K.lib.__file__ if hasattr(K.lib, "__file__") else "sanitize" in K.__file__
+    import loop_tui._kernels as mod
+
+    assert ("build/sanitize" in mod.__file__) == (os.environ.get("LOOP_SANITIZED") == "1")
 
 
 def test_isa_reports_and_forcing():
