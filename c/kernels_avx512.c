@@ -60,4 +60,52 @@ double fma_peak_avx512(long iters) {
     return (double)iters * 12 * 16 * 2;
 }
 
+/* In-register 16x16 transpose: unpack pairs, shuffle quads, then swap 128-bit lanes twice. */
+static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+    }
+}
+
+/* Transposed B (stored N x K, e.g. the tied embedding in the LM head) is packed 16x16 blocks
+ * at a time through registers instead of one strided store per element. */
+static void pack_b_transpose_avx512(float *dst, const float *B, long ldb, int trans, long k0, long j0, int n,
+                                    int kc, int nr) {
+    if (!trans || n != 32 || nr != 32) {
+        pack_b_avx512(dst, B, ldb, trans, k0, j0, n, kc, nr);
+        return;
+    }
+    int k = 0;
+    for (; k + 16 <= kc; k += 16) {
+        for (int jb = 0; jb < 32; jb += 16) {
+            __m512 r[16];
+            for (int j = 0; j < 16; j++) r[j] = _mm512_loadu_ps(B + (size_t)(j0 + jb + j) * ldb + k0 + k);
+            transpose16(r);
+            for (int kk = 0; kk < 16; kk++) _mm512_store_ps(dst + (size_t)(k + kk) * nr + jb, r[kk]);
+        }
+    }
+    for (; k < kc; k++)
+        for (int j = 0; j < 32; j++) dst[(size_t)k * nr + j] = B[(size_t)(j0 + j) * ldb + k0 + k];
+}
+
+#undef ISA_PACK_B
+#define ISA_PACK_B pack_b_transpose_avx512
 ISA_KERNEL_TABLE(loop_kernels_avx512, 12, 32, ukernel_avx512, fma_peak_avx512);
