@@ -23,7 +23,7 @@ HEADERS = ["runtime.h", "gemm.h", "ops.h"]
 CFLAGS = ["-O3", "-std=c99", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math", "-fopenmp", "-Wall", "-Wno-unknown-pragmas"]
 LDFLAGS = ["-fopenmp"]
 if os.environ.get("LOOP_SANITIZE") == "1":
-    CFLAGS += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-O1"]
+    CFLAGS += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-O2"]
     LDFLAGS += ["-fsanitize=address,undefined"]
 
 

@@ -1,0 +1,348 @@
+"""loop_tui's terminal app: pick a config, start training, watch it.
+
+    loop tui                 -> PickerScreen
+    loop train CONFIG        -> DashboardScreen, training starts at once (on a terminal)
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import orjson
+from rich.table import Table
+from rich.text import Text
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import (Button, DataTable, Footer, Header, Input, Label, OptionList, ProgressBar, RichLog,
+                             Sparkline, Static)
+from textual_plotext import PlotextPlot
+
+from .. import analyze, machine
+from ..config import CONFIG_DIR, Config, ConfigError, from_dict, load_config, shipped_configs
+from ..model.layout import parameter_count, training_flops_per_token
+from .runner import TrainingRunner
+from .state import RunState
+from .widgets import CpuPanel, CpuSampler, SpeedPanel, kernel_table
+
+EDITABLE = ("d_model", "num_heads", "num_layers", "d_ff", "batch_size", "max_length", "vocab_size", "max_steps",
+            "learning_rate")
+
+
+def cache_fit_table(cfg: Config, caches: machine.Caches) -> DataTable:
+    t = DataTable(zebra_stripes=True, cursor_type="none", id="cachefit")
+    t.add_columns("buffer", "size", "fits")
+    fill_cache_fit(t, cfg, caches)
+    return t
+
+
+def fill_cache_fit(t: DataTable, cfg: Config, caches: machine.Caches) -> None:
+    t.clear()
+    colors = {"L1d": "green", "L2": "cyan", "L3": "yellow", "DRAM": "red"}
+    for b in analyze.report(cfg, caches)["buffers"]:
+        group = {"weights": "w", "optimizer": "opt", "activations (sequence)": "seq", "activations (batch)": "batch",
+                 "gemm": "gemm"}[b["group"]]
+        count = f" ×{b['count']}" if b["count"] > 1 else ""
+        t.add_row(f"{group}: {b['name']}{count}", analyze.human_bytes(b["bytes"]), Text(b["fits"], style=colors[b["fits"]]))
+
+
+def summary(cfg: Config) -> Table:
+    mem = analyze.training_memory(cfg)
+    t = Table(box=None, show_header=False, padding=(0, 1))
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("model", f"d {cfg.d_model} · heads {cfg.num_heads} · layers {cfg.num_layers} · d_ff {cfg.d_ff}")
+    t.add_row("batch", f"{cfg.batch_size} × {cfg.max_length} tokens · vocab {cfg.vocab_size:,}")
+    t.add_row("parameters", f"{parameter_count(cfg) / 1e6:.2f} M")
+    t.add_row("FLOPs/token", f"{training_flops_per_token(cfg) / 1e6:.1f} M (training)")
+    t.add_row("memory", f"{analyze.human_bytes(mem['total'])} (weights, grads, AdamW, activations)")
+    t.add_row("training", f"{cfg.max_steps} steps · lr {cfg.learning_rate:g} · backend {cfg.backend}")
+    return t
+
+
+# ---------------------------------------------------------------------------- picker
+class PickerScreen(Screen):
+    BINDINGS = [Binding("enter", "start", "Start", show=True), Binding("q", "app.quit", "Quit")]
+
+    def __init__(self, caches: machine.Caches):
+        super().__init__()
+        self.caches = caches
+        self.configs = shipped_configs()
+        self.cfg: Config | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        with Horizontal(id="picker"):
+            with Vertical(id="picker-left"):
+                yield Label("Configs", classes="title")
+                yield OptionList(*[p.stem for p in self.configs], id="config-list")
+                yield Label("Data folder", classes="title")
+                yield Input(placeholder="blank: Python's docs", id="data")
+                yield Label("Save edited config as", classes="title")
+                with Horizontal(classes="row"):
+                    yield Input(placeholder="my_config", id="save-name")
+                    yield Button("Save", id="save")
+                yield Button("Start training", id="start", variant="success")
+            with VerticalScroll(id="picker-right"):
+                yield Static(id="preview")
+                yield Label("", id="picker-error")
+                with Vertical(id="fields"):
+                    for name in EDITABLE:
+                        field = Input(id=f"f-{name}", classes="field")
+                        field.border_title = name
+                        yield field
+                yield Label("Cache fit on this machine", classes="title")
+                table = DataTable(zebra_stripes=True, cursor_type="none", id="cachefit")
+                table.add_columns("buffer", "size", "fits")
+                yield table
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "loop_tui — pick a config"
+        names = [p.stem for p in self.configs]
+        self.query_one(OptionList).highlighted = names.index("default") if "default" in names else 0
+
+    @on(OptionList.OptionHighlighted)
+    def chosen(self, event: OptionList.OptionHighlighted) -> None:
+        self.set_config(load_config(str(self.configs[event.option_index])), fill=True)
+
+    def set_config(self, cfg: Config, fill: bool = False) -> None:
+        self.cfg = cfg
+        self.query_one("#preview", Static).update(summary(cfg))
+        fill_cache_fit(self.query_one("#cachefit", DataTable), cfg, self.caches)
+        if fill:
+            for name in EDITABLE:
+                self.query_one(f"#f-{name}", Input).value = str(getattr(cfg, name))
+        self.query_one("#picker-error", Label).update("")
+
+    @on(Input.Changed)
+    def edited(self, event: Input.Changed) -> None:
+        if not (event.input.id or "").startswith("f-") or self.cfg is None:
+            return
+        name = event.input.id[2:]
+        raw = event.value.strip()
+        try:
+            value = float(raw) if name == "learning_rate" else int(raw)
+        except ValueError:
+            self.query_one("#picker-error", Label).update(f"[red]{name}: not a number[/]")
+            return
+        if getattr(self.cfg, name) == value:
+            return
+        try:
+            cfg = from_dict({**self.cfg.to_dict(), name: value}, "edited config")
+        except ConfigError as e:
+            self.query_one("#picker-error", Label).update(f"[red]{e}[/]")
+            return
+        self.set_config(cfg)
+
+    @on(Button.Pressed, "#save")
+    def save(self) -> None:
+        name = self.query_one("#save-name", Input).value.strip()
+        err = self.query_one("#picker-error", Label)
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name or ""):
+            err.update("[red]save as: use letters, digits, _ and - only[/]")
+            return
+        path = CONFIG_DIR / f"{name}.json"
+        if path.exists():
+            err.update(f"[red]save as: {path} exists; shipped and saved configs are never overwritten[/]")
+            return
+        data = {k: v for k, v in self.cfg.replace(name=name).to_dict().items() if v is not None}
+        path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        err.update(f"[green]saved {path}[/]")
+
+    @on(Button.Pressed, "#start")
+    def action_start(self) -> None:
+        if self.cfg is None:
+            return
+        data = self.query_one("#data", Input).value.strip() or None
+        if data and not Path(data).is_dir():
+            self.query_one("#picker-error", Label).update(f"[red]data folder {data} does not exist[/]")
+            return
+        from ..cli import default_run_dir
+        self.app.push_screen(DashboardScreen(TrainingRunner(self.cfg, default_run_dir(self.cfg.name), data=data),
+                                             self.caches))
+
+
+# ---------------------------------------------------------------------------- dashboard
+class DashboardScreen(Screen):
+    BINDINGS = [
+        Binding("p", "pause", "Pause/resume"),
+        Binding("s", "save", "Save checkpoint"),
+        Binding("g", "generate", "Generate sample"),
+        Binding("q", "quit_training", "Quit (saves)"),
+        Binding("ctrl+c", "quit_training", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(self, runner: TrainingRunner | None, caches: machine.Caches, state: RunState | None = None,
+                 live: bool = True, cfg: Config | None = None):
+        """live=False (snapshot tests): render `state` once, start no thread and no timer."""
+        super().__init__()
+        self.runner, self.caches, self.live = runner, caches, live
+        self.state = runner.state if runner else state
+        self.cfg = runner.trainer.cfg if runner else cfg
+        self.shown_events = 0
+        self.sampler = None
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        with VerticalScroll(id="dash"):
+            yield Static(id="run-info")
+            with Horizontal(id="progress-row"):
+                yield ProgressBar(id="progress", show_eta=False)
+                yield Label("", id="status")
+            with Horizontal(classes="row"):
+                with Vertical(classes="panel", id="speed-box"):
+                    yield SpeedPanel(id="speed")
+                    yield Sparkline([], id="speed-history")
+                    yield PlotextPlot(id="loss-plot")
+                with Vertical(classes="panel", id="cpu-box"):
+                    yield CpuPanel(id="cpu")
+                    yield Static(id="kernels")
+            with Horizontal(classes="row"):
+                with Vertical(classes="panel", id="cache-box"):
+                    yield Label("Cache fit of this config", classes="title")
+                    yield cache_fit_table(self.cfg, self.caches)
+                with Vertical(classes="panel", id="log-box"):
+                    yield Label("Latest sample", classes="title")
+                    yield Static("", id="sample")
+                    yield Label("Events", classes="title")
+                    yield RichLog(id="events", wrap=True, markup=False, max_lines=500)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = f"loop_tui — {self.cfg.name}"
+        self.query_one("#speed-box").border_title = "speed"
+        self.query_one("#cpu-box").border_title = "CPU"
+        self.query_one("#cache-box").border_title = "caches"
+        self.query_one("#log-box").border_title = "output"
+        if self.runner:
+            self.runner.start()
+            from .. import kernels
+            self.sampler = CpuSampler(kernels.thread_stats)
+        self.refresh_view()
+        if self.live:
+            self.set_interval(0.25, self.tick)
+
+    def tick(self) -> None:
+        # an exception escaping a timer callback would kill the app: report it instead
+        try:
+            self.refresh_view()
+            if self.runner and self.runner.quit_requested and not self.runner.running:
+                self.app.exit(0)
+        except Exception as e:  # pragma: no cover - defensive
+            self.query_one("#events", RichLog).write(f"UI error: {type(e).__name__}: {e}")
+
+    def refresh_view(self) -> None:
+        st = self.state
+        with st.lock:
+            snap = dict(step=st.step, total=st.total_steps, status=st.status, now=st.tokens_per_s_now,
+                        avg=st.tokens_per_s_avg, mfu=st.mfu, eta=st.eta_s, elapsed=st.elapsed_s, loss=st.loss,
+                        lr=st.lr, val=st.val_loss, sample=st.sample, device=st.device, error=st.error,
+                        losses=list(st.loss_history), vals=list(st.val_history), speeds=list(st.speed_history),
+                        events=st.events[self.shown_events:])
+            self.shown_events = len(st.events)
+        info = Text()
+        info.append(f"{self.cfg.name}", style="bold")
+        info.append(f" · backend {st.backend} · {snap['device'] or 'starting…'} · run {st.run_dir}")
+        self.query_one("#run-info", Static).update(info)
+        bar = self.query_one("#progress", ProgressBar)
+        bar.update(total=max(1, snap["total"]), progress=snap["step"])
+        val = f" · val {snap['val']:.3f}" if snap["val"] is not None else ""
+        loss = "" if math.isnan(snap["loss"]) else f" · loss {snap['loss']:.3f}"
+        status = {"starting": "preparing data…", "stopping": "finishing the step and saving…"}.get(snap["status"], snap["status"])
+        self.query_one("#status", Label).update(f"  step {snap['step']}/{snap['total']}{loss}{val} · {status}"
+                                                 + (f" · {snap['error']}" if snap["error"] else ""))
+        sp = self.query_one(SpeedPanel)
+        sp.now, sp.avg, sp.mfu, sp.eta, sp.elapsed = snap["now"], snap["avg"], snap["mfu"], snap["eta"], snap["elapsed"]
+        self.query_one("#speed-history", Sparkline).data = snap["speeds"] or [0]
+        self.draw_loss(snap["losses"], snap["vals"])
+        if self.sampler:
+            cores, threads = self.sampler.sample()
+            cpu = self.query_one(CpuPanel)
+            cpu.cores, cpu.threads = cores, threads
+            self.query_one("#kernels", Static).update(kernel_table(self.runner.kernel_stats(), self.size.width))
+        self.query_one("#sample", Static).update(snap["sample"] or "(first sample after sample_every steps; g for one now)")
+        log = self.query_one("#events", RichLog)
+        for e in snap["events"]:
+            log.write(e)
+
+    def draw_loss(self, losses, vals) -> None:
+        widget = self.query_one("#loss-plot", PlotextPlot)
+        plt = widget.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title("loss (raw faint · smoothed · validation ●)")
+        if losses:
+            xs, ys = [s for s, _ in losses], [l for _, l in losses]
+            plt.plot(xs, ys, color="gray", marker="braille")
+            ema, smooth = ys[0], []
+            for y in ys:
+                ema = 0.9 * ema + 0.1 * y
+                smooth.append(ema)
+            plt.plot(xs, smooth, color="orange", marker="braille")
+        if vals:
+            plt.scatter([s for s, _ in vals], [v for _, v in vals], color="cyan", marker="●")
+        widget.refresh()
+
+    def set_state(self, state: RunState) -> None:
+        self.state = state
+        self.refresh_view()
+
+    # -- keys
+    def action_pause(self) -> None:
+        if self.runner:
+            self.runner.request("toggle_pause")
+
+    def action_save(self) -> None:
+        if self.runner:
+            self.runner.request("save")
+
+    def action_generate(self) -> None:
+        if self.runner:
+            self.runner.request("sample")
+
+    def action_quit_training(self) -> None:
+        if not self.runner or not self.runner.running:
+            self.app.exit(0)
+            return
+        self.runner.request("quit")
+
+
+class LoopApp(App):
+    CSS_PATH = "loop.tcss"
+    TITLE = "loop_tui"
+
+    def __init__(self, screen_factory):
+        super().__init__()
+        self.screen_factory = screen_factory
+
+    def on_mount(self) -> None:
+        self.push_screen(self.screen_factory())
+
+
+def run_dashboard(cfg: Config, run_dir: Path, data=None, resume=False, steps=None, checkpoint_every=None) -> int:
+    caches = machine.detect_caches()
+    runner = TrainingRunner(cfg, run_dir, data=data, resume=resume, steps=steps, checkpoint_every=checkpoint_every)
+    app = LoopApp(lambda: DashboardScreen(runner, caches))
+    app.run()
+    if runner.running:  # the app closed some other way: stop and save like q
+        runner.request("quit")
+        runner.thread.join()
+    st = runner.state
+    if st.error:
+        print(f"loop: error: {st.error}")
+        return 1
+    print(f"stopped at step {st.step}, loss {st.loss:.4f}; run folder {run_dir}")
+    if st.sample:
+        print("latest sample: " + st.sample.replace("\n", " ")[:400])
+    return 0
+
+
+def run_picker() -> int:
+    caches = machine.detect_caches()
+    app = LoopApp(lambda: PickerScreen(caches))
+    app.run()
+    return 0

@@ -1,0 +1,177 @@
+"""The Textual app: Pilot flows, snapshots of both screens, and the real app in tmux."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from loop_tui import machine
+from loop_tui.config import load_config
+from loop_tui.train import checkpoint
+from loop_tui.ui.app import DashboardScreen, LoopApp, PickerScreen
+from loop_tui.ui.runner import TrainingRunner
+from loop_tui.ui.state import RunState
+
+# snapshot inputs independent of this machine's sysfs
+FIXED_CACHES = machine.detect_caches("L1=48K,L2=2M,L3=32M", root=Path("/nonexistent"))
+
+
+async def wait_for(predicate, pilot, timeout=60.0):
+    t0 = time.monotonic()
+    while not predicate():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("timed out waiting for the app")
+        await pilot.pause(0.1)
+
+
+def quick_smoke(**kw):
+    return load_config("smoke").replace(**{**dict(eval_every=1000, sample_every=1000, checkpoint_every=1000), **kw})
+
+
+async def test_pick_smoke_start_metrics_pause_save_quit(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = LoopApp(lambda: PickerScreen(FIXED_CACHES))
+    async with app.run_test(size=(120, 40)) as pilot:
+        picker = app.screen
+        options = picker.query_one("#config-list")
+        options.highlighted = [p.stem for p in picker.configs].index("smoke")
+        await pilot.pause()
+        assert picker.cfg.name == "smoke"
+        picker.query_one("#f-max_steps").value = "100000"  # edit inline: a long run to pause
+        await pilot.pause()
+        assert picker.cfg.max_steps == 100000
+        await pilot.click("#start")
+        dash = app.screen
+        assert isinstance(dash, DashboardScreen)
+        state = dash.state
+        await wait_for(lambda: state.step >= 3, pilot)  # metrics appear
+        await pilot.pause(0.5)
+        assert state.tokens_per_s_avg > 0 and state.loss_history
+        await pilot.press("p")
+        await wait_for(lambda: state.status == "paused", pilot)
+        paused_at = state.step
+        await pilot.pause(1.0)
+        assert state.step == paused_at  # pause stops the step counter
+        await pilot.press("s")
+        run_dir = Path(state.run_dir)
+        await wait_for(lambda: checkpoint.latest(run_dir) is not None, pilot)
+        assert checkpoint.latest(run_dir).name == f"step_{paused_at:08d}"
+        await pilot.press("p")
+        await wait_for(lambda: state.step > paused_at, pilot)
+        await pilot.press("q")
+        await wait_for(lambda: not dash.runner.running, pilot)
+    _, _, saved = checkpoint.load(checkpoint.latest(run_dir))
+    assert saved["step"] == state.step and saved["reason"] == "quit"
+
+
+async def test_picker_validates_inline_and_never_overwrites(tmp_path, monkeypatch):
+    import loop_tui.ui.app as app_module
+
+    monkeypatch.setattr(app_module, "CONFIG_DIR", tmp_path)
+    (tmp_path / "default.json").write_text("{}")
+    app = LoopApp(lambda: PickerScreen(FIXED_CACHES))
+    async with app.run_test(size=(120, 40)) as pilot:
+        picker = app.screen
+        await pilot.pause()
+        picker.query_one("#f-num_heads").value = "7"
+        await pilot.pause()
+        assert "divisible" in str(picker.query_one("#picker-error").render())
+        picker.query_one("#f-num_heads").value = "4"
+        await pilot.pause()
+        assert picker.cfg.num_heads == 4
+        picker.query_one("#save-name").value = "default"
+        picker.query_one("#save").press()
+        await pilot.pause()
+        assert "never overwritten" in str(picker.query_one("#picker-error").render())
+        assert (tmp_path / "default.json").read_text() == "{}"
+        picker.query_one("#save-name").value = "mine"
+        picker.query_one("#save").press()
+        await pilot.pause()
+        assert load_config(str(tmp_path / "mine.json")).num_heads == 4, str(picker.query_one("#picker-error").render())
+
+
+async def test_ctrl_c_quits_like_q(tmp_path):
+    runner = TrainingRunner(quick_smoke(max_steps=100000), tmp_path / "run")
+    app = LoopApp(lambda: DashboardScreen(runner, FIXED_CACHES))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(lambda: runner.state.step >= 2, pilot)
+        await pilot.press("ctrl+c")
+        await wait_for(lambda: not runner.running, pilot)
+    assert checkpoint.latest(tmp_path / "run") is not None
+
+
+async def test_resize_never_crashes(tmp_path):
+    runner = TrainingRunner(quick_smoke(max_steps=30), tmp_path / "run")
+    app = LoopApp(lambda: DashboardScreen(runner, FIXED_CACHES))
+    async with app.run_test(size=(120, 40)) as pilot:
+        for size in ((80, 24), (40, 12), (200, 60), (80, 24)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause(0.3)
+        await pilot.press("q")
+        await wait_for(lambda: not runner.running, pilot)
+
+
+# ---------------------------------------------------------------- snapshots (no live timers)
+def recorded_state() -> RunState:
+    s = RunState(config_name="smoke", run_dir="runs/smoke-example", device="CPU, avx512, 2 threads", status="training",
+                 step=120, total_steps=200, loss=5.12, lr=1.2e-3, tokens_per_s_now=85000, tokens_per_s_avg=84000,
+                 mfu=0.146, elapsed_s=3.2, eta_s=2.1, val_loss=5.24, sample="The list of the object is returned.",
+                 tokens_per_step=256)
+    s.loss_history = [(i, 6.2 - 1.1 * (1 - 0.97**i)) for i in range(1, 121)]
+    s.val_history = [(50, 5.32), (100, 5.24)]
+    s.speed_history.extend([80000 + (i * 37) % 9000 for i in range(60)])
+    s.events = ["12:00:00 tokenizer: byte-level BPE, 512 ids", "12:00:03 eval at step 100: val loss 5.2400"]
+    return s
+
+
+def dashboard_app():
+    return LoopApp(lambda: DashboardScreen(None, FIXED_CACHES, state=recorded_state(), live=False,
+                                           cfg=load_config("smoke")))
+
+
+def picker_app():
+    return LoopApp(lambda: PickerScreen(FIXED_CACHES))
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
+def test_snapshot_dashboard(snap_compare, size):
+    assert snap_compare(dashboard_app(), terminal_size=size)
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
+def test_snapshot_picker(snap_compare, size):
+    assert snap_compare(picker_app(), terminal_size=size)
+
+
+# ---------------------------------------------------------------- the real app in tmux
+def test_real_app_in_tmux(tmp_path):
+    if not shutil.which("tmux"):
+        pytest.skip("tmux is not installed")
+    session = f"loop-test-{os.getpid()}"
+    cmd = f"{sys.executable} -m loop_tui train smoke --steps 100000 --out {tmp_path / 'run'}"
+    env_prefix = f"cd {tmp_path} && LOOP_CACHE_DIR={os.environ['LOOP_CACHE_DIR']} RAYON_NUM_THREADS=1 "
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", env_prefix + cmd], check=True)
+    try:
+        screen = ""
+        for _ in range(120):
+            time.sleep(0.5)
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+            if "tok/s" in screen and "step " in screen and "kernel" in screen and "/100000" in screen:
+                break
+        assert "tok/s" in screen and "Quit" in screen, screen
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        for _ in range(60):
+            time.sleep(0.5)
+            if subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode:
+                break
+        else:
+            raise AssertionError("the app did not exit on q")
+        assert checkpoint.latest(tmp_path / "run") is not None
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
