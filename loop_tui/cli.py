@@ -83,7 +83,7 @@ def cmd_train(args) -> int:
         from .ui.app import run_dashboard
 
         return run_dashboard(cfg, run_dir, data=args.data, resume=args.resume, steps=args.steps,
-                             checkpoint_every=args.checkpoint_every)
+                             checkpoint_every=args.checkpoint_every, device=args.device)
     return train_headless(cfg, run_dir, args)
 
 
@@ -92,7 +92,8 @@ def train_headless(cfg, run_dir: Path, args) -> int:
     from .train.trainer import Trainer
 
     reporter = ConsoleReporter(cfg.max_steps)
-    trainer = Trainer(cfg, run_dir, data=args.data, resume=args.resume, threads=args.threads, on_event=reporter)
+    trainer = Trainer(cfg, run_dir, data=args.data, resume=args.resume, threads=args.threads, on_event=reporter,
+                      device=args.device)
     interrupts = []
 
     def on_signal(signum, frame):
@@ -134,7 +135,7 @@ def cmd_generate(args) -> int:
         raise ConfigError(f"{run}: no checkpoint found (expected RUN_DIR/checkpoints/step_*/)")
     params, _, state = checkpoint.load(ckpt)
     cfg = from_dict(state["config"], str(ckpt / "state.json"))
-    backend = make_backend(cfg.backend if args.backend is None else args.backend, args.threads)
+    backend = make_backend(cfg.backend if args.backend is None else args.backend, args.threads, args.device)
     model = GPT(cfg, backend, batch_size=1)
     for name, arr in params.items():
         backend.write(model.params[name], arr)
@@ -162,8 +163,8 @@ def cmd_info(args) -> int:
     try:
         from .opencl.device import describe_platforms
 
-        print(describe_platforms())
-    except ImportError as e:
+        print(describe_platforms(args.device))
+    except Exception as e:  # noqa: BLE001 - any OpenCL failure is reported, not fatal here
         print(f"OpenCL: not available ({e})")
     return 0
 
@@ -203,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, metavar="S", help="random seed (default: the config's)")
     t.add_argument("--checkpoint-every", type=int, metavar="N", help="steps between checkpoints")
     t.add_argument("--backend", choices=("c", "opencl"), help="kernel backend (default: the config's, c)")
+    t.add_argument("--device", metavar="NAME", help="OpenCL device (substring of its name); default: a GPU, else the CPU")
     t.add_argument("--no-tui", action="store_true", help="print progress lines instead of the dashboard")
     t.set_defaults(func=cmd_train)
 
@@ -216,9 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     g.add_argument("--threads", type=int, default=None, help="kernel threads")
     g.add_argument("--backend", choices=("c", "opencl"), default=None, help="kernel backend")
+    g.add_argument("--device", metavar="NAME", help="OpenCL device (substring of its name)")
     g.set_defaults(func=cmd_generate)
 
-    i = sub.add_parser("info", help="machine, kernels and OpenCL devices")
+    i = sub.add_parser("info", help="machine, kernels and OpenCL devices (and which one would be used, and why)")
+    i.add_argument("--device", metavar="NAME", help="show which OpenCL device NAME selects")
     i.set_defaults(func=cmd_info)
     u = sub.add_parser("tui", help="open the config picker")
     u.set_defaults(func=cmd_tui)

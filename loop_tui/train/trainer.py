@@ -41,13 +41,17 @@ def lr_at(cfg: Config, step: int) -> float:
     return floor + 0.5 * (cfg.learning_rate - floor) * (1 + math.cos(math.pi * progress))
 
 
-def make_backend(name: str, threads: int | None):
+def make_backend(name: str, threads: int | None, device: str | None = None):
     if name == "c":
         from ..kernels.backend import CBackend
         return CBackend(threads)
     if name == "opencl":
         from ..opencl.backend import OpenCLBackend
-        return OpenCLBackend()
+        from ..opencl.device import NoOpenCL
+        try:
+            return OpenCLBackend(device)
+        except NoOpenCL as e:
+            raise ConfigError(f"--backend opencl: {e}") from None
     raise ConfigError(f"unknown backend {name!r} (choose c or opencl)")
 
 
@@ -66,8 +70,9 @@ class StepStats:
 
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, data: str | None = None, resume: bool = False,
-                 threads: int | None = None, on_event: Callable[[str, dict], None] | None = None):
-        self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+                 threads: int | None = None, on_event: Callable[[str, dict], None] | None = None,
+                 device: str | None = None):
+        self.cfg, self.run_dir, self.resume, self.device_name = cfg, Path(run_dir), resume, device
         self.data_path = data if data is not None else cfg.data
         self.threads = threads or cfg.threads
         self.on_event = on_event or (lambda kind, payload: None)
@@ -111,7 +116,7 @@ class Trainer:
         if self.tokens.vocab_used < cfg.vocab_size:
             self.emit("warning", message=f"corpus supports only {self.tokens.vocab_used} BPE ids; "
                                          f"the other {cfg.vocab_size - self.tokens.vocab_used} embedding rows stay unused")
-        self.backend = make_backend(cfg.backend, self.threads)
+        self.backend = make_backend(cfg.backend, self.threads, self.device_name)
         self.model = GPT(cfg, self.backend)
         self.sampler_model = GPT(cfg, self.backend, batch_size=1, params=self.model.params)
         self.m = self.backend.zeros(self.model.params.size)

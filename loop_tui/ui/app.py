@@ -323,9 +323,11 @@ class LoopApp(App):
         self.push_screen(self.screen_factory())
 
 
-def run_dashboard(cfg: Config, run_dir: Path, data=None, resume=False, steps=None, checkpoint_every=None) -> int:
+def run_dashboard(cfg: Config, run_dir: Path, data=None, resume=False, steps=None, checkpoint_every=None,
+                  device=None) -> int:
     caches = machine.detect_caches()
-    runner = TrainingRunner(cfg, run_dir, data=data, resume=resume, steps=steps, checkpoint_every=checkpoint_every)
+    runner = TrainingRunner(cfg, run_dir, data=data, resume=resume, steps=steps, checkpoint_every=checkpoint_every,
+                            device=device)
     app = LoopApp(lambda: DashboardScreen(runner, caches))
     app.run()
     if runner.running:  # the app closed some other way: stop and save like q

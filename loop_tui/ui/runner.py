@@ -13,10 +13,12 @@ from .state import RunState
 
 class TrainingRunner:
     def __init__(self, cfg: Config, run_dir: Path, data: str | None = None, resume: bool = False,
-                 steps: int | None = None, checkpoint_every: int | None = None, threads: int | None = None):
+                 steps: int | None = None, checkpoint_every: int | None = None, threads: int | None = None,
+                 device: str | None = None):
         self.state = RunState(config_name=cfg.name, run_dir=str(run_dir), backend=cfg.backend,
                               total_steps=steps or cfg.max_steps, tokens_per_step=cfg.tokens_per_step)
-        self.trainer = Trainer(cfg, run_dir, data=data, resume=resume, threads=threads, on_event=self.state.on_event)
+        self.trainer = Trainer(cfg, run_dir, data=data, resume=resume, threads=threads, on_event=self.state.on_event,
+                               device=device)
         self.steps, self.checkpoint_every = steps, checkpoint_every
         self.thread = threading.Thread(target=self._main, name="loop-train", daemon=True)
         self.ready = threading.Event()

@@ -1,0 +1,289 @@
+"""The OpenCL backend: the C backend's op set on device buffers (pyopencl.array views of one flat
+buffer per arena). Weights, activations, gradients and AdamW moments never leave the device; a
+step uploads the token batch and downloads the per-row losses."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from .device import NoOpenCL, choose
+
+KERNELS = Path(__file__).with_name("kernels.cl")
+SMALL = 256  # the original note's switch: 8x8 work-groups when M < 256 and N < 256, else 16x16
+NORM_CHUNKS = 1024
+
+
+@dataclass
+class KernelStat:  # same fields as loop_tui.kernels.KernelStat
+    name: str
+    calls: int
+    ns: int
+    flops: float
+    bytes: float
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / self.ns if self.ns else 0.0
+
+    @property
+    def gbytes(self) -> float:
+        return self.bytes / self.ns if self.ns else 0.0
+
+
+def gemm_tile(M: int, N: int) -> int:
+    return 8 if M < SMALL and N < SMALL else 16
+
+
+class OpenCLBackend:
+    name = "opencl"
+
+    def __init__(self, device_name: str | None = None, autotune: bool = True):
+        import pyopencl as cl
+        import pyopencl.array as cla
+
+        try:
+            self.dev, self.why = choose(device_name)
+        except NoOpenCL:
+            raise
+        self.cl, self.cla = cl, cla
+        self.ctx = cl.Context([self.dev])
+        self.queue = cl.CommandQueue(self.ctx, properties=cl.command_queue_properties.PROFILING_ENABLE)
+        src = KERNELS.read_text()
+        self.programs = {t: cl.Program(self.ctx, src).build(options=[f"-DTILE={t}", "-cl-std=CL1.2"]) for t in (8, 16)}
+        self.k8 = self.programs[8]
+        self.k16 = self.programs[16]
+        self.allocations = 0
+        self.allocated_bytes = 0
+        self.kernel_objects: dict = {}
+        self.pending: list = []
+        self.stats: dict[str, list] = {}
+        self.norm_partial = self.empty(NORM_CHUNKS)
+        self.scratch_D = None
+        self.dummy = self.empty(1)
+        self.large_gemm = self._autotune() if autotune else "tiled16"
+
+    # ------------------------------------------------------------------ buffers
+    def empty(self, n: int, dtype=np.float32):
+        self.allocations += 1
+        self.allocated_bytes += n * np.dtype(dtype).itemsize
+        return self.cla.empty(self.queue, (n,), dtype)
+
+    def zeros(self, n: int, dtype=np.float32):
+        a = self.empty(n, dtype)
+        a.fill(0)
+        return a
+
+    @staticmethod
+    def view(flat, offset: int, shape):
+        return flat[offset:offset + int(np.prod(shape))].reshape(shape)
+
+    def zero_(self, buf) -> None:
+        buf.fill(0)
+
+    def to_numpy(self, buf) -> np.ndarray:
+        out = buf.get()
+        self._collect()
+        return out
+
+    def write(self, dst, src) -> None:
+        dst.set(np.ascontiguousarray(src, dtype=dst.dtype))
+
+    @property
+    def threads(self) -> int:
+        return self.dev.max_compute_units
+
+    @property
+    def device(self) -> str:
+        kind = self.cl.device_type.to_string(self.dev.type)
+        return f"OpenCL {kind} {self.dev.name.strip()} ({self.why})"
+
+    # ------------------------------------------------------------------ launching
+    @staticmethod
+    def _a(x):
+        """(buffer, offset in elements) of an array view."""
+        return x.base_data, np.uint64(x.offset // x.dtype.itemsize)
+
+    def _run(self, name: str, program, gsize, lsize, args, flops: float = 0.0, nbytes: float = 0.0):
+        flat = []
+        for a in args:
+            if isinstance(a, self.cla.Array):
+                flat += list(self._a(a))
+            else:
+                flat.append(a)
+        key = (id(program), name)
+        if key not in self.kernel_objects:  # retrieving a kernel creates a new object each time
+            self.kernel_objects[key] = self.cl.Kernel(program, name)
+        ev = self.kernel_objects[key](self.queue, gsize, lsize, *flat)
+        self.pending.append((name, ev, flops, nbytes))
+        if len(self.pending) > 256:
+            self._collect()
+        return ev
+
+    def _collect(self) -> None:
+        for name, ev, flops, nbytes in self.pending:
+            ev.wait()
+            s = self.stats.setdefault(name, [0, 0, 0.0, 0.0])
+            s[0] += 1
+            s[1] += ev.profile.end - ev.profile.start
+            s[2] += flops
+            s[3] += nbytes
+        self.pending.clear()
+
+    def kernel_stats(self) -> list[KernelStat]:
+        return [KernelStat(k, v[0], v[1], v[2], v[3]) for k, v in sorted(self.stats.items())]
+
+    def reset_stats(self) -> None:
+        self._collect()
+        self.stats.clear()
+
+    @staticmethod
+    def _g(n: int, l: int) -> int:
+        return (n + l - 1) // l * l
+
+    # ------------------------------------------------------------------ GEMM
+    def matmul(self, a, b, out=None, transpose_a=False, transpose_b=False, bias=None, accumulate=False, variant=None):
+        M, K = (a.shape[1], a.shape[0]) if transpose_a else a.shape
+        Kb, N = (b.shape[1], b.shape[0]) if transpose_b else b.shape
+        if K != Kb:
+            raise ValueError(f"matmul shapes do not agree: a {a.shape} (transpose_a={transpose_a}), "
+                             f"b {b.shape} (transpose_b={transpose_b})")
+        if out is None:
+            out = self.cla.empty(self.queue, (M, N), np.float32)
+        if out.shape != (M, N):
+            raise ValueError(f"out has shape {out.shape}, expected {(M, N)}")
+        variant = variant or (f"tiled{gemm_tile(M, N)}" if gemm_tile(M, N) == 8 else self.large_gemm)
+        has_bias = bias is not None
+        args = [np.int32(M), np.int32(N), np.int32(K), a, np.int32(a.shape[1]), np.int32(transpose_a),
+                b, np.int32(b.shape[1]), np.int32(transpose_b), out, np.int32(N),
+                bias if has_bias else self.dummy, np.int32(has_bias), np.int32(accumulate)]
+        flops = 2.0 * M * N * K
+        if variant == "rb4":
+            self._run("gemm_rb4", self.k16, (self._g(N, 64) // 4, self._g(M, 64) // 4), (16, 16), args, flops)
+        else:
+            t = int(variant[len("tiled"):])
+            self._run("gemm_tiled", self.programs[t], (self._g(N, t), self._g(M, t)), (t, t), args, flops)
+        return out
+
+    def _autotune(self) -> str:
+        """Time the 16x16 tiled and the register-blocked GEMM on a model-sized shape; cached per device."""
+        from ..data.tokens import cache_dir
+
+        key = f"{self.dev.platform.name.strip()}|{self.dev.name.strip()}|{self.dev.driver_version}"
+        path = cache_dir() / "opencl_tune.json"
+        try:
+            cached = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            cached = {}
+        if key in cached:
+            return cached[key]["large_gemm"]
+        rng = np.random.default_rng(0)
+        a = self.cla.to_device(self.queue, rng.standard_normal((512, 384), dtype=np.float32))
+        b = self.cla.to_device(self.queue, rng.standard_normal((384, 512), dtype=np.float32))
+        c = self.cla.empty(self.queue, (512, 512), np.float32)
+        timings = {}
+        for v in ("tiled16", "rb4"):
+            self.matmul(a, b, out=c, variant=v)
+            self.queue.finish()
+            t0 = time.perf_counter()
+            for _ in range(3):
+                self.matmul(a, b, out=c, variant=v)
+            self.queue.finish()
+            timings[v] = (time.perf_counter() - t0) / 3
+        self.pending.clear()
+        best = min(timings, key=timings.get)
+        cached[key] = {"large_gemm": best, "seconds": timings}
+        path.write_bytes(orjson.dumps(cached))
+        return best
+
+    # ------------------------------------------------------------------ ops (same signatures as the C backend)
+    def encoder_forward(self, out, tokens, wte, wpe):
+        B, T = tokens.shape
+        C = wte.shape[1]
+        self._run("encoder_forward", self.k16, (self._g(C, 64), B * T), (64, 1),
+                  [out, tokens, wte, wpe, np.int32(T), np.int32(C)], B * T * C, 12.0 * B * T * C)
+
+    def encoder_backward(self, dwte, dwpe, dout, tokens):
+        B, T = tokens.shape
+        C = dwte.shape[1]
+        self._run("encoder_backward", self.k16, (self._g(C, 64),), (64,),
+                  [dwte, dwpe, dout, tokens, np.int32(B * T), np.int32(T), np.int32(C)], 2 * B * T * C, 20.0 * B * T * C)
+
+    def layernorm_forward(self, out, mean, rstd, inp, weight, bias):
+        C = inp.shape[-1]
+        N = inp.size // C
+        self._run("layernorm_forward", self.k16, (self._g(N, 64),), (64,),
+                  [out, mean, rstd, inp, weight, bias, np.int32(N), np.int32(C)], 7.0 * N * C, 8.0 * N * C)
+
+    def layernorm_backward(self, dinp, dweight, dbias, dout, inp, weight, mean, rstd):
+        C = inp.shape[-1]
+        N = inp.size // C
+        self._run("layernorm_backward_input", self.k16, (self._g(N, 64),), (64,),
+                  [dinp, dout, inp, weight, mean, rstd, np.int32(N), np.int32(C)], 10.0 * N * C, 16.0 * N * C)
+        self._run("layernorm_backward_params", self.k16, (self._g(C, 64),), (64,),
+                  [dweight, dbias, dout, inp, mean, rstd, np.int32(N), np.int32(C)], 4.0 * N * C, 8.0 * N * C)
+
+    def bias_gelu_forward(self, pre, out, bias=None):
+        C = pre.shape[-1]
+        n = pre.size
+        self._run("bias_gelu_forward", self.k16, (self._g(n, 256),), (256,),
+                  [pre, out, bias if bias is not None else self.dummy, np.int32(bias is not None), np.int32(C),
+                   np.uint64(n)], 12.0 * n, 12.0 * n)
+
+    def gelu_backward(self, dinp, pre, dout):
+        n = pre.size
+        self._run("gelu_backward", self.k16, (self._g(n, 256),), (256,), [dinp, pre, dout, np.uint64(n)], 20.0 * n, 12.0 * n)
+
+    def attention_forward(self, out, att, qkv, num_heads):
+        B, T, C3 = qkv.shape
+        C = C3 // 3
+        self._run("attention_forward", self.k16, (self._g(T, 32), B * num_heads), (32, 1),
+                  [out, att, qkv, np.int32(T), np.int32(C), np.int32(num_heads)], 2.0 * B * T * (T + 1) * C,
+                  4.0 * (4 * B * T * C + B * num_heads * T * T))
+
+    def attention_backward(self, dqkv, dout, qkv, att, num_heads):
+        B, T, C3 = qkv.shape
+        C = C3 // 3
+        n = B * num_heads * T
+        if self.scratch_D is None or self.scratch_D.size < n:
+            self.scratch_D = self.empty(n)
+        D = self.scratch_D[:n]
+        g = (self._g(T, 32), B * num_heads)
+        self._run("attention_backward_rowsum", self.k16, g, (32, 1), [D, dout, qkv, att, np.int32(T), np.int32(C),
+                                                                      np.int32(num_heads)], 1.0 * B * T * (T + 1) * C)
+        self._run("attention_backward", self.k16, g, (32, 1), [dqkv, D, dout, qkv, att, np.int32(T), np.int32(C),
+                                                               np.int32(num_heads)], 4.0 * B * T * (T + 1) * C,
+                  4.0 * (7 * B * T * C + B * num_heads * T * T))
+
+    def residual_forward(self, out, a, b):
+        n = a.size
+        self._run("residual_forward", self.k16, (self._g(n, 256),), (256,), [out, a, b, np.uint64(n)], n, 12.0 * n)
+
+    def bias_backward(self, dbias, dout):
+        C = dout.shape[-1]
+        N = dout.size // C
+        self._run("bias_backward", self.k16, (self._g(C, 64),), (64,), [dbias, dout, np.int32(N), np.int32(C)], N * C, 4.0 * N * C)
+
+    def crossentropy(self, logits, targets, losses, grad_scale=0.0, write_grad=False):
+        V = logits.shape[-1]
+        N = logits.size // V
+        self._run("crossentropy", self.k16, (self._g(N, 32),), (32,),
+                  [logits, losses, targets, np.int32(N), np.int32(V), np.float32(grad_scale), np.int32(write_grad)],
+                  5.0 * N * V, 8.0 * N * V)
+
+    def adamw(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, grad_scale=1.0):
+        n = param.size
+        self._run("adamw", self.k16, (self._g(n, 256),), (256,),
+                  [param, grad, m, v, np.uint64(n), np.float32(lr), np.float32(beta1), np.float32(beta2),
+                   np.float32(eps), np.float32(weight_decay), np.float32(1 - beta1**step), np.float32(1 - beta2**step),
+                   np.float32(grad_scale)], 14.0 * n, 28.0 * n)
+
+    def sum_squares(self, x) -> float:
+        n = x.size
+        chunks = min(NORM_CHUNKS, n)
+        self._run("sum_squares", self.k16, (self._g(chunks, 64),), (64,),
+                  [self.norm_partial.base_data, x, np.uint64(n), np.int32(chunks)], 2.0 * n, 4.0 * n)
+        return float(self.to_numpy(self.norm_partial)[:chunks].astype(np.float64).sum())
