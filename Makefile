@@ -41,6 +41,7 @@ bench: install
 	$(PY) -m pytest -q benchmarks --benchmark-autosave --benchmark-columns=median,ops -p no:cacheprovider
 	$(PY) benchmarks/gemm_table.py
 	$(PY) benchmarks/train_table.py
+	$(PY) benchmarks/opencl_table.py
 
 # Kernels rebuilt with ASan+UBSan into a separate copy of the package (build/sanitize, so the
 # normal build is untouched), then the kernel tests run there on every ISA this CPU has.

@@ -42,7 +42,7 @@ def test_tile_switch_follows_the_note():
 SIZES = [1, 7, 100, 255, 256, 300]
 
 
-@pytest.mark.parametrize("variant", ["tiled8", "tiled16", "rb4", None])
+@pytest.mark.parametrize("variant", ["tiled8", "tiled16", "rb4", "direct4", None])
 @pytest.mark.parametrize("ta,tb", [(0, 0), (0, 1), (1, 0), (1, 1)])
 def test_gemm_against_numpy(be, variant, ta, tb):
     for M, N, K in [(7, 100, 17), (255, 255, 33), (256, 7, 300), (300, 256, 1), (1, 300, 65), (100, 1, 129)]:

@@ -163,13 +163,16 @@ class OpenCLBackend:
         flops = 2.0 * M * N * K
         if variant == "rb4":
             self._run("gemm_rb4", self.k16, (self._g(N, 64) // 4, self._g(M, 64) // 4), (16, 16), args, flops)
+        elif variant == "direct4":
+            self._run("gemm_direct4", self.k16, (self._g(N, 16), self._g((M + 3) // 4, 4)), (16, 4), args, flops)
         else:
             t = int(variant[len("tiled"):])
             self._run("gemm_tiled", self.programs[t], (self._g(N, t), self._g(M, t)), (t, t), args, flops)
         return out
 
     def _autotune(self) -> str:
-        """Time the 16x16 tiled and the register-blocked GEMM on a model-sized shape; cached per device."""
+        """Time the large-matrix GEMM variants (16x16 tiled, 64x64 register-blocked, barrier-free) on a
+        model-sized shape once per device and keep the fastest; the choice is cached."""
         from ..data.tokens import cache_dir
 
         key = f"{self.dev.platform.name.strip()}|{self.dev.name.strip()}|{self.dev.driver_version}"
@@ -185,7 +188,7 @@ class OpenCLBackend:
         b = self.cla.to_device(self.queue, rng.standard_normal((384, 512), dtype=np.float32))
         c = self.cla.empty(self.queue, (512, 512), np.float32)
         timings = {}
-        for v in ("tiled16", "rb4"):
+        for v in ("tiled16", "rb4", "direct4"):
             self.matmul(a, b, out=c, variant=v)
             self.queue.finish()
             t0 = time.perf_counter()

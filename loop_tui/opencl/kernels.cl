@@ -368,3 +368,36 @@ __kernel void fill_zero(__global float *x, const ulong x_off, const ulong n) {
     const size_t i = get_global_id(0);
     if (i < n) x[x_off + i] = 0.0f;
 }
+
+/* Barrier-free variant for CPU devices: item (x, y) computes C[4y .. 4y+3][x] straight from global
+ * memory. PoCL packs neighbouring items into SIMD lanes, so B's row loads become vector loads and
+ * A's loads broadcasts; without barriers it needs no per-item context switching. */
+#define A_AT(i, k) (ta ? A[(size_t)(k) * lda + (i)] : A[(size_t)(i) * lda + (k)])
+__kernel void gemm_direct4(const int M, const int N, const int K,
+                           __global const float *A, const ulong a_off, const int lda, const int ta,
+                           __global const float *B, const ulong b_off, const int ldb, const int tb,
+                           __global float *C, const ulong c_off, const int ldc,
+                           __global const float *bias, const ulong bias_off, const int has_bias, const int accumulate) {
+    A += a_off; B += b_off; C += c_off; bias += bias_off;
+    const int col = get_global_id(0), r0 = get_global_id(1) * 4;
+    const int cc = col < N ? col : N - 1;  /* clamped reads keep every lane busy; writes are guarded */
+    const int r1 = min(r0 + 1, M - 1), r2 = min(r0 + 2, M - 1), r3 = min(r0 + 3, M - 1), rr0 = min(r0, M - 1);
+    float c0 = 0.0f, c1 = 0.0f, c2 = 0.0f, c3 = 0.0f;
+    for (int k = 0; k < K; k++) {
+        const float b = tb ? B[(size_t)cc * ldb + k] : B[(size_t)k * ldb + cc];
+        c0 = fma(A_AT(rr0, k), b, c0);
+        c1 = fma(A_AT(r1, k), b, c1);
+        c2 = fma(A_AT(r2, k), b, c2);
+        c3 = fma(A_AT(r3, k), b, c3);
+    }
+    if (col >= N) return;
+    const float add = has_bias ? bias[col] : 0.0f;
+    float acc[4] = {c0, c1, c2, c3};
+    for (int i = 0; i < 4; i++) {
+        const int row = r0 + i;
+        if (row >= M) break;
+        float v = acc[i] + add;
+        if (accumulate) v += C[(size_t)row * ldc + col];
+        C[(size_t)row * ldc + col] = v;
+    }
+}
