@@ -9,9 +9,12 @@
  *           for ir in MC step MR
  *             micro-kernel C(ic+ir, jc+jr) (+)= A_panel . B_panel
  *
- * KC is sized so a B micro-panel fills L1d (measured best: see benchmarks/bench_gemm.py), MC so an A block fills half of L2, NC so
+ * KC is sized so a B micro-panel is 1.5x L1d: deeper panels amortise the C tile's loads and
+ * stores, and the panel streams from L2 well enough (measured with benchmarks/gemm_table.py:
+ * K=512 forward GEMMs went from 288 to 333 GFLOP/s against KC sized to L1d alone); MC so an A block fills half of L2, NC so
  * a B panel fills a quarter of L3 (capped at 4096); KC and NC are multiples of 64 (the
- * original note's 64-block tiling), MC a multiple of lcm(MR, 64). Threads split the ic loop,
+ * original note's 64-block tiling), MC a multiple of lcm(MR, 64); each call then evens KC out over
+ * its K (a multiple of 16) so no block is a thin sliver. Threads split the ic loop,
  * with MC shrunk so every thread gets an equal share. The K order of every sum is fixed by KC
  * alone, so results do not depend on the thread count. */
 #include <string.h>
@@ -39,7 +42,7 @@ static long round_up(long x, long m) { return (x + m - 1) / m * m; }
 static long gcd(long a, long b) { return b ? gcd(b, a % b) : a; }
 
 static void blocking(const loop_isa_kernels *kt, int *mc, int *kc, int *nc) {
-    long k = round_down(cache_l1d / (kt->nr * (long)sizeof(float)), 64);
+    long k = round_down(cache_l1d * 3 / 2 / (kt->nr * (long)sizeof(float)), 64);
     k = k < 64 ? 64 : (k > 1024 ? 1024 : k);
     long mstep = kt->mr * 64 / gcd(kt->mr, 64);
     long m = round_down(cache_l2 / 2 / (k * (long)sizeof(float)), mstep);
@@ -85,6 +88,12 @@ void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, lo
     if (bias) {
         apply_bias(C, ldc, bias, M, N, accumulate);
         accumulate = 1;
+    }
+    /* even K blocks (K=512 with KC=384 -> 2 x 256, not 384 + a 128 sliver); depends on K alone */
+    {
+        const int kblocks = (K + KC - 1) / KC;
+        const int even = (int)round_up((K + kblocks - 1) / kblocks, 16);
+        KC = even < KC ? even : KC;
     }
     const int nth = loop_nthreads;
     /* equal M blocks, a multiple of the thread count, each a multiple of MR */

@@ -107,8 +107,8 @@ def train_headless(cfg, run_dir: Path, args) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    print(f"run folder: {run_dir}")
     trainer.setup()
+    print(f"run folder: {run_dir}")
     reporter.total = trainer.step + args.steps if args.steps else max(cfg.max_steps, trainer.step)
     last = trainer.run(steps=args.steps, checkpoint_every=args.checkpoint_every)
     if last:

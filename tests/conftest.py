@@ -15,6 +15,19 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
         monkeypatch.setenv("LOOP_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "loop-cache"))
 
 
+@pytest.fixture(params=["generic", "avx2", "avx512"])
+def isa(request):
+    """Runs a test once per instruction set this CPU has (the others are skipped)."""
+    from loop_tui import kernels as K
+
+    if request.param not in K.available_isas():
+        pytest.skip(f"this CPU cannot run {request.param}")
+    before = K.isa()
+    K.set_isa(request.param)
+    yield request.param
+    K.set_isa(before)
+
+
 @pytest.fixture
 def wiki_dir():
     if not WIKI.is_dir():

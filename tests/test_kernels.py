@@ -20,14 +20,6 @@ def rand(*shape, scale=1.0):
     return (RNG.standard_normal(shape) * scale).astype(np.float32)
 
 
-@pytest.fixture(params=K.available_isas())
-def isa(request):
-    before = K.isa()
-    K.set_isa(request.param)
-    yield request.param
-    K.set_isa(before)
-
-
 @pytest.fixture
 def threads():
     before = K.get_num_threads()

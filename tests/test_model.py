@@ -28,14 +28,6 @@ def tiny_model(seed=0):
     return m
 
 
-@pytest.fixture(params=K.available_isas())
-def isa(request):
-    before = K.isa()
-    K.set_isa(request.param)
-    yield request.param
-    K.set_isa(before)
-
-
 def test_parameter_count_matches_gpt2_formula():
     c = load_config("wiki_cache_optimized")
     d, f, L, V, T = c.d_model, c.d_ff, c.num_layers, c.vocab_size, c.max_length

@@ -4,34 +4,17 @@ step uploads the token batch and downloads the per-row losses."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import orjson
 
+from ..kernels import KernelStat  # one record type for both backends' kernel tables
 from .device import NoOpenCL, choose
 
 KERNELS = Path(__file__).with_name("kernels.cl")
 SMALL = 256  # the original note's switch: 8x8 work-groups when M < 256 and N < 256, else 16x16
 NORM_CHUNKS = 1024
-
-
-@dataclass
-class KernelStat:  # same fields as loop_tui.kernels.KernelStat
-    name: str
-    calls: int
-    ns: int
-    flops: float
-    bytes: float
-
-    @property
-    def gflops(self) -> float:
-        return self.flops / self.ns if self.ns else 0.0
-
-    @property
-    def gbytes(self) -> float:
-        return self.bytes / self.ns if self.ns else 0.0
 
 
 def gemm_tile(M: int, N: int) -> int:
