@@ -1,10 +1,10 @@
 /* gemm.c — BLIS-structured GEMM driver: pack, block for the caches, call the micro-kernel.
  *
- *   for jc in N step NC            B panel  KC x NC  lives in L3, shared by all threads
- *     for pc in K step KC
+ *   for pc in K step KC
+ *     for jc in N step NC          B panel  KC x NC  lives in L3, shared by all threads
  *       pack B(pc:pc+KC, jc:jc+NC)                    (threads split the NR-wide panels)
  *       for ic in M step MC        A block  MC x KC  lives in L2, one per thread
- *         pack A(ic:ic+MC, pc:pc+KC)
+ *         pack A(ic:ic+MC, pc:pc+KC)                   (once per pc when N > NC: reused per jc)
  *         for jr in NC step NR     B micro-panel KC x NR stays in L1 across the ir loop
  *           for ir in MC step MR
  *             micro-kernel C(ic+ir, jc+jr) (+)= A_panel . B_panel
@@ -103,20 +103,24 @@ void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, lo
     const int mc = (int)round_up((M + mblocks - 1) / mblocks, MR);
     mblocks = (M + mc - 1) / mc;
     const int nc_max = N < NC ? (int)round_up(N, NR) : NC;
+    /* Wide C (N > NC, e.g. the LM head): each thread packs its A blocks once per K block and
+     * reuses them for every NC block, instead of packing them again per NC block. */
+    const int reuse_a = N > NC;
+    const long my_blocks = reuse_a ? (mblocks + nth - 1) / nth : 1;
     float *bpack = loop_scratch(SCRATCH_PACK_B, (size_t)nc_max * KC);
     float *apack[LOOP_MAX_THREADS];
-    for (int t = 0; t < nth; t++) apack[t] = loop_scratch(SCRATCH_PACK_A0 + t, (size_t)mc * KC);
+    for (int t = 0; t < nth; t++) apack[t] = loop_scratch(SCRATCH_PACK_A0 + t, (size_t)my_blocks * mc * KC);
 
     #pragma omp parallel num_threads(nth)
     {
-        float *ap = apack[omp_get_thread_num()];
+        float *ap_base = apack[omp_get_thread_num()];
         float edge[LOOP_MAX_MR * LOOP_MAX_NR] __attribute__((aligned(LOOP_ALIGN)));
-        for (int jc = 0; jc < N; jc += NC) {
-            const int nc = N - jc < NC ? N - jc : NC;
-            const int npanels = (nc + NR - 1) / NR;
-            for (int pc = 0; pc < K; pc += KC) {
-                const int kc = K - pc < KC ? K - pc : KC;
-                const int acc = accumulate || pc > 0;
+        for (int pc = 0; pc < K; pc += KC) {
+            const int kc = K - pc < KC ? K - pc : KC;
+            const int acc = accumulate || pc > 0;
+            for (int jc = 0; jc < N; jc += NC) {
+                const int nc = N - jc < NC ? N - jc : NC;
+                const int npanels = (nc + NR - 1) / NR;
                 {
                     BUSY_BEGIN;
                     #pragma omp for schedule(static) nowait
@@ -129,10 +133,13 @@ void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, lo
                 #pragma omp barrier
                 {
                     BUSY_BEGIN;
+                    long mine = 0; /* static schedule: the same blocks reach this thread for every jc */
                     #pragma omp for schedule(static) nowait
                     for (long ib = 0; ib < mblocks; ib++) {
                         const int ic = (int)ib * mc, mcur = M - ic < mc ? M - ic : mc;
-                        kt->pack_a(ap, A, lda, trans_a, ic, pc, mcur, kc, MR);
+                        float *ap = ap_base + (reuse_a ? (size_t)mine * mc * kc : 0);
+                        mine++;
+                        if (!reuse_a || jc == 0) kt->pack_a(ap, A, lda, trans_a, ic, pc, mcur, kc, MR);
                         for (int p = 0; p < npanels; p++) {
                             const int jr = p * NR, ncur = nc - jr < NR ? nc - jr : NR;
                             const float *bp = bpack + (size_t)p * NR * kc;
