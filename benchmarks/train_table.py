@@ -41,7 +41,6 @@ def run_loop(cfg, steps, threads):
         t = Trainer(cfg.replace(data=str(WIKI) if WIKI.is_dir() else None, eval_every=10**6, sample_every=10**6,
                                 checkpoint_every=10**6, log_every=10**6), d, threads=threads)
         t.setup()
-        t.total_steps, t.steps_this_run = 10**6, 0
         times = []
         for i in range(WARMUP + steps):
             s = t.train_step()

@@ -79,6 +79,8 @@ class Trainer:
         self.requests: queue.Queue[str] = queue.Queue()
         self.paused = False
         self.step = 0
+        self.total_steps = cfg.max_steps  # run() sets the real target
+        self.steps_this_run = 0  # steps since this process started (the first few are warm-up)
         self.elapsed = 0.0  # training seconds across resumes
         self.step_times: deque[float] = deque(maxlen=SPEED_WINDOW)
         self.last: StepStats | None = None
