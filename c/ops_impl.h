@@ -295,31 +295,59 @@ static void ISA_FN(gelu_backward)(float *dinp, const float *pre, const float *do
 
 /* ---- causal self-attention from packed qkv[B,T,3C] (q | k | v, heads contiguous in each) ----
  * out[B,T,C]; att[B,NH,T,T] keeps the softmax probabilities (zeros above the diagonal) for the
- * backward pass: B*NH*T*T floats per layer. */
+ * backward pass: B*NH*T*T floats per layer. Each (b, h) first copies its keys (and, backward,
+ * values) transposed into per-thread scratch, so the q.k scores for all earlier positions are one
+ * loop vectorised over positions instead of a horizontal sum per pair. */
+
+/* dst[i*T + t2] = x[t2][i] for the head slice x (row stride C3), t2 < T, i < hs */
+static inline void ISA_FN(transpose_head)(float *dst, const float *x, int T, int hs, int C3) {
+    for (int t2 = 0; t2 < T; t2++) {
+        const float *row = x + (size_t)t2 * C3;
+        for (int i = 0; i < hs; i++) dst[(size_t)i * T + t2] = row[i];
+    }
+}
+
+/* s[t2] = scale * sum_i w[i] * xT[i][t2] for t2 <= t */
+static inline void ISA_FN(scores)(float *s, const float *w, const float *xT, int t, int T, int hs, float scale) {
+    const int n = t + 1;
+    #pragma omp simd
+    for (int t2 = 0; t2 < n; t2++) s[t2] = 0.0f;
+    int i = 0;
+    for (; i + 4 <= hs; i += 4) {
+        const float w0 = w[i], w1 = w[i + 1], w2 = w[i + 2], w3 = w[i + 3];
+        const float *x0 = xT + (size_t)i * T, *x1 = x0 + T, *x2 = x1 + T, *x3 = x2 + T;
+        #pragma omp simd
+        for (int t2 = 0; t2 < n; t2++) s[t2] += w0 * x0[t2] + w1 * x1[t2] + w2 * x2[t2] + w3 * x3[t2];
+    }
+    for (; i < hs; i++) {
+        const float wi = w[i], *xi = xT + (size_t)i * T;
+        #pragma omp simd
+        for (int t2 = 0; t2 < n; t2++) s[t2] += wi * xi[t2];
+    }
+    #pragma omp simd
+    for (int t2 = 0; t2 < n; t2++) s[t2] *= scale;
+}
+
 static void ISA_FN(attention_forward)(float *out, float *att, const float *qkv, int B, int T, int C,
                                       int NH) {
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
+    float *scratch = loop_scratch(SCRATCH_ATTN, (size_t)loop_nthreads * 2 * T * hs);
     #pragma omp parallel num_threads(loop_nthreads)
     {
         BUSY_BEGIN;
+        float *kT = scratch + (size_t)omp_get_thread_num() * 2 * T * hs;
         PAR_FOR
         for (int bh = 0; bh < B * NH; bh++) {
             int b = bh / NH, h = bh % NH;
             const float *base = qkv + (size_t)b * T * C3 + h * hs;
+            ISA_FN(transpose_head)(kT, base + C, T, hs, C3);
             for (int t = 0; t < T; t++) {
-                const float *q = base + (size_t)t * C3;
                 float *arow = att + ((size_t)bh * T + t) * T;
+                ISA_FN(scores)(arow, base + (size_t)t * C3, kT, t, T, hs, scale);
                 float maxv = -INFINITY;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *k = base + (size_t)t2 * C3 + C;
-                    float s = 0.0f;
-                    #pragma omp simd reduction(+ : s)
-                    for (int i = 0; i < hs; i++) s += q[i] * k[i];
-                    s *= scale;
-                    arow[t2] = s;
-                    maxv = s > maxv ? s : maxv;
-                }
+                #pragma omp simd reduction(max : maxv)
+                for (int t2 = 0; t2 <= t; t2++) maxv = arow[t2] > maxv ? arow[t2] : maxv;
                 float sum = 0.0f;
                 #pragma omp simd reduction(+ : sum)
                 for (int t2 = 0; t2 <= t; t2++) {
@@ -346,52 +374,62 @@ static void ISA_FN(attention_forward)(float *out, float *att, const float *qkv, 
     }
 }
 
-/* dqkv[B,T,3C] = gradient of attention_forward given dout[B,T,C] (overwritten, not added). */
+/* dqkv[B,T,3C] = gradient of attention_forward given dout[B,T,C] (overwritten, not added).
+ * Pass 1, per query row t: dP[t][t2] = att * (dy_t . v_t2 - sum att * dy_t . v) * scale and
+ * dq_t = sum_t2 dP[t][t2] k_t2. Pass 2, per key row t2: dk_t2 = sum_t dP[t][t2] q_t and
+ * dv_t2 = sum_t att[t][t2] dy_t, accumulated locally and written once. dP is per-thread scratch. */
 static void ISA_FN(attention_backward)(float *dqkv, const float *dout, const float *qkv,
                                        const float *att, int B, int T, int C, int NH) {
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
-    float *scratch = loop_scratch(SCRATCH_ATTN, (size_t)loop_nthreads * T);
+    const size_t per_thread = (size_t)T * hs + (size_t)T * T + 2 * (size_t)hs;
+    float *scratch = loop_scratch(SCRATCH_ATTN, (size_t)loop_nthreads * per_thread);
     #pragma omp parallel num_threads(loop_nthreads)
     {
         BUSY_BEGIN;
-        float *datt = scratch + (size_t)omp_get_thread_num() * T;
+        float *vT = scratch + (size_t)omp_get_thread_num() * per_thread;
+        float *dP = vT + (size_t)T * hs, *dk = dP + (size_t)T * T, *dv = dk + hs;
         PAR_FOR
         for (int bh = 0; bh < B * NH; bh++) {
             int b = bh / NH, h = bh % NH;
             const float *base = qkv + (size_t)b * T * C3 + h * hs;
+            const float *dbase_out = dout + (size_t)b * T * C + h * hs;
             float *dbase = dqkv + (size_t)b * T * C3 + h * hs;
-            for (int t = 0; t < T; t++)
-                for (int part = 0; part < 3; part++)
-                    memset(dbase + (size_t)t * C3 + part * C, 0, sizeof(float) * hs);
-            for (int t = 0; t < T; t++) {
+            ISA_FN(transpose_head)(vT, base + 2 * C, T, hs, C3);
+            for (int t = 0; t < T; t++) { /* pass 1: softmax gradient rows and dq */
                 const float *arow = att + ((size_t)bh * T + t) * T;
-                const float *dy = dout + ((size_t)b * T + t) * C + h * hs;
-                const float *q = base + (size_t)t * C3;
-                float *dq = dbase + (size_t)t * C3;
+                const float *dy = dbase_out + (size_t)t * C;
+                float *drow = dP + (size_t)t * T;
+                ISA_FN(scores)(drow, dy, vT, t, T, hs, 1.0f); /* dy . v_t2 */
                 float dot = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *v = base + (size_t)t2 * C3 + 2 * C;
-                    float *dv = dbase + (size_t)t2 * C3 + 2 * C;
-                    float a = arow[t2], s = 0.0f;
-                    #pragma omp simd reduction(+ : s)
-                    for (int i = 0; i < hs; i++) {
-                        s += dy[i] * v[i];
-                        dv[i] += a * dy[i];
-                    }
-                    datt[t2] = s;
-                    dot += a * s;
-                }
+                #pragma omp simd reduction(+ : dot)
+                for (int t2 = 0; t2 <= t; t2++) dot += arow[t2] * drow[t2];
+                #pragma omp simd
+                for (int t2 = 0; t2 <= t; t2++) drow[t2] = arow[t2] * (drow[t2] - dot) * scale;
+                float *dq = dbase + (size_t)t * C3;
+                #pragma omp simd
+                for (int i = 0; i < hs; i++) dq[i] = 0.0f;
                 for (int t2 = 0; t2 <= t; t2++) {
                     const float *k = base + (size_t)t2 * C3 + C;
-                    float *dk = dbase + (size_t)t2 * C3 + C;
-                    float dpre = arow[t2] * (datt[t2] - dot) * scale;
+                    const float d = drow[t2];
+                    #pragma omp simd
+                    for (int i = 0; i < hs; i++) dq[i] += d * k[i];
+                }
+            }
+            for (int t2 = 0; t2 < T; t2++) { /* pass 2: dk and dv of key row t2 */
+                #pragma omp simd
+                for (int i = 0; i < hs; i++) dk[i] = dv[i] = 0.0f;
+                for (int t = t2; t < T; t++) {
+                    const float d = dP[(size_t)t * T + t2], a = att[((size_t)bh * T + t) * T + t2];
+                    const float *q = base + (size_t)t * C3, *dy = dbase_out + (size_t)t * C;
                     #pragma omp simd
                     for (int i = 0; i < hs; i++) {
-                        dq[i] += dpre * k[i];
-                        dk[i] += dpre * q[i];
+                        dk[i] += d * q[i];
+                        dv[i] += a * dy[i];
                     }
                 }
+                memcpy(dbase + (size_t)t2 * C3 + C, dk, sizeof(float) * hs);
+                memcpy(dbase + (size_t)t2 * C3 + 2 * C, dv, sizeof(float) * hs);
             }
         }
         BUSY_END;
