@@ -170,9 +170,12 @@ def cmd_info(args) -> int:
 
 
 def cmd_tui(args) -> int:
+    from .config import load_config, resolve_path
     from .ui.app import run_picker
 
-    return run_picker()
+    for c in args.configs:
+        load_config(c)  # a bad file is reported here, as one line, before the app starts
+    return run_picker([resolve_path(c) for c in args.configs])
 
 
 # ---------------------------------------------------------------- parser
@@ -224,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="machine, kernels and OpenCL devices (and which one would be used, and why)")
     i.add_argument("--device", metavar="NAME", help="show which OpenCL device NAME selects")
     i.set_defaults(func=cmd_info)
-    u = sub.add_parser("tui", help="open the config picker")
+    u = sub.add_parser("tui", help="open the config picker",
+                       description="Pick a config (the shipped ones, plus any CONFIG files given), edit it, start.")
+    u.add_argument("configs", nargs="*", metavar="CONFIG", help="extra config files to list (the last is selected)")
     u.set_defaults(func=cmd_tui)
     return p
 

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from loop_tui import machine
@@ -94,6 +95,15 @@ async def test_picker_validates_inline_and_never_overwrites(tmp_path, monkeypatc
         picker.query_one("#save").press()
         await pilot.pause()
         assert load_config(str(tmp_path / "mine.json")).num_heads == 4, str(picker.query_one("#picker-error").render())
+
+
+async def test_picker_lists_a_config_from_any_path(tmp_path):
+    mine = tmp_path / "elsewhere.json"
+    mine.write_bytes(orjson.dumps(load_config("smoke").replace(name="", d_model=96).to_dict()))
+    app = LoopApp(lambda: PickerScreen(FIXED_CACHES, [mine]))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert app.screen.cfg.d_model == 96 and app.screen.cfg.name == "elsewhere"
 
 
 async def test_ctrl_c_quits_like_q(tmp_path):

@@ -67,10 +67,11 @@ def summary(cfg: Config) -> Table:
 class PickerScreen(Screen):
     BINDINGS = [Binding("enter", "start", "Start", show=True), Binding("q", "app.quit", "Quit")]
 
-    def __init__(self, caches: machine.Caches):
+    def __init__(self, caches: machine.Caches, extra: list[Path] | None = None):
+        """extra: config files from anywhere, listed after the shipped ones (by path)."""
         super().__init__()
         self.caches = caches
-        self.configs = shipped_configs()
+        self.configs = shipped_configs() + [Path(p) for p in (extra or [])]
         self.cfg: Config | None = None
 
     def compose(self) -> ComposeResult:
@@ -78,7 +79,8 @@ class PickerScreen(Screen):
         with Horizontal(id="picker"):
             with Vertical(id="picker-left"):
                 yield Label("Configs", classes="title")
-                yield OptionList(*[p.stem for p in self.configs], id="config-list")
+                yield OptionList(*[p.stem if p.parent == CONFIG_DIR else str(p) for p in self.configs],
+                                 id="config-list")
                 yield Label("Data folder", classes="title")
                 yield Input(placeholder="blank: Python's docs", id="data")
                 yield Label("Save edited config as", classes="title")
@@ -103,7 +105,9 @@ class PickerScreen(Screen):
     def on_mount(self) -> None:
         self.title = "loop_tui — pick a config"
         names = [p.stem for p in self.configs]
-        self.query_one(OptionList).highlighted = names.index("default") if "default" in names else 0
+        extra = len(self.configs) > len(shipped_configs())
+        self.query_one(OptionList).highlighted = (len(names) - 1 if extra else
+                                                  names.index("default") if "default" in names else 0)
 
     @on(OptionList.OptionHighlighted)
     def chosen(self, event: OptionList.OptionHighlighted) -> None:
@@ -343,8 +347,8 @@ def run_dashboard(cfg: Config, run_dir: Path, data=None, resume=False, steps=Non
     return 0
 
 
-def run_picker() -> int:
+def run_picker(extra: list[Path] | None = None) -> int:
     caches = machine.detect_caches()
-    app = LoopApp(lambda: PickerScreen(caches))
+    app = LoopApp(lambda: PickerScreen(caches, extra))
     app.run()
     return 0
