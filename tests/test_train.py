@@ -106,7 +106,7 @@ def _wait_for_steps(proc, n=1):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_finishes_step_saves_and_exits_zero(tmp_path, sig):
     run = tmp_path / "run"
-    p = _start(["--steps", "100000", "--out", str(run)], tmp_path)
+    p = _start(["--steps", "100000", "--out", str(run), "--checkpoint-every", "100000"], tmp_path)
     _wait_for_steps(p)
     p.send_signal(sig)
     out, err = p.communicate(timeout=60)

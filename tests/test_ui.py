@@ -61,14 +61,15 @@ async def test_pick_smoke_start_metrics_pause_save_quit(tmp_path, monkeypatch):
         assert state.step == paused_at  # pause stops the step counter
         await pilot.press("s")
         run_dir = Path(state.run_dir)
-        await wait_for(lambda: checkpoint.latest(run_dir) is not None, pilot)
-        assert checkpoint.latest(run_dir).name == f"step_{paused_at:08d}"
+        # s saves the paused step (a periodic checkpoint may already exist from an earlier step)
+        await wait_for(lambda: (checkpoint.latest(run_dir) or run_dir).name == f"step_{paused_at:08d}", pilot)
         await pilot.press("p")
         await wait_for(lambda: state.step > paused_at, pilot)
         await pilot.press("q")
         await wait_for(lambda: not dash.runner.running, pilot)
     _, _, saved = checkpoint.load(checkpoint.latest(run_dir))
-    assert saved["step"] == state.step and saved["reason"] == "quit"
+    # the final step is saved: by the quit, or by a periodic save that happened to land on that step
+    assert saved["step"] == state.step and saved["reason"] in ("quit", "periodic")
 
 
 async def test_picker_validates_inline_and_never_overwrites(tmp_path, monkeypatch):
