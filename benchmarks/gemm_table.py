@@ -32,7 +32,7 @@ def measure(threads: int, configs: list[str]) -> list[tuple]:
             rng = np.random.default_rng(0)
             a = rng.standard_normal((Kd, M) if ta else (M, Kd), dtype=np.float32)
             b = rng.standard_normal((N, Kd) if tb else (Kd, N), dtype=np.float32)
-            c = np.empty((M, N), np.float32)
+            c = K.empty((M, N))  # 64-byte aligned, as the model's buffers are
             A, B = (a.T if ta else a), (b.T if tb else b)
             ours = lambda: K.matmul(a, b, out=c, transpose_a=bool(ta), transpose_b=bool(tb))
             blas = lambda: np.matmul(A, B, out=c)
@@ -67,17 +67,20 @@ def main() -> None:
 
     print(f"GEMM: loop_tui ({K.isa()}) vs numpy {__import__('numpy').__version__} OpenBLAS, GFLOP/s, median of 6 (alternating blocks)")
     print(f"{'config':24s} {'GEMM':14s} {'M':>6s} {'N':>6s} {'K':>6s} {'thr':>3s} {'loop_tui':>9s} {'OpenBLAS':>9s} {'ratio':>6s}")
-    worst = {}
+    worst, ratios = {}, {}
     for t in (int(x) for x in args.threads.split(",")):
         env = {**os.environ, "OPENBLAS_NUM_THREADS": str(t), "OMP_NUM_THREADS": str(t)}
         cmd = [sys.executable, __file__, "--child", str(t)] + sum((["--config", c] for c in configs), [])
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
         for cfg, name, M, N, Kd, thr, go, gb, ratio in orjson.loads(out):
             print(f"{cfg:24s} {name:14s} {M:6d} {N:6d} {Kd:6d} {thr:3d} {go:9.1f} {gb:9.1f} {ratio:6.2f}")
+            ratios.setdefault(thr, []).append(ratio)
             if thr not in worst or ratio < worst[thr][0]:
                 worst[thr] = (ratio, f"{cfg} {name} {M}x{N}x{Kd}")
     for t, (ratio, what) in sorted(worst.items()):
-        print(f"worst ratio with {t} thread(s): {ratio:.2f}x ({what})")
+        r = ratios[t]
+        print(f"{t} thread(s): {sum(x >= 0.9 for x in r)}/{len(r)} shapes >= 0.9x, mean {sum(r) / len(r):.2f}x, "
+              f"worst {ratio:.2f}x ({what})")
 
 
 if __name__ == "__main__":

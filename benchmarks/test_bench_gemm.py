@@ -14,7 +14,7 @@ def operands(M, N, Kd, ta, tb):
     rng = np.random.default_rng(0)
     a = rng.standard_normal((Kd, M) if ta else (M, Kd), dtype=np.float32)
     b = rng.standard_normal((N, Kd) if tb else (Kd, N), dtype=np.float32)
-    return a, b, np.empty((M, N), np.float32)
+    return a, b, K.empty((M, N))  # 64-byte aligned, as the model's buffers are
 
 
 @pytest.mark.parametrize("threads", [1, 2])

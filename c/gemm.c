@@ -17,13 +17,19 @@
  * its K (a multiple of 16) so no block is a thin sliver. Threads split the ic loop,
  * with MC shrunk so every thread gets an equal share. The K order of every sum is fixed by KC
  * alone, so results do not depend on the thread count. */
+#include <stdint.h>
 #include <string.h>
 #include "gemm.h"
 #include "internal.h"
 #include "isa_variants.h"
 
+/* a C this large cannot stay in cache until it is read again, so write it past the cache */
+#define STREAM_MIN_BYTES (32.0 * 1024 * 1024)
 static long cache_l1d = 32 * 1024, cache_l2 = 1024 * 1024, cache_l3 = 8 * 1024 * 1024;
 static int fixed_mc, fixed_kc, fixed_nc;
+static int streaming = 1;
+
+void loop_gemm_set_streaming(int on) { streaming = on != 0; }
 
 void loop_gemm_set_cache_sizes(long l1d, long l2, long l3) {
     if (l1d > 0) cache_l1d = l1d;
@@ -78,6 +84,66 @@ static void apply_bias(float *C, long ldc, const float *bias, int M, int N, int 
     }
 }
 
+/* One MR x NR tile of C (+)= a_panel . b_panel; a partial tile goes through `edge`, a full one
+ * is stored by the micro-kernel itself (streaming past the cache when `stream`). */
+static inline void micro_tile(const loop_isa_kernels *kt, int kc, const float *a, const float *b, float *c,
+                              long ldc, int mrcur, int ncur, int acc, int stream, float *edge) {
+    const int MR = kt->mr, NR = kt->nr;
+    if (mrcur == MR && ncur == NR) {
+        kt->ukernel(kc, a, b, c, ldc, stream ? LOOP_STORE_STREAM : acc);
+        return;
+    }
+    kt->ukernel(kc, a, b, edge, NR, 0);
+    for (int i = 0; i < mrcur; i++)
+        for (int j = 0; j < ncur; j++)
+            c[(size_t)i * ldc + j] = acc ? c[(size_t)i * ldc + j] + edge[i * NR + j] : edge[i * NR + j];
+}
+
+/* Short, wide C (the weight gradients d x 3d, d x 4d with d <= ~680): an M split would give each
+ * thread a sliver of rows and make every thread read B panels the other one packed. Instead
+ * the threads pack all of A together (double-buffered, so one barrier per K block), then split
+ * the NR panels of N: each packs its B micro-panel and runs it against the whole A block while
+ * the panel is still in L1, as OpenBLAS does. Same K blocks, same micro-kernel and the same
+ * order per element as the general path, so the results are bit-identical to it. */
+static void gemm_short_m(const loop_isa_kernels *kt, int trans_a, int trans_b, int M, int N, int K, int KC,
+                         const float *A, long lda, const float *B, long ldb, float *C, long ldc, int accumulate) {
+    const int MR = kt->mr, NR = kt->nr, nth = loop_nthreads;
+    const int mpanels = (M + MR - 1) / MR, npanels = (N + NR - 1) / NR;
+    const size_t ablock = (size_t)mpanels * MR * KC;
+    float *apack = loop_scratch(SCRATCH_PACK_A0, 2 * ablock);
+    float *bpanels = loop_scratch(SCRATCH_PACK_B, (size_t)nth * NR * KC);
+    #pragma omp parallel num_threads(nth)
+    {
+        float edge[LOOP_MAX_MR * LOOP_MAX_NR] __attribute__((aligned(LOOP_ALIGN)));
+        float *bp = bpanels + (size_t)omp_get_thread_num() * NR * KC;
+        for (int pc = 0, step = 0; pc < K; pc += KC, step++) {
+            const int kc = K - pc < KC ? K - pc : KC;
+            const int acc = accumulate || pc > 0;
+            float *ap = apack + (step & 1) * ablock;
+            {
+                BUSY_BEGIN; /* one contiguous run of panels per thread: transposed A is read row by row */
+                const int t = omp_get_thread_num();
+                const int i0 = mpanels * t / nth * MR, i1 = mpanels * (t + 1) / nth * MR;
+                if (i1 > i0) kt->pack_a(ap + (size_t)i0 * kc, A, lda, trans_a, i0, pc, (i1 < M ? i1 : M) - i0, kc, MR);
+                BUSY_END;
+            }
+            #pragma omp barrier
+            {
+                BUSY_BEGIN;
+                #pragma omp for schedule(static) nowait
+                for (int p = 0; p < npanels; p++) {
+                    const int jr = p * NR, ncur = N - jr < NR ? N - jr : NR;
+                    kt->pack_b(bp, B, ldb, trans_b, pc, jr, ncur, kc, NR);
+                    for (int ir = 0; ir < M; ir += MR)
+                        micro_tile(kt, kc, ap + (size_t)ir * kc, bp, C + (size_t)ir * ldc + jr, ldc,
+                                   M - ir < MR ? M - ir : MR, ncur, acc, 0, edge);
+                }
+                BUSY_END;
+            }
+        }
+    }
+}
+
 void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, long lda,
                const float *B, long ldb, float *C, long ldc, const float *bias, int accumulate) {
     KSTAT_BEGIN;
@@ -96,6 +162,14 @@ void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, lo
         KC = even < KC ? even : KC;
     }
     const int nth = loop_nthreads;
+    /* short M: the whole packed A (M x KC) stays in L2 with room for B panels streaming through
+     * (an explicitly set MC caps it instead, so tests can force either path) */
+    const long short_rows = fixed_mc ? MC : cache_l2 * 3 / 4 / (KC * (long)sizeof(float));
+    if (round_up(M, MR) <= short_rows && N >= 2 * nth * NR) {
+        gemm_short_m(kt, trans_a, trans_b, M, N, K, KC, A, lda, B, ldb, C, ldc, accumulate);
+        KSTAT_END(K_GEMM, 2.0 * M * N * K, 4.0 * ((double)M * K + (double)K * N + (accumulate ? 2.0 : 1.0) * M * N));
+        return;
+    }
     /* equal M blocks, a multiple of the thread count, each a multiple of MR */
     long mpanels = (M + MR - 1) / MR;
     long mblocks = round_up((M + MC - 1) / MC, nth);
@@ -106,6 +180,10 @@ void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, lo
     /* Wide C (N > NC, e.g. the LM head): each thread packs its A blocks once per K block and
      * reuses them for every NC block, instead of packing them again per NC block. */
     const int reuse_a = N > NC;
+    /* A C too big for the cache, written once (one K block, no accumulate), 64-byte aligned rows:
+     * store it non-temporally, so no line is first read from memory only to be overwritten. */
+    const int stream = streaming && !accumulate && K <= KC && (double)M * N * sizeof(float) > STREAM_MIN_BYTES &&
+                       kt->mr == 12 && ((uintptr_t)C % LOOP_ALIGN) == 0 && (ldc * sizeof(float)) % LOOP_ALIGN == 0;
     const long my_blocks = reuse_a ? (mblocks + nth - 1) / nth : 1;
     float *bpack = loop_scratch(SCRATCH_PACK_B, (size_t)nc_max * KC);
     float *apack[LOOP_MAX_THREADS];
@@ -145,20 +223,12 @@ void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, lo
                             const float *bp = bpack + (size_t)p * NR * kc;
                             for (int ir = 0; ir < mcur; ir += MR) {
                                 const int mrcur = mcur - ir < MR ? mcur - ir : MR;
-                                float *c = C + (size_t)(ic + ir) * ldc + jc + jr;
-                                const float *a = ap + (size_t)ir * kc;
-                                if (mrcur == MR && ncur == NR) {
-                                    kt->ukernel(kc, a, bp, c, ldc, acc);
-                                } else {
-                                    kt->ukernel(kc, a, bp, edge, NR, 0);
-                                    for (int i = 0; i < mrcur; i++)
-                                        for (int j = 0; j < ncur; j++)
-                                            c[(size_t)i * ldc + j] = acc ? c[(size_t)i * ldc + j] + edge[i * NR + j]
-                                                                         : edge[i * NR + j];
-                                }
+                                micro_tile(kt, kc, ap + (size_t)ir * kc, bp, C + (size_t)(ic + ir) * ldc + jc + jr,
+                                           ldc, mrcur, ncur, acc, stream, edge);
                             }
                         }
                     }
+                    if (stream) loop_store_fence(); /* streaming stores are weakly ordered */
                     BUSY_END;
                 }
                 #pragma omp barrier

@@ -26,6 +26,13 @@ void loop_busy_add(int thread, uint64_t ns);
 #define BUSY_BEGIN uint64_t busy_t0__ = loop_now_ns()
 #define BUSY_END loop_busy_add(omp_get_thread_num(), loop_now_ns() - busy_t0__)
 
+/* Order this thread's non-temporal (streaming) stores before the barrier that publishes them. */
+static inline void loop_store_fence(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_sfence();
+#endif
+}
+
 /* Kernel ids for the per-kernel table. */
 enum {
     K_GEMM, K_ENCODER_FWD, K_ENCODER_BWD, K_LAYERNORM_FWD, K_LAYERNORM_BWD, K_BIAS_GELU_FWD,

@@ -10,6 +10,9 @@
 #include <stdint.h>
 
 #define LOOP_MAX_MR 12
+/* ukernel `accumulate` values: 0 overwrite C, 1 add to C, LOOP_STORE_STREAM overwrite C with
+ * non-temporal stores (only the AVX-512 kernel is given it) */
+#define LOOP_STORE_STREAM 2
 #define LOOP_MAX_NR 32
 
 typedef struct {

@@ -12,7 +12,7 @@ static void ukernel_avx512(int kc, const float *restrict a, const float *restric
                            float *restrict c, long ldc, int accumulate) {
     /* fetch the C tile (12 rows x 2 lines) now, so its misses overlap the k loop instead of
      * stalling the stores at the end (BLIS does the same) */
-    for (int i = 0; i < 12; i++) {
+    for (int i = 0; i < 12 && accumulate != LOOP_STORE_STREAM; i++) {
         _mm_prefetch((const char *)(c + (long)i * ldc), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + (long)i * ldc + 16), _MM_HINT_T0);
     }
@@ -31,6 +31,14 @@ static void ukernel_avx512(int kc, const float *restrict a, const float *restric
         ROW_FMA(6) ROW_FMA(7) ROW_FMA(8) ROW_FMA(9) ROW_FMA(10) ROW_FMA(11)
         a += 12;
         b += 32;
+    }
+    if (accumulate == LOOP_STORE_STREAM) { /* aligned, write-once C: skip the read-for-ownership */
+#define ROW_STREAM(i)                                                                              \
+        _mm512_stream_ps(c + (long)(i) * ldc, c##i##0);                                            \
+        _mm512_stream_ps(c + (long)(i) * ldc + 16, c##i##1);
+        ROW_STREAM(0) ROW_STREAM(1) ROW_STREAM(2) ROW_STREAM(3) ROW_STREAM(4) ROW_STREAM(5)
+        ROW_STREAM(6) ROW_STREAM(7) ROW_STREAM(8) ROW_STREAM(9) ROW_STREAM(10) ROW_STREAM(11)
+        return;
     }
 #define ROW_STORE(i)                                                                               \
     {                                                                                              \
@@ -112,6 +120,35 @@ static void pack_b_transpose_avx512(float *dst, const float *B, long ldb, int tr
         for (int j = 0; j < 32; j++) dst[(size_t)k * nr + j] = B[(size_t)(j0 + j) * ldb + k0 + k];
 }
 
+/* Row-major A (the forward and input-gradient GEMMs) goes into 12-row panels dst[k][12]: 12 rows
+ * x 16 k are transposed through registers (4 zero rows pad the square) and each k written as one
+ * 12-float masked store, instead of 12 scalar stores 48 bytes apart. */
+static void pack_a_rows_avx512(float *dst, const float *A, long lda, int trans, long i0, long k0, int m, int kc,
+                               int mr) {
+    if (trans || mr != 12) {
+        pack_a_avx512(dst, A, lda, trans, i0, k0, m, kc, mr);
+        return;
+    }
+    const int full = m / 12 * 12;
+    const int kfull = kc / 16 * 16;
+    for (int ip = 0; ip < full; ip += 12) {
+        float *d = dst + (size_t)ip * kc;
+        const float *src = A + (size_t)(i0 + ip) * lda + k0;
+        for (int k = 0; k < kfull; k += 16) {
+            __m512 r[16];
+            for (int i = 0; i < 12; i++) r[i] = _mm512_loadu_ps(src + (size_t)i * lda + k);
+            for (int i = 12; i < 16; i++) r[i] = _mm512_setzero_ps();
+            transpose16(r);
+            for (int kk = 0; kk < 16; kk++) _mm512_mask_storeu_ps(d + (size_t)(k + kk) * 12, 0x0FFF, r[kk]);
+        }
+        for (int k = kfull; k < kc; k++)
+            for (int i = 0; i < 12; i++) d[(size_t)k * 12 + i] = src[(size_t)i * lda + k];
+    }
+    if (full < m) pack_a_avx512(dst + (size_t)full * kc, A, lda, trans, i0 + full, k0, m - full, kc, mr);
+}
+
+#undef ISA_PACK_A
+#define ISA_PACK_A pack_a_rows_avx512
 #undef ISA_PACK_B
 #define ISA_PACK_B pack_b_transpose_avx512
 ISA_KERNEL_TABLE(loop_kernels_avx512, 12, 32, ukernel_avx512, fma_peak_avx512);

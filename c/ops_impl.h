@@ -547,11 +547,12 @@ static void ISA_FN(scale)(float *x, float s, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] *= s;
 }
 
-/* An ISA file may define ISA_PACK_B to its own packing before using the table. */
+/* An ISA file may define ISA_PACK_A / ISA_PACK_B to its own packing before using the table. */
+#define ISA_PACK_A ISA_FN(pack_a)
 #define ISA_PACK_B ISA_FN(pack_b)
 #define ISA_KERNEL_TABLE(NAME, MR, NR, UKERNEL, PEAK)                                               \
     const loop_isa_kernels NAME = {                                                                \
-        #NAME + 13, MR, NR, UKERNEL, PEAK, ISA_FN(pack_a), ISA_PACK_B,                              \
+        #NAME + 13, MR, NR, UKERNEL, PEAK, ISA_PACK_A, ISA_PACK_B,                                    \
         ISA_FN(encoder_forward), ISA_FN(encoder_backward), ISA_FN(layernorm_forward),              \
         ISA_FN(layernorm_backward), ISA_FN(bias_gelu_forward), ISA_FN(gelu_backward),              \
         ISA_FN(attention_forward), ISA_FN(attention_backward), ISA_FN(residual_forward),           \

@@ -81,6 +81,45 @@ def test_gemm_spans_many_blocks(isa):
         K.set_gemm_blocking(0, 0, 0)
 
 
+def test_gemm_short_m_path_matches_general_path(isa):
+    """Short M (A fits in L2) splits N across threads; forcing MC below M takes the M-blocked path.
+    Same K blocks and micro-kernel, so the two must agree bit for bit, transposes and edges included."""
+    for ta, tb in [(0, 0), (0, 1), (1, 0), (1, 1)]:
+        a = rand(700, 101) if ta else rand(101, 700)
+        b = rand(300, 700) if tb else rand(700, 300)
+        short = K.matmul(a, b, transpose_a=ta, transpose_b=tb)
+        K.set_gemm_blocking(mc=24)
+        try:
+            general = K.matmul(a, b, transpose_a=ta, transpose_b=tb)
+        finally:
+            K.set_gemm_blocking(0, 0, 0)
+        assert np.array_equal(short, general)
+        np.testing.assert_allclose(short, gemm_ref(a, b, ta, tb), rtol=1e-4, atol=1e-4 * np.sqrt(700))
+
+
+def test_empty_is_cache_line_aligned():
+    for shape in [1, 7, (3, 5), (601, 16016)]:
+        a = K.empty(shape)
+        assert a.ctypes.data % 64 == 0 and a.flags.c_contiguous and a.dtype == np.float32
+        assert a.shape == ((shape,) if isinstance(shape, int) else shape)
+
+
+@pytest.mark.skipif(os.environ.get("LOOP_SANITIZED") == "1", reason="a 38 MB output; awkward shapes cover the paths")
+def test_gemm_streaming_stores_match_regular_stores(isa):
+    """A C over 32 MiB with 64-byte aligned rows is written with non-temporal stores (AVX-512);
+    the same C one float off alignment takes the regular path. Both must be exact, edges included."""
+    M, N, K_ = 601, 16016, 70  # edge rows (601 % 12) and an edge column panel (16016 % 32 = 16)
+    a, b = rand(M, K_), rand(N, K_)
+    aligned = K.empty((M, N))
+    shifted = K.empty(M * N + 1)[1:].reshape(M, N)
+    K.matmul(a, b, out=aligned, transpose_b=True)
+    K.matmul(a, b, out=shifted, transpose_b=True)
+    assert np.array_equal(aligned, shifted)
+    rows = np.r_[0, 11, 12, 599, 600]
+    want = a[rows].astype(np.float64) @ b.T.astype(np.float64)
+    np.testing.assert_allclose(aligned[rows], want, rtol=1e-4, atol=1e-4 * np.sqrt(K_))
+
+
 def config_gemm_shapes():
     """(M, N, K, ta, tb) of every GEMM a training step of each seed config runs."""
     from loop_tui.config import load_config

@@ -98,6 +98,11 @@ def set_gemm_blocking(mc: int = 0, kc: int = 0, nc: int = 0) -> None:
     lib.loop_gemm_set_blocking(int(mc), int(kc), int(nc))
 
 
+def set_gemm_streaming(on: bool) -> None:
+    """Non-temporal stores for a large, aligned, write-once C (on by default); off for A/B timing."""
+    lib.loop_gemm_set_streaming(int(bool(on)))
+
+
 # ---------------------------------------------------------------- observability
 @dataclass(frozen=True)
 class ThreadStat:
@@ -204,6 +209,21 @@ def _p(a: np.ndarray, ctype: str = "float *"):
     return ffi.cast(ctype, a.ctypes.data)
 
 
+ALIGN = 64  # bytes: a cache line, and the alignment the GEMM needs to stream a large C past the cache
+
+
+def empty(shape, dtype=np.float32) -> np.ndarray:
+    """np.empty whose data starts on a 64-byte boundary (numpy only promises 16).
+
+    matmul writes a C larger than 32 MiB with non-temporal stores when C and its rows are
+    64-byte aligned, which saves reading every line from memory before overwriting it."""
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 # ---------------------------------------------------------------- GEMM
 def matmul(a, b, out=None, transpose_a: bool = False, transpose_b: bool = False, bias=None,
            accumulate: bool = False) -> np.ndarray:
@@ -217,7 +237,7 @@ def matmul(a, b, out=None, transpose_a: bool = False, transpose_b: bool = False,
     if out is None:
         if accumulate:
             raise ValueError("accumulate=True needs out")
-        out = np.empty((M, N), np.float32)
+        out = empty((M, N))
     out = _out("out", out)
     _shape("out", out, (M, N))
     if bias is not None:
