@@ -15,8 +15,10 @@
  * a B panel fills a quarter of L3 (capped at 4096); KC and NC are multiples of 64 (the
  * original note's 64-block tiling), MC a multiple of lcm(MR, 64); each call then evens KC out over
  * its K (a multiple of 16) so no block is a thin sliver. Threads split the ic loop,
- * with MC shrunk so every thread gets an equal share. The K order of every sum is fixed by KC
- * alone, so results do not depend on the thread count. */
+ * with MC shrunk so every thread gets an equal share. Two special cases: a short M (packed A
+ * fits in L2) splits N instead (gemm_short_m), and a large write-once C is stored
+ * non-temporally. The K order of every sum is fixed by KC alone, so results do not depend on
+ * the thread count or the path. */
 #include <stdint.h>
 #include <string.h>
 #include "gemm.h"
@@ -60,11 +62,19 @@ static void blocking(const loop_isa_kernels *kt, int *mc, int *kc, int *nc) {
     *nc = fixed_nc ? (int)round_up(fixed_nc, kt->nr) : (int)n;
 }
 
-void loop_gemm_get_blocking(int *out5) {
+/* short M: the whole packed A (M x KC) stays in L2 with room for B panels streaming through
+ * (an explicitly set MC caps it instead, so tests can force either path) */
+static long short_m_rows(int MC, int KC) {
+    return fixed_mc ? MC : cache_l2 * 3 / 4 / (KC * (long)sizeof(float));
+}
+
+void loop_gemm_get_blocking(int *out7) {
     const loop_isa_kernels *kt = loop_kernels_active();
-    out5[0] = kt->mr;
-    out5[1] = kt->nr;
-    blocking(kt, &out5[2], &out5[3], &out5[4]);
+    out7[0] = kt->mr;
+    out7[1] = kt->nr;
+    blocking(kt, &out7[2], &out7[3], &out7[4]);
+    out7[5] = (int)(short_m_rows(out7[2], out7[3]) / kt->mr * kt->mr);
+    out7[6] = streaming && kt->mr == 12 ? (int)(STREAM_MIN_BYTES / (1024 * 1024)) : 0;
 }
 
 /* C rows get bias (overwrite or add) so the main loop can always accumulate. */
@@ -162,10 +172,7 @@ void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, lo
         KC = even < KC ? even : KC;
     }
     const int nth = loop_nthreads;
-    /* short M: the whole packed A (M x KC) stays in L2 with room for B panels streaming through
-     * (an explicitly set MC caps it instead, so tests can force either path) */
-    const long short_rows = fixed_mc ? MC : cache_l2 * 3 / 4 / (KC * (long)sizeof(float));
-    if (round_up(M, MR) <= short_rows && N >= 2 * nth * NR) {
+    if (round_up(M, MR) <= short_m_rows(MC, KC) && N >= 2 * nth * NR) {
         gemm_short_m(kt, trans_a, trans_b, M, N, K, KC, A, lda, B, ldb, C, ldc, accumulate);
         KSTAT_END(K_GEMM, 2.0 * M * N * K, 4.0 * ((double)M * K + (double)K * N + (accumulate ? 2.0 : 1.0) * M * N));
         return;

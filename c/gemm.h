@@ -14,7 +14,8 @@ void loop_gemm_set_blocking(int mc, int kc, int nc);
 /* 1 (default): write a C over 32 MiB with 64-byte aligned rows, in one K block and without
  * accumulate, using non-temporal stores (AVX-512); 0: always regular stores. For A/B timing. */
 void loop_gemm_set_streaming(int on);
-/* out: mr, nr, mc, kc, nc for the active ISA */
-void loop_gemm_get_blocking(int *out5);
+/* out: mr, nr, mc, kc, nc for the active ISA, short_m_rows (the largest M that takes the
+ * short-M path), stream_min_mib (the smallest C written with streaming stores; 0 = never) */
+void loop_gemm_get_blocking(int *out7);
 
 #endif

@@ -165,7 +165,9 @@ def render(rep: dict):
         f"training FLOPs per token: {rep['training_flops_per_token'] / 1e6:.1f} M  = {rep['flops_formula']}",
         "training memory: " + ", ".join(f"{k.replace('_', ' ')} {human_bytes(v)}" for k, v in mem.items()),
         (f"GEMM blocking ({g['isa']}, {g['threads']} threads): MR={g['mr']} NR={g['nr']} MC={g['mc']} "
-         f"KC={g['kc']} NC={g['nc']}") if g else "GEMM blocking: kernels not built",
+         f"KC={g['kc']} NC={g['nc']}; M <= {g['short_m_rows']} splits N across threads"
+         + (f"; C over {g['stream_min_mib']} MiB written past the cache" if g["stream_min_mib"] else ""))
+        if g else "GEMM blocking: kernels not built",
         f"original note's figures: sequence×d_model {human_bytes(n['sequence_x_d_model'])}, sequence×d_ff "
         f"{human_bytes(n['sequence_x_d_ff'])}, batch×sequence×d_model {human_bytes(n['batch_x_sequence_x_d_model'])}",
         f"what it left out: the token embedding alone is {human_bytes(n['left_out']['token_embedding'])} and the "

@@ -56,6 +56,9 @@ def test_totals(name, params, flops):
     assert b[("optimizer", "AdamW m (all weights)")]["bytes"] == 4 * params
     g = rep["gemm_blocking"]
     assert b[("gemm", "packed A block (MC×KC)")]["bytes"] == 4 * g["mc"] * g["kc"]
+    # the short-M path keeps the packed A (M x KC) within 3/4 of L2
+    l2 = machine.detect_caches().size("L2")
+    assert g["short_m_rows"] % g["mr"] == 0 and 0 < 4 * g["short_m_rows"] * g["kc"] <= 0.75 * l2
 
 
 def test_json_cli_is_stable_and_integer_bytes():

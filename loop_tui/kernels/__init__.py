@@ -85,10 +85,12 @@ class Blocking:
     mc: int
     kc: int
     nc: int
+    short_m_rows: int  # M up to this: packed A stays in L2, threads split N (the d x 4d weight gradients)
+    stream_min_mib: int  # a write-once, 64-byte aligned C over this many MiB bypasses the cache (0: never)
 
 
 def gemm_blocking() -> Blocking:
-    out = ffi.new("int[5]")
+    out = ffi.new("int[7]")
     lib.loop_gemm_get_blocking(out)
     return Blocking(*out)
 
