@@ -40,6 +40,7 @@ test: install
 bench: install
 	$(PY) -m pytest -q benchmarks --benchmark-autosave --benchmark-columns=median,ops -p no:cacheprovider
 	$(PY) benchmarks/gemm_table.py
+	$(PY) benchmarks/gemm_paths.py
 	$(PY) benchmarks/train_table.py
 	$(PY) benchmarks/opencl_table.py
 
