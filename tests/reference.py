@@ -38,6 +38,40 @@ def crossentropy(logits, targets):
     return lse - np.take_along_axis(logits, targets[..., None], -1)[..., 0]
 
 
+# ---- analytic backward passes (float64), for the configs' shapes where finite differences are
+# too slow; each is itself checked against numeric_grad on small shapes
+def layernorm_backward(dout, x, w, eps=1e-5):
+    """-> dx, dw, db"""
+    mean = x.mean(-1, keepdims=True)
+    rstd = 1 / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps)
+    xhat = (x - mean) * rstd
+    dxhat = dout * w
+    dx = rstd * (dxhat - dxhat.mean(-1, keepdims=True) - xhat * (dxhat * xhat).mean(-1, keepdims=True))
+    axes = tuple(range(x.ndim - 1))
+    return dx, (dout * xhat).sum(axes), dout.sum(axes)
+
+
+def gelu_backward(x, dout):
+    u = GELU_S * (x + 0.044715 * x**3)
+    t = np.tanh(u)
+    return dout * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_S * (1 + 3 * 0.044715 * x * x))
+
+
+def attention_backward(dout, qkv, num_heads):
+    """-> dqkv (B,T,3C)"""
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    hs = C // num_heads
+    q, k, v = (qkv[..., i * C:(i + 1) * C].reshape(B, T, num_heads, hs).transpose(0, 2, 1, 3) for i in range(3))
+    _, att = attention(qkv, num_heads)
+    do = dout.reshape(B, T, num_heads, hs).transpose(0, 2, 1, 3)
+    dv = att.transpose(0, 1, 3, 2) @ do
+    datt = do @ v.transpose(0, 1, 3, 2)
+    ds = att * (datt - (datt * att).sum(-1, keepdims=True)) / np.sqrt(hs)
+    dq, dk = ds @ k, ds.transpose(0, 1, 3, 2) @ q
+    return np.concatenate([g.transpose(0, 2, 1, 3).reshape(B, T, C) for g in (dq, dk, dv)], -1)
+
+
 def gpt_loss(p: dict, tokens, targets, cfg) -> float:
     """Mean cross-entropy of GPT-2 with parameters p (name -> array, float64)."""
     B, T = tokens.shape

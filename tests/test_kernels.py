@@ -354,6 +354,84 @@ def test_gelu_backward_in_place(isa):
     np.testing.assert_array_equal(sep, d)
 
 
+def test_analytic_backward_references_match_finite_differences():
+    """The float64 backward references used on the configs' shapes below are right."""
+    x, w, R = rand(3, 9).astype(np.float64), rand(9).astype(np.float64), rand(3, 9).astype(np.float64)
+    dx, dw, db = ref.layernorm_backward(R, x, w)
+    b = np.zeros(9)
+    loss = lambda: float((ref.layernorm(x, w, b)[0] * R).sum())
+    for got, var in ((dx, x), (dw, w), (db, b)):
+        np.testing.assert_allclose(got, ref.numeric_grad(loss, var), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(ref.gelu_backward(x, R), ref.numeric_grad(lambda: float((ref.gelu(x) * R).sum()), x),
+                               rtol=1e-6, atol=1e-8)
+    qkv, R = rand(2, 6, 3 * 8).astype(np.float64), rand(2, 6, 8).astype(np.float64)
+    num = ref.numeric_grad(lambda: float((ref.attention(qkv, 2)[0] * R).sum()), qkv)
+    np.testing.assert_allclose(ref.attention_backward(R, qkv, 2), num, rtol=1e-6, atol=1e-8)
+
+
+def config_op_shapes():
+    from loop_tui.config import load_config
+
+    return [pytest.param(load_config(n), id=n)
+            for n in ("wiki_gpu_optimized", "wiki_cache_optimized", "wiki_performance_tuned")]
+
+
+@pytest.mark.parametrize("cfg", config_op_shapes())
+def test_ops_on_config_shapes(isa, cfg):
+    """Every op, forward and backward, at one sequence of each seed config against float64."""
+    T, C, F, NH, V = cfg.max_length, cfg.d_model, cfg.d_ff, cfg.num_heads, cfg.vocab_size
+    f64 = lambda a: a.astype(np.float64)
+    # token + position embedding
+    wte, wpe = rand(V, C), rand(T, C)
+    tokens = RNG.integers(0, V, (1, T)).astype(np.int32)
+    x = np.empty((1, T, C), np.float32)
+    K.encoder_forward(x, tokens, wte, wpe)
+    np.testing.assert_allclose(x, f64(wte)[tokens] + wpe, rtol=1e-6)
+    R = rand(1, T, C)
+    dwte, dwpe = np.zeros_like(wte), np.zeros_like(wpe)
+    K.encoder_backward(dwte, dwpe, R, tokens)
+    want = np.zeros((V, C))
+    np.add.at(want, tokens[0], f64(R[0]))
+    np.testing.assert_allclose(dwte, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dwpe, R[0], rtol=1e-6)
+    # LayerNorm
+    w, b = rand(C), rand(C)
+    out, mean, rstd = np.empty_like(x), np.empty(T, np.float32), np.empty(T, np.float32)
+    K.layernorm_forward(out, mean, rstd, x, w, b)
+    np.testing.assert_allclose(out, ref.layernorm(f64(x), w, b)[0], rtol=1e-4, atol=1e-4)
+    dx, dw, db = np.zeros_like(x), np.zeros_like(w), np.zeros_like(b)
+    K.layernorm_backward(dx, dw, db, R, x, w, mean, rstd)
+    for got, want in zip((dx, dw, db), ref.layernorm_backward(f64(R), f64(x), f64(w))):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+    # bias + GELU and its gradient
+    pre, bias = rand(T, F, scale=2), rand(F)
+    want = ref.gelu(f64(pre) + bias)
+    hid = np.empty_like(pre)
+    K.bias_gelu_forward(pre, hid, bias)
+    np.testing.assert_allclose(hid, want, rtol=1e-5, atol=1e-6)
+    dh = rand(T, F)
+    dpre = np.empty_like(pre)
+    K.gelu_backward(dpre, pre, dh)
+    np.testing.assert_allclose(dpre, ref.gelu_backward(f64(pre), f64(dh)), rtol=1e-4, atol=1e-5)
+    dbias = np.zeros(F, np.float32)
+    K.bias_backward(dbias, dpre)
+    np.testing.assert_allclose(dbias, f64(dpre).sum(0), rtol=1e-4, atol=1e-4)
+    # causal attention from packed qkv
+    qkv = rand(1, T, 3 * C)
+    y, att = np.empty((1, T, C), np.float32), np.empty((1, NH, T, T), np.float32)
+    K.attention_forward(y, att, qkv, NH)
+    want_y, want_att = ref.attention(f64(qkv), NH)
+    np.testing.assert_allclose(y, want_y, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(att, want_att, rtol=1e-4, atol=1e-6)
+    dqkv = np.full_like(qkv, np.nan)
+    K.attention_backward(dqkv, R, qkv, att, NH)
+    np.testing.assert_allclose(dqkv, ref.attention_backward(f64(R), f64(qkv), NH), rtol=1e-3, atol=1e-4)
+    # residual
+    r = np.empty_like(x)
+    K.residual_forward(r, x, y)
+    np.testing.assert_array_equal(r, x + y)
+
+
 # ---------------------------------------------------------------- optimizer
 def test_adamw_matches_reference(isa):
     p, g = rand(1001), rand(1001)
