@@ -25,13 +25,12 @@
 #include "internal.h"
 #include "isa_variants.h"
 
-/* a C this large cannot stay in cache until it is read again, so write it past the cache */
-#define STREAM_MIN_BYTES (32.0 * 1024 * 1024)
 static long cache_l1d = 32 * 1024, cache_l2 = 1024 * 1024, cache_l3 = 8 * 1024 * 1024;
 static int fixed_mc, fixed_kc, fixed_nc;
-static int streaming = 1;
+/* a C this large cannot stay in cache until it is read again, so write it past the cache */
+static int stream_min_mib = 32;
 
-void loop_gemm_set_streaming(int on) { streaming = on != 0; }
+void loop_gemm_set_stream_min_mib(int mib) { stream_min_mib = mib; }
 
 void loop_gemm_set_cache_sizes(long l1d, long l2, long l3) {
     if (l1d > 0) cache_l1d = l1d;
@@ -74,7 +73,7 @@ void loop_gemm_get_blocking(int *out7) {
     out7[1] = kt->nr;
     blocking(kt, &out7[2], &out7[3], &out7[4]);
     out7[5] = (int)(short_m_rows(out7[2], out7[3]) / kt->mr * kt->mr);
-    out7[6] = streaming && kt->mr == 12 ? (int)(STREAM_MIN_BYTES / (1024 * 1024)) : 0;
+    out7[6] = kt->mr == 12 ? stream_min_mib : 0;
 }
 
 /* C rows get bias (overwrite or add) so the main loop can always accumulate. */
@@ -189,7 +188,8 @@ void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, lo
     const int reuse_a = N > NC;
     /* A C too big for the cache, written once (one K block, no accumulate), 64-byte aligned rows:
      * store it non-temporally, so no line is first read from memory only to be overwritten. */
-    const int stream = streaming && !accumulate && K <= KC && (double)M * N * sizeof(float) > STREAM_MIN_BYTES &&
+    const int stream = stream_min_mib > 0 && !accumulate && K <= KC &&
+                       (double)M * N * sizeof(float) > stream_min_mib * 1048576.0 &&
                        kt->mr == 12 && ((uintptr_t)C % LOOP_ALIGN) == 0 && (ldc * sizeof(float)) % LOOP_ALIGN == 0;
     const long my_blocks = reuse_a ? (mblocks + nth - 1) / nth : 1;
     float *bpack = loop_scratch(SCRATCH_PACK_B, (size_t)nc_max * KC);

@@ -11,9 +11,9 @@ void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, lo
  * unless set explicitly (0 = derive). */
 void loop_gemm_set_cache_sizes(long l1d, long l2, long l3);
 void loop_gemm_set_blocking(int mc, int kc, int nc);
-/* 1 (default): write a C over 32 MiB with 64-byte aligned rows, in one K block and without
- * accumulate, using non-temporal stores (AVX-512); 0: always regular stores. For A/B timing. */
-void loop_gemm_set_streaming(int on);
+/* A C over this many MiB (default 32), with 64-byte aligned rows, written in one K block without
+ * accumulate, is stored non-temporally (AVX-512); 0: never. For tuning and A/B timing. */
+void loop_gemm_set_stream_min_mib(int mib);
 /* out: mr, nr, mc, kc, nc for the active ISA, short_m_rows (the largest M that takes the
  * short-M path), stream_min_mib (the smallest C written with streaming stores; 0 = never) */
 void loop_gemm_get_blocking(int *out7);

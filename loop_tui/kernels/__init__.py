@@ -100,9 +100,10 @@ def set_gemm_blocking(mc: int = 0, kc: int = 0, nc: int = 0) -> None:
     lib.loop_gemm_set_blocking(int(mc), int(kc), int(nc))
 
 
-def set_gemm_streaming(on: bool) -> None:
-    """Non-temporal stores for a large, aligned, write-once C (on by default); off for A/B timing."""
-    lib.loop_gemm_set_streaming(int(bool(on)))
+def set_gemm_streaming(on: bool = True, min_mib: int = 32) -> None:
+    """Non-temporal stores for a write-once, 64-byte aligned C over min_mib MiB (on, 32 MiB by
+    default); off for A/B timing."""
+    lib.loop_gemm_set_stream_min_mib(int(min_mib) if on else 0)
 
 
 # ---------------------------------------------------------------- observability
