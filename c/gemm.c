@@ -112,7 +112,8 @@ static inline void micro_tile(const loop_isa_kernels *kt, int kc, const float *a
  * thread a sliver of rows and make every thread read B panels the other one packed. Instead
  * the threads pack all of A together (double-buffered, so one barrier per K block), then split
  * the NR panels of N: each packs its B micro-panel and runs it against the whole A block while
- * the panel is still in L1, as OpenBLAS does. Same K blocks, same micro-kernel and the same
+ * the panel is still in cache, as OpenBLAS does. (Packing 4 panels per pass, to read longer
+ * stretches of B's rows, measured within noise of this.) Same K blocks, same micro-kernel and the same
  * order per element as the general path, so the results are bit-identical to it. */
 static void gemm_short_m(const loop_isa_kernels *kt, int trans_a, int trans_b, int M, int N, int K, int KC,
                          const float *A, long lda, const float *B, long ldb, float *C, long ldc, int accumulate) {
