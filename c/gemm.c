@@ -188,7 +188,8 @@ void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, lo
      * reuses them for every NC block, instead of packing them again per NC block. */
     const int reuse_a = N > NC;
     /* A C too big for the cache, written once (one K block, no accumulate), 64-byte aligned rows:
-     * store it non-temporally, so no line is first read from memory only to be overwritten. */
+     * store it non-temporally, so no line is first read from memory only to be overwritten.
+     * Only the AVX-512 micro-kernel (the one with MR = 12) implements LOOP_STORE_STREAM. */
     const int stream = stream_min_mib > 0 && !accumulate && K <= KC &&
                        (double)M * N * sizeof(float) > stream_min_mib * 1048576.0 &&
                        kt->mr == 12 && ((uintptr_t)C % LOOP_ALIGN) == 0 && (ldc * sizeof(float)) % LOOP_ALIGN == 0;
