@@ -6,7 +6,6 @@ val_fraction of them, at least one) so the validation loss is measured on unseen
 Ids are stored as uint16 memmaps (uint32 when the vocabulary exceeds 65535)."""
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,24 +13,10 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from ..cache import atomic_write_bytes, cache_dir
 from .corpus import Corpus, DataError
 
 EOT = "<|endoftext|>"
-
-
-def cache_dir() -> Path:
-    d = Path(os.environ.get("LOOP_CACHE_DIR") or Path.home() / ".cache" / "loop_tui")
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def train_tokenizer(corpus: Corpus, vocab_size: int) -> Tokenizer:
@@ -49,7 +34,7 @@ def get_tokenizer(corpus: Corpus, vocab_size: int) -> tuple[Tokenizer, Path]:
     if path.exists():
         return Tokenizer.from_file(str(path)), path
     tok = train_tokenizer(corpus, vocab_size)
-    _atomic_write_bytes(path, tok.to_str().encode())
+    atomic_write_bytes(path, tok.to_str().encode())
     return tok, path
 
 
@@ -85,7 +70,7 @@ def _encode(tok: Tokenizer, texts: list[str], dtype) -> np.ndarray:
 
 def _cached_ids(path: Path, make, dtype) -> np.ndarray:
     if not path.exists():
-        _atomic_write_bytes(path, make().tobytes())
+        atomic_write_bytes(path, make().tobytes())
     return np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
 
 

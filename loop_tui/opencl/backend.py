@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import orjson
 
-from ..kernels import KernelStat  # one record type for both backends' kernel tables
+from ..cache import measured
+from ..kernels import KernelStat, matmul_dims  # one record type and one shape check for both backends
 from .device import NoOpenCL, choose
 
 KERNELS = Path(__file__).with_name("kernels.cl")
@@ -129,11 +129,7 @@ class OpenCLBackend:
 
     # ------------------------------------------------------------------ GEMM
     def matmul(self, a, b, out=None, transpose_a=False, transpose_b=False, bias=None, accumulate=False, variant=None):
-        M, K = (a.shape[1], a.shape[0]) if transpose_a else a.shape
-        Kb, N = (b.shape[1], b.shape[0]) if transpose_b else b.shape
-        if K != Kb:
-            raise ValueError(f"matmul shapes do not agree: a {a.shape} (transpose_a={transpose_a}), "
-                             f"b {b.shape} (transpose_b={transpose_b})")
+        M, N, K = matmul_dims(a.shape, b.shape, transpose_a, transpose_b, out is not None, accumulate)
         if out is None:
             out = self.cla.empty(self.queue, (M, N), np.float32)
         if out.shape != (M, N):
@@ -156,16 +152,10 @@ class OpenCLBackend:
     def _autotune(self) -> str:
         """Time the large-matrix GEMM variants (16x16 tiled, 64x64 register-blocked, barrier-free) on a
         model-sized shape once per device and keep the fastest; the choice is cached."""
-        from ..data.tokens import cache_dir
-
         key = f"{self.dev.platform.name.strip()}|{self.dev.name.strip()}|{self.dev.driver_version}"
-        path = cache_dir() / "opencl_tune.json"
-        try:
-            cached = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            cached = {}
-        if key in cached:
-            return cached[key]["large_gemm"]
+        return measured("opencl_tune.json", key, self._time_gemm_variants)["large_gemm"]
+
+    def _time_gemm_variants(self) -> dict:
         rng = np.random.default_rng(0)
         a = self.cla.to_device(self.queue, rng.standard_normal((512, 384), dtype=np.float32))
         b = self.cla.to_device(self.queue, rng.standard_normal((384, 512), dtype=np.float32))
@@ -180,10 +170,7 @@ class OpenCLBackend:
             self.queue.finish()
             timings[v] = (time.perf_counter() - t0) / 3
         self.pending.clear()
-        best = min(timings, key=timings.get)
-        cached[key] = {"large_gemm": best, "seconds": timings}
-        path.write_bytes(orjson.dumps(cached))
-        return best
+        return {"large_gemm": min(timings, key=timings.get), "seconds": timings}
 
     # ------------------------------------------------------------------ ops (same signatures as the C backend)
     def encoder_forward(self, out, tokens, wte, wpe):

@@ -4,10 +4,8 @@ A register-resident FMA loop (c/kernels_*.c: fma_peak_*) runs on every kernel th
 0.3 s at first use; the result is cached per CPU model, instruction set and thread count."""
 from __future__ import annotations
 
-import orjson
-
 from .. import kernels
-from ..data.tokens import cache_dir
+from ..cache import measured
 
 
 def _cpu_model() -> str:
@@ -22,12 +20,4 @@ def _cpu_model() -> str:
 
 def peak_gflops() -> float:
     key = f"{_cpu_model()}|{kernels.isa()}|{kernels.get_num_threads()}"
-    path = cache_dir() / "peak.json"
-    try:
-        cached = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        cached = {}
-    if key not in cached:
-        cached[key] = kernels.measure_peak_gflops(0.3)
-        path.write_bytes(orjson.dumps(cached))
-    return float(cached[key])
+    return float(measured("peak.json", key, lambda: kernels.measure_peak_gflops(0.3)))

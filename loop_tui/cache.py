@@ -1,0 +1,39 @@
+"""The cache folder ($LOOP_CACHE_DIR, default ~/.cache/loop_tui): tokenizers, token ids and
+per-machine measurements (FMA peak, OpenCL autotune), each written atomically."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+
+def cache_dir() -> Path:
+    d = Path(os.environ.get("LOOP_CACHE_DIR") or Path.home() / ".cache" / "loop_tui")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """A reader sees the old file or the new one, never half of one (and a crash leaves the old)."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def measured(file: str, key: str, measure: Callable[[], Any]) -> Any:
+    """The value stored under `key` in the JSON file `file` of the cache folder; measured (and
+    stored) the first time. An unreadable file counts as empty."""
+    path = cache_dir() / file
+    try:
+        table = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        table = {}
+    if key not in table:
+        table[key] = measure()
+        atomic_write_bytes(path, orjson.dumps(table))
+    return table[key]
