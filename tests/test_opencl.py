@@ -70,6 +70,14 @@ def test_gemm_on_views_with_offsets(be):
     assert np.all(be.to_numpy(flat)[:64] == 0) and np.all(be.to_numpy(flat)[2048 + 200:] == 0)
 
 
+def test_gemm_bad_shapes_raise_like_the_c_backend(be):
+    a, b = dev(be, rand(3, 4)), dev(be, rand(5, 6))
+    with pytest.raises(ValueError, match=r"\(3, 4\).*\(5, 6\)"):
+        be.matmul(a, b)
+    with pytest.raises(ValueError, match="needs out"):
+        be.matmul(dev(be, rand(3, 4)), dev(be, rand(4, 6)), accumulate=True)
+
+
 def test_the_original_8x8_launch_of_a_16x16_kernel_is_refused(be):
     """The note's kernel hard-coded 16x16 local tiles and was launched with 8x8 groups, reading local
     memory nobody wrote. Here the tile is compiled in and required, so that launch cannot happen."""

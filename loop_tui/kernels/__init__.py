@@ -228,18 +228,25 @@ def empty(shape, dtype=np.float32) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- GEMM
+def matmul_dims(a_shape, b_shape, transpose_a: bool, transpose_b: bool, has_out: bool,
+                accumulate: bool) -> tuple[int, int, int]:
+    """(M, N, K) of op(a) @ op(b), or ValueError naming the shapes (shared by every backend)."""
+    M, K = (a_shape[1], a_shape[0]) if transpose_a else a_shape
+    Kb, N = (b_shape[1], b_shape[0]) if transpose_b else b_shape
+    if K != Kb:
+        raise ValueError(f"matmul shapes do not agree: op(a) is {M}x{K} (a {tuple(a_shape)}, transpose_a={transpose_a}), "
+                         f"op(b) is {Kb}x{N} (b {tuple(b_shape)}, transpose_b={transpose_b})")
+    if accumulate and not has_out:
+        raise ValueError("accumulate=True needs out")
+    return M, N, K
+
+
 def matmul(a, b, out=None, transpose_a: bool = False, transpose_b: bool = False, bias=None,
            accumulate: bool = False) -> np.ndarray:
     """out = op(a) @ op(b) (+ bias) (+ out if accumulate); op transposes when asked."""
     a, b = _arr("a", a, ndim=2), _arr("b", b, ndim=2)
-    M, K = (a.shape[1], a.shape[0]) if transpose_a else a.shape
-    Kb, N = (b.shape[1], b.shape[0]) if transpose_b else b.shape
-    if K != Kb:
-        raise ValueError(f"matmul shapes do not agree: op(a) is {M}x{K} (a {a.shape}, transpose_a={transpose_a}), "
-                         f"op(b) is {Kb}x{N} (b {b.shape}, transpose_b={transpose_b})")
+    M, N, K = matmul_dims(a.shape, b.shape, transpose_a, transpose_b, out is not None, accumulate)
     if out is None:
-        if accumulate:
-            raise ValueError("accumulate=True needs out")
         out = empty((M, N))
     out = _out("out", out)
     _shape("out", out, (M, N))
