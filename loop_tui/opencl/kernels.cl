@@ -7,17 +7,23 @@
 #define TILE 16
 #endif
 
+/* Every GEMM variant takes the same arguments (the host passes one list to whichever it picks):
+ * C[M,N] = op(A) op(B) (+ bias) (+ C); each buffer comes with its element offset (views). */
+#define GEMM_PARAMS                                                                                \
+    const int M, const int N, const int K,                                                         \
+    __global const float *A, const ulong a_off, const int lda, const int ta,                       \
+    __global const float *B, const ulong b_off, const int ldb, const int tb,                       \
+    __global float *C, const ulong c_off, const int ldc,                                           \
+    __global const float *bias, const ulong bias_off, const int has_bias, const int accumulate
+#define GEMM_APPLY_OFFSETS A += a_off; B += b_off; C += c_off; bias += bias_off
+
 /* C[M,N] = op(A) op(B) (+ bias) (+ C). One TILE x TILE work-group per TILE x TILE block of C;
  * the local tiles are sized by the same TILE the group is launched with (reqd_work_group_size),
  * so an 8x8 group fills its whole 8x8 tile: the original project's kernel hard-coded 16x16 tiles
  * under 8x8 groups and read local memory nobody wrote. */
 __kernel __attribute__((reqd_work_group_size(TILE, TILE, 1)))
-void gemm_tiled(const int M, const int N, const int K,
-                __global const float *A, const ulong a_off, const int lda, const int ta,
-                __global const float *B, const ulong b_off, const int ldb, const int tb,
-                __global float *C, const ulong c_off, const int ldc,
-                __global const float *bias, const ulong bias_off, const int has_bias, const int accumulate) {
-    A += a_off; B += b_off; C += c_off; bias += bias_off;
+void gemm_tiled(GEMM_PARAMS) {
+    GEMM_APPLY_OFFSETS;
     const int lr = get_local_id(1), lc = get_local_id(0);
     const int row = get_group_id(1) * TILE + lr, col = get_group_id(0) * TILE + lc;
     __local float As[TILE][TILE];
@@ -44,12 +50,8 @@ void gemm_tiled(const int M, const int N, const int K,
 #define RB 64
 #define RB_K 16
 __kernel __attribute__((reqd_work_group_size(16, 16, 1)))
-void gemm_rb4(const int M, const int N, const int K,
-              __global const float *A, const ulong a_off, const int lda, const int ta,
-              __global const float *B, const ulong b_off, const int ldb, const int tb,
-              __global float *C, const ulong c_off, const int ldc,
-              __global const float *bias, const ulong bias_off, const int has_bias, const int accumulate) {
-    A += a_off; B += b_off; C += c_off; bias += bias_off;
+void gemm_rb4(GEMM_PARAMS) {
+    GEMM_APPLY_OFFSETS;
     const int tx = get_local_id(0), ty = get_local_id(1), tid = ty * 16 + tx;
     const int row0 = get_group_id(1) * RB, col0 = get_group_id(0) * RB;
     __local float As[RB_K][RB + 1];
@@ -373,12 +375,8 @@ __kernel void fill_zero(__global float *x, const ulong x_off, const ulong n) {
  * memory. PoCL packs neighbouring items into SIMD lanes, so B's row loads become vector loads and
  * A's loads broadcasts; without barriers it needs no per-item context switching. */
 #define A_AT(i, k) (ta ? A[(size_t)(k) * lda + (i)] : A[(size_t)(i) * lda + (k)])
-__kernel void gemm_direct4(const int M, const int N, const int K,
-                           __global const float *A, const ulong a_off, const int lda, const int ta,
-                           __global const float *B, const ulong b_off, const int ldb, const int tb,
-                           __global float *C, const ulong c_off, const int ldc,
-                           __global const float *bias, const ulong bias_off, const int has_bias, const int accumulate) {
-    A += a_off; B += b_off; C += c_off; bias += bias_off;
+__kernel void gemm_direct4(GEMM_PARAMS) {
+    GEMM_APPLY_OFFSETS;
     const int col = get_global_id(0), r0 = get_global_id(1) * 4;
     const int cc = col < N ? col : N - 1;  /* clamped reads keep every lane busy; writes are guarded */
     const int r1 = min(r0 + 1, M - 1), r2 = min(r0 + 2, M - 1), r3 = min(r0 + 3, M - 1), rr0 = min(r0, M - 1);
