@@ -20,7 +20,7 @@ from cffi import FFI
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 HEADERS = ["runtime.h", "gemm.h", "ops.h"]
-CFLAGS = ["-O3", "-std=c99", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math", "-fopenmp", "-Wall", "-Wno-unknown-pragmas"]
+CFLAGS = ["-O3", "-std=c99", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math", "-fopenmp", "-Wall", "-Wextra", "-Wno-unknown-pragmas"]
 LDFLAGS = ["-fopenmp"]
 if os.environ.get("LOOP_SANITIZE") == "1":
     CFLAGS += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-O2"]

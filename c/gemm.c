@@ -18,7 +18,12 @@
  * with MC shrunk so every thread gets an equal share. Two special cases: a short M (packed A
  * fits in L2) splits N instead (gemm_short_m), and a large write-once C is stored
  * non-temporally. The K order of every sum is fixed by KC alone, so results do not depend on
- * the thread count or the path. */
+ * the thread count or the path.
+ *
+ * Precision is a property of the micro-kernel (isa_variants.h): fp32, or bf16 with the inputs
+ * rounded while packing. Panels are addressed in bytes: a panel of r rows and kc K entries holds
+ * r * round_up(kc, kpack) elements of elem_bytes each; bf16 panels are half as large, so their
+ * KC, MC and NC come out twice as large for the same caches. */
 #include <stdint.h>
 #include <string.h>
 #include "gemm.h"
@@ -48,33 +53,45 @@ static long round_down(long x, long m) { return x / m * m; }
 static long round_up(long x, long m) { return (x + m - 1) / m * m; }
 static long gcd(long a, long b) { return b ? gcd(b, a % b) : a; }
 
-static void blocking(const loop_isa_kernels *kt, int *mc, int *kc, int *nc) {
-    long k = round_down(cache_l1d * 3 / 2 / (kt->nr * (long)sizeof(float)), 64);
-    k = k < 64 ? 64 : (k > 1024 ? 1024 : k);
-    long mstep = kt->mr * 64 / gcd(kt->mr, 64);
-    long m = round_down(cache_l2 / 2 / (k * (long)sizeof(float)), mstep);
+/* The block-size rules of every micro-kernel and precision (BLIS's context): from the caches and
+ * the kernel's MR, NR and packed element size alone. */
+static void blocking(const loop_gemm_kernel *gk, int *mc, int *kc, int *nc) {
+    const long eb = gk->elem_bytes;
+    long k = round_down(cache_l1d * 3 / 2 / (gk->nr * eb), 64);
+    k = k < 64 ? 64 : (k > 4096 / eb ? 4096 / eb : k);
+    long mstep = gk->mr * 64 / gcd(gk->mr, 64);
+    long m = round_down(cache_l2 / 2 / (k * eb), mstep);
     m = m < mstep ? mstep : m;
-    long n = round_down(cache_l3 / 4 / (k * (long)sizeof(float)), 64);
+    long n = round_down(cache_l3 / 4 / (k * eb), 64);
     n = n < 64 ? 64 : (n > 4096 ? 4096 : n);
     *kc = fixed_kc ? fixed_kc : (int)k;
-    *mc = fixed_mc ? (int)round_up(fixed_mc, kt->mr) : (int)m;
-    *nc = fixed_nc ? (int)round_up(fixed_nc, kt->nr) : (int)n;
+    *mc = fixed_mc ? (int)round_up(fixed_mc, gk->mr) : (int)m;
+    *nc = fixed_nc ? (int)round_up(fixed_nc, gk->nr) : (int)n;
 }
 
 /* short M: the whole packed A (M x KC) stays in L2 with room for B panels streaming through
  * (an explicitly set MC caps it instead, so tests can force either path) */
-static long short_m_rows(int MC, int KC) {
-    return fixed_mc ? MC : cache_l2 * 3 / 4 / (KC * (long)sizeof(float));
+static long short_m_rows(const loop_gemm_kernel *gk, int MC, int KC) {
+    return fixed_mc ? MC : cache_l2 * 3 / 4 / (KC * (long)gk->elem_bytes);
 }
 
-void loop_gemm_get_blocking(int *out7) {
-    const loop_isa_kernels *kt = loop_kernels_active();
-    out7[0] = kt->mr;
-    out7[1] = kt->nr;
-    blocking(kt, &out7[2], &out7[3], &out7[4]);
-    out7[5] = (int)(short_m_rows(out7[2], out7[3]) / kt->mr * kt->mr);
-    out7[6] = kt->mr == 12 ? stream_min_mib : 0;
+/* bytes of a packed panel of `rows` rows (A) or columns (B) over kc K entries */
+static size_t panel_bytes(const loop_gemm_kernel *gk, long rows, int kc) {
+    return (size_t)rows * (size_t)round_up(kc, gk->kpack) * (size_t)gk->elem_bytes;
 }
+
+static float *scratch_bytes(int slot, size_t bytes) { return loop_scratch(slot, (bytes + 3) / 4); }
+
+void loop_gemm_get_blocking(int precision, int *out7) {
+    const loop_gemm_kernel *gk = loop_gemm_kernel_active(precision);
+    out7[0] = gk->mr;
+    out7[1] = gk->nr;
+    blocking(gk, &out7[2], &out7[3], &out7[4]);
+    out7[5] = (int)(short_m_rows(gk, out7[2], out7[3]) / gk->mr * gk->mr);
+    out7[6] = gk->can_stream ? stream_min_mib : 0;
+}
+
+const char *loop_gemm_kernel_name(int precision) { return loop_gemm_kernel_active(precision)->name; }
 
 /* C rows get bias (overwrite or add) so the main loop can always accumulate. */
 static void apply_bias(float *C, long ldc, const float *bias, int M, int N, int accumulate) {
@@ -95,14 +112,14 @@ static void apply_bias(float *C, long ldc, const float *bias, int M, int N, int 
 
 /* One MR x NR tile of C (+)= a_panel . b_panel; a partial tile goes through `edge`, a full one
  * is stored by the micro-kernel itself (streaming past the cache when `stream`). */
-static inline void micro_tile(const loop_isa_kernels *kt, int kc, const float *a, const float *b, float *c,
+static inline void micro_tile(const loop_gemm_kernel *gk, int kc, const char *a, const char *b, float *c,
                               long ldc, int mrcur, int ncur, int acc, int stream, float *edge) {
-    const int MR = kt->mr, NR = kt->nr;
+    const int MR = gk->mr, NR = gk->nr, kcp = (int)round_up(kc, gk->kpack);
     if (mrcur == MR && ncur == NR) {
-        kt->ukernel(kc, a, b, c, ldc, stream ? LOOP_STORE_STREAM : acc);
+        gk->ukernel(kcp, a, b, c, ldc, stream ? LOOP_STORE_STREAM : acc);
         return;
     }
-    kt->ukernel(kc, a, b, edge, NR, 0);
+    gk->ukernel(kcp, a, b, edge, NR, 0);
     for (int i = 0; i < mrcur; i++)
         for (int j = 0; j < ncur; j++)
             c[(size_t)i * ldc + j] = acc ? c[(size_t)i * ldc + j] + edge[i * NR + j] : edge[i * NR + j];
@@ -115,26 +132,26 @@ static inline void micro_tile(const loop_isa_kernels *kt, int kc, const float *a
  * the panel is still in cache, as OpenBLAS does. (Packing 4 panels per pass, to read longer
  * stretches of B's rows, measured within noise of this.) Same K blocks, same micro-kernel and the same
  * order per element as the general path, so the results are bit-identical to it. */
-static void gemm_short_m(const loop_isa_kernels *kt, int trans_a, int trans_b, int M, int N, int K, int KC,
+static void gemm_short_m(const loop_gemm_kernel *gk, int trans_a, int trans_b, int M, int N, int K, int KC,
                          const float *A, long lda, const float *B, long ldb, float *C, long ldc, int accumulate) {
-    const int MR = kt->mr, NR = kt->nr, nth = loop_nthreads;
+    const int MR = gk->mr, NR = gk->nr, nth = loop_nthreads;
     const int mpanels = (M + MR - 1) / MR, npanels = (N + NR - 1) / NR;
-    const size_t ablock = (size_t)mpanels * MR * KC;
-    float *apack = loop_scratch(SCRATCH_PACK_A0, 2 * ablock);
-    float *bpanels = loop_scratch(SCRATCH_PACK_B, (size_t)nth * NR * KC);
+    const size_t ablock = panel_bytes(gk, (long)mpanels * MR, KC), bpanel = panel_bytes(gk, NR, KC);
+    char *apack = (char *)scratch_bytes(SCRATCH_PACK_A0, 2 * ablock);
+    char *bpanels = (char *)scratch_bytes(SCRATCH_PACK_B, (size_t)nth * bpanel);
     #pragma omp parallel num_threads(nth)
     {
         float edge[LOOP_MAX_MR * LOOP_MAX_NR] __attribute__((aligned(LOOP_ALIGN)));
-        float *bp = bpanels + (size_t)omp_get_thread_num() * NR * KC;
+        char *bp = bpanels + (size_t)omp_get_thread_num() * bpanel;
         for (int pc = 0, step = 0; pc < K; pc += KC, step++) {
             const int kc = K - pc < KC ? K - pc : KC;
             const int acc = accumulate || pc > 0;
-            float *ap = apack + (step & 1) * ablock;
+            char *ap = apack + (step & 1) * ablock;
             {
                 BUSY_BEGIN; /* one contiguous run of panels per thread: transposed A is read row by row */
                 const int t = omp_get_thread_num();
                 const int i0 = mpanels * t / nth * MR, i1 = mpanels * (t + 1) / nth * MR;
-                if (i1 > i0) kt->pack_a(ap + (size_t)i0 * kc, A, lda, trans_a, i0, pc, (i1 < M ? i1 : M) - i0, kc, MR);
+                if (i1 > i0) gk->pack_a(ap + panel_bytes(gk, i0, kc), A, lda, trans_a, i0, pc, (i1 < M ? i1 : M) - i0, kc, MR);
                 BUSY_END;
             }
             #pragma omp barrier
@@ -143,9 +160,9 @@ static void gemm_short_m(const loop_isa_kernels *kt, int trans_a, int trans_b, i
                 #pragma omp for schedule(static) nowait
                 for (int p = 0; p < npanels; p++) {
                     const int jr = p * NR, ncur = N - jr < NR ? N - jr : NR;
-                    kt->pack_b(bp, B, ldb, trans_b, pc, jr, ncur, kc, NR);
+                    gk->pack_b(bp, B, ldb, trans_b, pc, jr, ncur, kc, NR);
                     for (int ir = 0; ir < M; ir += MR)
-                        micro_tile(kt, kc, ap + (size_t)ir * kc, bp, C + (size_t)ir * ldc + jr, ldc,
+                        micro_tile(gk, kc, ap + panel_bytes(gk, ir, kc), bp, C + (size_t)ir * ldc + jr, ldc,
                                    M - ir < MR ? M - ir : MR, ncur, acc, 0, edge);
                 }
                 BUSY_END;
@@ -154,13 +171,11 @@ static void gemm_short_m(const loop_isa_kernels *kt, int trans_a, int trans_b, i
     }
 }
 
-void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, long lda,
-               const float *B, long ldb, float *C, long ldc, const float *bias, int accumulate) {
-    KSTAT_BEGIN;
-    const loop_isa_kernels *kt = loop_kernels_active();
-    const int MR = kt->mr, NR = kt->nr;
+static void gemm(const loop_gemm_kernel *gk, int trans_a, int trans_b, int M, int N, int K, const float *A,
+                 long lda, const float *B, long ldb, float *C, long ldc, const float *bias, int accumulate) {
+    const int MR = gk->mr, NR = gk->nr;
     int MC, KC, NC;
-    blocking(kt, &MC, &KC, &NC);
+    blocking(gk, &MC, &KC, &NC);
     if (bias) {
         apply_bias(C, ldc, bias, M, N, accumulate);
         accumulate = 1;
@@ -168,13 +183,12 @@ void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, lo
     /* even K blocks (K=512 with KC=384 -> 2 x 256, not 384 + a 128 sliver); depends on K alone */
     {
         const int kblocks = (K + KC - 1) / KC;
-        const int even = (int)round_up((K + kblocks - 1) / kblocks, 16);
+        const int even = (int)round_up((K + kblocks - 1) / kblocks, gk->kpack > 16 ? gk->kpack : 16);
         KC = even < KC ? even : KC;
     }
     const int nth = loop_nthreads;
-    if (round_up(M, MR) <= short_m_rows(MC, KC) && N >= 2 * nth * NR) {
-        gemm_short_m(kt, trans_a, trans_b, M, N, K, KC, A, lda, B, ldb, C, ldc, accumulate);
-        KSTAT_END(K_GEMM, 2.0 * M * N * K, 4.0 * ((double)M * K + (double)K * N + (accumulate ? 2.0 : 1.0) * M * N));
+    if (round_up(M, MR) <= short_m_rows(gk, MC, KC) && N >= 2 * nth * NR) {
+        gemm_short_m(gk, trans_a, trans_b, M, N, K, KC, A, lda, B, ldb, C, ldc, accumulate);
         return;
     }
     /* equal M blocks, a multiple of the thread count, each a multiple of MR */
@@ -189,18 +203,18 @@ void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, lo
     const int reuse_a = N > NC;
     /* A C too big for the cache, written once (one K block, no accumulate), 64-byte aligned rows:
      * store it non-temporally, so no line is first read from memory only to be overwritten.
-     * Only the AVX-512 micro-kernel (the one with MR = 12) implements LOOP_STORE_STREAM. */
+     * Only micro-kernels with .can_stream implement LOOP_STORE_STREAM. */
     const int stream = stream_min_mib > 0 && !accumulate && K <= KC &&
                        (double)M * N * sizeof(float) > stream_min_mib * 1048576.0 &&
-                       kt->mr == 12 && ((uintptr_t)C % LOOP_ALIGN) == 0 && (ldc * sizeof(float)) % LOOP_ALIGN == 0;
+                       gk->can_stream && ((uintptr_t)C % LOOP_ALIGN) == 0 && (ldc * sizeof(float)) % LOOP_ALIGN == 0;
     const long my_blocks = reuse_a ? (mblocks + nth - 1) / nth : 1;
-    float *bpack = loop_scratch(SCRATCH_PACK_B, (size_t)nc_max * KC);
-    float *apack[LOOP_MAX_THREADS];
-    for (int t = 0; t < nth; t++) apack[t] = loop_scratch(SCRATCH_PACK_A0 + t, (size_t)my_blocks * mc * KC);
+    char *bpack = (char *)scratch_bytes(SCRATCH_PACK_B, panel_bytes(gk, nc_max, KC));
+    char *apack[LOOP_MAX_THREADS];
+    for (int t = 0; t < nth; t++) apack[t] = (char *)scratch_bytes(SCRATCH_PACK_A0 + t, panel_bytes(gk, (long)my_blocks * mc, KC));
 
     #pragma omp parallel num_threads(nth)
     {
-        float *ap_base = apack[omp_get_thread_num()];
+        char *ap_base = apack[omp_get_thread_num()];
         float edge[LOOP_MAX_MR * LOOP_MAX_NR] __attribute__((aligned(LOOP_ALIGN)));
         for (int pc = 0; pc < K; pc += KC) {
             const int kc = K - pc < KC ? K - pc : KC;
@@ -213,7 +227,7 @@ void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, lo
                     #pragma omp for schedule(static) nowait
                     for (int p = 0; p < npanels; p++) {
                         int n = nc - p * NR < NR ? nc - p * NR : NR;
-                        kt->pack_b(bpack + (size_t)p * NR * kc, B, ldb, trans_b, pc, jc + p * NR, n, kc, NR);
+                        gk->pack_b(bpack + panel_bytes(gk, (long)p * NR, kc), B, ldb, trans_b, pc, jc + p * NR, n, kc, NR);
                     }
                     BUSY_END;
                 }
@@ -224,15 +238,15 @@ void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, lo
                     #pragma omp for schedule(static) nowait
                     for (long ib = 0; ib < mblocks; ib++) {
                         const int ic = (int)ib * mc, mcur = M - ic < mc ? M - ic : mc;
-                        float *ap = ap_base + (reuse_a ? (size_t)mine * mc * kc : 0);
+                        char *ap = ap_base + (reuse_a ? panel_bytes(gk, mine * mc, kc) : 0);
                         mine++;
-                        if (!reuse_a || jc == 0) kt->pack_a(ap, A, lda, trans_a, ic, pc, mcur, kc, MR);
+                        if (!reuse_a || jc == 0) gk->pack_a(ap, A, lda, trans_a, ic, pc, mcur, kc, MR);
                         for (int p = 0; p < npanels; p++) {
                             const int jr = p * NR, ncur = nc - jr < NR ? nc - jr : NR;
-                            const float *bp = bpack + (size_t)p * NR * kc;
+                            const char *bp = bpack + panel_bytes(gk, (long)p * NR, kc);
                             for (int ir = 0; ir < mcur; ir += MR) {
                                 const int mrcur = mcur - ir < MR ? mcur - ir : MR;
-                                micro_tile(kt, kc, ap + (size_t)ir * kc, bp, C + (size_t)(ic + ir) * ldc + jc + jr,
+                                micro_tile(gk, kc, ap + panel_bytes(gk, ir, kc), bp, C + (size_t)(ic + ir) * ldc + jc + jr,
                                            ldc, mrcur, ncur, acc, stream, edge);
                             }
                         }
@@ -244,5 +258,20 @@ void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, lo
             }
         }
     }
-    KSTAT_END(K_GEMM, 2.0 * M * N * K, 4.0 * ((double)M * K + (double)K * N + (accumulate ? 2.0 : 1.0) * M * N));
+}
+
+#define GEMM_BYTES(acc) (4.0 * ((double)M * K + (double)K * N + ((acc) ? 2.0 : 1.0) * M * N))
+
+void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, long lda,
+               const float *B, long ldb, float *C, long ldc, const float *bias, int accumulate) {
+    KSTAT_BEGIN;
+    gemm(loop_gemm_kernel_active(LOOP_FP32), trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate);
+    KSTAT_END(K_GEMM, 2.0 * M * N * K, GEMM_BYTES(accumulate || bias));
+}
+
+void loop_gemm_bf16(int trans_a, int trans_b, int M, int N, int K, const float *A, long lda,
+                    const float *B, long ldb, float *C, long ldc, const float *bias, int accumulate) {
+    KSTAT_BEGIN;
+    gemm(loop_gemm_kernel_active(LOOP_BF16), trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate);
+    KSTAT_END(K_GEMM_BF16, 2.0 * M * N * K, GEMM_BYTES(accumulate || bias));
 }

@@ -6,6 +6,10 @@
 
 void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, long lda,
                const float *B, long ldb, float *C, long ldc, const float *bias, int accumulate);
+/* The same with A and B rounded to bf16 (round to nearest even) and products summed in fp32:
+ * on AVX512-BF16 or AMX where the CPU has them (runtime.h: loop_bf16_path_*), else on fp32 FMAs. */
+void loop_gemm_bf16(int trans_a, int trans_b, int M, int N, int K, const float *A, long lda,
+                    const float *B, long ldb, float *C, long ldc, const float *bias, int accumulate);
 
 /* Cache sizes in bytes (the Python side reads them from sysfs). Block sizes follow from them
  * unless set explicitly (0 = derive). */
@@ -14,8 +18,11 @@ void loop_gemm_set_blocking(int mc, int kc, int nc);
 /* A C over this many MiB (default 32), with 64-byte aligned rows, written in one K block without
  * accumulate, is stored non-temporally (AVX-512); 0: never. For tuning and A/B timing. */
 void loop_gemm_set_stream_min_mib(int mib);
-/* out: mr, nr, mc, kc, nc for the active ISA, short_m_rows (the largest M that takes the
- * short-M path), stream_min_mib (the smallest C written with streaming stores; 0 = never) */
-void loop_gemm_get_blocking(int *out7);
+/* For precision 0 (fp32) or 1 (bf16), out: mr, nr, mc, kc, nc of the micro-kernel in use,
+ * short_m_rows (the largest M that takes the short-M path), stream_min_mib (the smallest C
+ * written with streaming stores; 0 = never) */
+void loop_gemm_get_blocking(int precision, int *out7);
+/* the name of the micro-kernel GEMMs of that precision use now */
+const char *loop_gemm_kernel_name(int precision);
 
 #endif

@@ -4,9 +4,10 @@
 #include <immintrin.h>
 #define ISA_FN(name) name##_avx2
 #include "ops_impl.h"
+#include "gemm_pack.h"
 
-static void ukernel_avx2(int kc, const float *restrict a, const float *restrict b,
-                         float *restrict c, long ldc, int accumulate) {
+static void ukernel_avx2(int kc, const void *a_, const void *b_, float *restrict c, long ldc, int accumulate) {
+    const float *restrict a = a_, *restrict b = b_;
 #define ROW_INIT(i) __m256 c##i##0 = _mm256_setzero_ps(), c##i##1 = _mm256_setzero_ps();
     ROW_INIT(0) ROW_INIT(1) ROW_INIT(2) ROW_INIT(3) ROW_INIT(4) ROW_INIT(5)
     for (int k = 0; k < kc; k++) {
@@ -34,7 +35,7 @@ static void ukernel_avx2(int kc, const float *restrict a, const float *restrict 
     ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3) ROW_STORE(4) ROW_STORE(5)
 }
 
-double fma_peak_avx2(long iters) {
+static double fma_peak_avx2(long iters) {
     __m256 x[10];
     const __m256 m = _mm256_set1_ps(0.9999999f), add = _mm256_set1_ps(1e-7f);
     for (int i = 0; i < 10; i++) x[i] = _mm256_set1_ps((float)i);
@@ -54,4 +55,12 @@ double fma_peak_avx2(long iters) {
     return (double)iters * 10 * 8 * 2;
 }
 
-ISA_KERNEL_TABLE(loop_kernels_avx2, 6, 16, ukernel_avx2, fma_peak_avx2);
+static const loop_gemm_kernel gemm_fp32 = {
+    .name = "avx2", .precision = LOOP_FP32, .mr = 6, .nr = 16, .kpack = 1, .elem_bytes = 4, .can_stream = 0,
+    .ukernel = ukernel_avx2, .pack_a = pack_a_avx2, .pack_b = pack_b_avx2, .peak = fma_peak_avx2};
+static const loop_gemm_kernel gemm_bf16_portable = {
+    .name = "portable (avx2 FMA)", .precision = LOOP_BF16, .mr = 6, .nr = 16, .kpack = 1, .elem_bytes = 4,
+    .can_stream = 0, .ukernel = ukernel_avx2, .pack_a = pack_a_bf16r_avx2, .pack_b = pack_b_bf16r_avx2,
+    .peak = fma_peak_avx2};
+const loop_isa_kernels loop_kernels_avx2 = {
+    .name = "avx2", .gemm_fp32 = &gemm_fp32, .gemm_bf16_portable = &gemm_bf16_portable, ISA_OPS_FIELDS};

@@ -5,11 +5,12 @@
 #include <immintrin.h>
 #define ISA_FN(name) name##_avx512
 #include "ops_impl.h"
+#include "gemm_pack.h"
 
 /* C[12,32] (+)= sum_k a[k][0..12] x b[k][0..32]: 24 zmm accumulators, 2 B loads and 12
  * broadcasts per k. */
-static void ukernel_avx512(int kc, const float *restrict a, const float *restrict b,
-                           float *restrict c, long ldc, int accumulate) {
+static void ukernel_avx512(int kc, const void *a_, const void *b_, float *restrict c, long ldc, int accumulate) {
+    const float *restrict a = a_, *restrict b = b_;
     /* fetch the C tile (12 rows x 2 lines) now, so its misses overlap the k loop instead of
      * stalling the stores at the end (BLIS does the same) */
     for (int i = 0; i < 12 && accumulate != LOOP_STORE_STREAM; i++) {
@@ -55,7 +56,7 @@ static void ukernel_avx512(int kc, const float *restrict a, const float *restric
 }
 
 /* 12 independent FMA chains (latency 4 x 2 ports needs 8) on registers only. */
-double fma_peak_avx512(long iters) {
+static double fma_peak_avx512(long iters) {
     __m512 x[12];
     const __m512 m = _mm512_set1_ps(0.9999999f), add = _mm512_set1_ps(1e-7f);
     for (int i = 0; i < 12; i++) x[i] = _mm512_set1_ps((float)i);
@@ -101,8 +102,9 @@ static inline void transpose16(__m512 r[16]) {
 
 /* Transposed B (stored N x K, e.g. the tied embedding in the LM head) is packed 16x16 blocks
  * at a time through registers instead of one strided store per element. */
-static void pack_b_transpose_avx512(float *dst, const float *B, long ldb, int trans, long k0, long j0, int n,
+static void pack_b_transpose_avx512(void *dst_, const float *B, long ldb, int trans, long k0, long j0, int n,
                                     int kc, int nr) {
+    float *dst = dst_;
     if (!trans || n != 32 || nr != 32) {
         pack_b_avx512(dst, B, ldb, trans, k0, j0, n, kc, nr);
         return;
@@ -123,8 +125,9 @@ static void pack_b_transpose_avx512(float *dst, const float *B, long ldb, int tr
 /* Row-major A (the forward and input-gradient GEMMs) goes into 12-row panels dst[k][12]: 12 rows
  * x 16 k are transposed through registers (4 zero rows pad the square) and each k written as one
  * 12-float masked store, instead of 12 scalar stores 48 bytes apart. */
-static void pack_a_rows_avx512(float *dst, const float *A, long lda, int trans, long i0, long k0, int m, int kc,
+static void pack_a_rows_avx512(void *dst_, const float *A, long lda, int trans, long i0, long k0, int m, int kc,
                                int mr) {
+    float *dst = dst_;
     if (trans || mr != 12) {
         pack_a_avx512(dst, A, lda, trans, i0, k0, m, kc, mr);
         return;
@@ -147,8 +150,13 @@ static void pack_a_rows_avx512(float *dst, const float *A, long lda, int trans, 
     if (full < m) pack_a_avx512(dst + (size_t)full * kc, A, lda, trans, i0 + full, k0, m - full, kc, mr);
 }
 
-#undef ISA_PACK_A
-#define ISA_PACK_A pack_a_rows_avx512
-#undef ISA_PACK_B
-#define ISA_PACK_B pack_b_transpose_avx512
-ISA_KERNEL_TABLE(loop_kernels_avx512, 12, 32, ukernel_avx512, fma_peak_avx512);
+static const loop_gemm_kernel gemm_fp32 = {
+    .name = "avx512", .precision = LOOP_FP32, .mr = 12, .nr = 32, .kpack = 1, .elem_bytes = 4, .can_stream = 1,
+    .ukernel = ukernel_avx512, .pack_a = pack_a_rows_avx512, .pack_b = pack_b_transpose_avx512,
+    .peak = fma_peak_avx512};
+static const loop_gemm_kernel gemm_bf16_portable = {
+    .name = "portable (avx512 FMA)", .precision = LOOP_BF16, .mr = 12, .nr = 32, .kpack = 1, .elem_bytes = 4,
+    .can_stream = 1, .ukernel = ukernel_avx512, .pack_a = pack_a_bf16r_avx512, .pack_b = pack_b_bf16r_avx512,
+    .peak = fma_peak_avx512};
+const loop_isa_kernels loop_kernels_avx512 = {
+    .name = "avx512", .gemm_fp32 = &gemm_fp32, .gemm_bf16_portable = &gemm_bf16_portable, ISA_OPS_FIELDS};

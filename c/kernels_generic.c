@@ -2,9 +2,10 @@
  * auto-vectorisation): a 4x16 micro-kernel the compiler vectorises, and the ops of ops_impl.h. */
 #define ISA_FN(name) name##_generic
 #include "ops_impl.h"
+#include "gemm_pack.h"
 
-static void ukernel_generic(int kc, const float *restrict a, const float *restrict b,
-                            float *restrict c, long ldc, int accumulate) {
+static void ukernel_generic(int kc, const void *a_, const void *b_, float *restrict c, long ldc, int accumulate) {
+    const float *restrict a = a_, *restrict b = b_;
     float acc[4][16];
     memset(acc, 0, sizeof acc);
     for (int k = 0; k < kc; k++) {
@@ -22,7 +23,7 @@ static void ukernel_generic(int kc, const float *restrict a, const float *restri
     }
 }
 
-double fma_peak_generic(long iters) {
+static double fma_peak_generic(long iters) {
     float x[8][4];
     for (int i = 0; i < 8; i++)
         for (int j = 0; j < 4; j++) x[i][j] = (float)(i + j);
@@ -35,4 +36,12 @@ double fma_peak_generic(long iters) {
     return (double)iters * 8 * 4 * 2;
 }
 
-ISA_KERNEL_TABLE(loop_kernels_generic, 4, 16, ukernel_generic, fma_peak_generic);
+static const loop_gemm_kernel gemm_fp32 = {
+    .name = "generic", .precision = LOOP_FP32, .mr = 4, .nr = 16, .kpack = 1, .elem_bytes = 4, .can_stream = 0,
+    .ukernel = ukernel_generic, .pack_a = pack_a_generic, .pack_b = pack_b_generic, .peak = fma_peak_generic};
+static const loop_gemm_kernel gemm_bf16_portable = {
+    .name = "portable (generic)", .precision = LOOP_BF16, .mr = 4, .nr = 16, .kpack = 1, .elem_bytes = 4,
+    .can_stream = 0, .ukernel = ukernel_generic, .pack_a = pack_a_bf16r_generic, .pack_b = pack_b_bf16r_generic,
+    .peak = fma_peak_generic};
+const loop_isa_kernels loop_kernels_generic = {
+    .name = "generic", .gemm_fp32 = &gemm_fp32, .gemm_bf16_portable = &gemm_bf16_portable, ISA_OPS_FIELDS};

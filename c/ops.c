@@ -13,6 +13,17 @@ const loop_isa_kernels *loop_kernels_active(void) {
     }
 }
 
+const loop_gemm_kernel *loop_gemm_kernel_active(int precision) {
+    if (precision == LOOP_FP32) return loop_kernels_active()->gemm_fp32;
+    switch (loop_bf16_path_get()) {
+    case LOOP_BF16_AVX512BF16: return &loop_gemm_avx512bf16;
+    case LOOP_BF16_AMX: return &loop_gemm_amx;
+    case LOOP_BF16_EMU_AVX512BF16: return &loop_gemm_emu_avx512bf16;
+    case LOOP_BF16_EMU_AMX: return &loop_gemm_emu_amx;
+    default: return loop_kernels_active()->gemm_bf16_portable;
+    }
+}
+
 #define OPS loop_kernels_active()
 #define F4 4.0
 

@@ -1,4 +1,4 @@
-/* ops_impl.h — bodies of every non-GEMM op, plus GEMM packing.
+/* ops_impl.h — bodies of every non-GEMM op (GEMM packing lives in gemm_pack.h).
  *
  * Included once per instruction set by kernels_<isa>.c after a `#pragma GCC target`, with
  * ISA_FN(name) giving each copy its own name; the compiler vectorises the `omp simd` loops for
@@ -35,61 +35,6 @@ static inline float fast_tanhf(float x) { return 1.0f - 2.0f / (fast_expf(2.0f *
 
 #define GELU_S 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_C 0.044715f
-
-/* ---- GEMM packing (see gemm.c) ---- */
-
-/* op(A) rows [i0, i0+m) x cols [k0, k0+kc) -> panels of mr rows: dst[panel][k][mr], zero-padded.
- * Transposed A is read one stored row (one k) at a time, so the reads stream through memory. */
-static void ISA_FN(pack_a)(float *dst, const float *A, long lda, int trans, long i0, long k0, int m,
-                           int kc, int mr) {
-    const int full = m / mr * mr;
-    if (!trans) {
-        for (int ip = 0; ip < m; ip += mr) {
-            float *d = dst + (size_t)ip * kc;
-            int rows = m - ip < mr ? m - ip : mr;
-            for (int r = 0; r < rows; r++) {
-                const float *src = A + (size_t)(i0 + ip + r) * lda + k0;
-                for (int k = 0; k < kc; k++) d[(size_t)k * mr + r] = src[k];
-            }
-            for (int r = rows; r < mr; r++)
-                for (int k = 0; k < kc; k++) d[(size_t)k * mr + r] = 0.0f;
-        }
-        return;
-    }
-    for (int k = 0; k < kc; k++) {
-        const float *src = A + (size_t)(k0 + k) * lda + i0;
-        for (int ip = 0; ip < full; ip += mr) {
-            float *d = dst + (size_t)ip * kc + (size_t)k * mr;
-            #pragma omp simd
-            for (int r = 0; r < mr; r++) d[r] = src[ip + r];
-        }
-        if (full < m) {
-            float *d = dst + (size_t)full * kc + (size_t)k * mr;
-            for (int r = 0; r < mr; r++) d[r] = full + r < m ? src[full + r] : 0.0f;
-        }
-    }
-}
-
-/* op(B) rows [k0, k0+kc) x cols [j0, j0+n), n <= nr -> one panel dst[k][nr], zero-padded */
-static void ISA_FN(pack_b)(float *dst, const float *B, long ldb, int trans, long k0, long j0, int n,
-                           int kc, int nr) {
-    if (!trans) {
-        for (int k = 0; k < kc; k++) {
-            const float *src = B + (size_t)(k0 + k) * ldb + j0;
-            float *dk = dst + (size_t)k * nr;
-            #pragma omp simd
-            for (int j = 0; j < n; j++) dk[j] = src[j];
-            for (int j = n; j < nr; j++) dk[j] = 0.0f;
-        }
-    } else {
-        for (int j = 0; j < n; j++) {
-            const float *src = B + (size_t)(j0 + j) * ldb + k0;
-            for (int k = 0; k < kc; k++) dst[(size_t)k * nr + j] = src[k];
-        }
-        for (int j = n; j < nr; j++)
-            for (int k = 0; k < kc; k++) dst[(size_t)k * nr + j] = 0.0f;
-    }
-}
 
 /* ---- encoder: out[B,T,C] = wte[tokens[b,t]] + wpe[t] ---- */
 static void ISA_FN(encoder_forward)(float *out, const int32_t *tokens, const float *wte,
@@ -546,15 +491,3 @@ static void ISA_FN(scale)(float *x, float s, size_t n) {
     #pragma omp simd
     for (size_t i = 0; i < n; i++) x[i] *= s;
 }
-
-/* An ISA file may define ISA_PACK_A / ISA_PACK_B to its own packing before using the table. */
-#define ISA_PACK_A ISA_FN(pack_a)
-#define ISA_PACK_B ISA_FN(pack_b)
-#define ISA_KERNEL_TABLE(NAME, MR, NR, UKERNEL, PEAK)                                               \
-    const loop_isa_kernels NAME = {                                                                \
-        #NAME + 13, MR, NR, UKERNEL, PEAK, ISA_PACK_A, ISA_PACK_B,                                    \
-        ISA_FN(encoder_forward), ISA_FN(encoder_backward), ISA_FN(layernorm_forward),              \
-        ISA_FN(layernorm_backward), ISA_FN(bias_gelu_forward), ISA_FN(gelu_backward),              \
-        ISA_FN(attention_forward), ISA_FN(attention_backward), ISA_FN(residual_forward),           \
-        ISA_FN(bias_backward), ISA_FN(crossentropy), ISA_FN(adamw), ISA_FN(sum_squares),           \
-        ISA_FN(scale)}

@@ -27,9 +27,32 @@ int loop_isa_set(int isa) {
     return 0;
 }
 
-int loop_max_threads(void) {
-    int n = omp_get_num_procs();
-    return n < LOOP_MAX_THREADS ? n : LOOP_MAX_THREADS;
+static int bf16_path = LOOP_BF16_PORTABLE; /* as requested; loop_bf16_path_get() says what runs */
+
+int loop_bf16_path_supported(int path) {
+    switch (path) {
+    case LOOP_BF16_PORTABLE: case LOOP_BF16_EMU_AVX512BF16: case LOOP_BF16_EMU_AMX: return 1;
+    case LOOP_BF16_AVX512BF16: return loop_cpu_has_avx512bf16();
+    case LOOP_BF16_AMX: return loop_amx_usable();
+    default: return 0;
+    }
+}
+
+int loop_bf16_path_best(void) {
+    if (loop_bf16_path_supported(LOOP_BF16_AMX)) return LOOP_BF16_AMX;
+    if (loop_bf16_path_supported(LOOP_BF16_AVX512BF16)) return LOOP_BF16_AVX512BF16;
+    return LOOP_BF16_PORTABLE;
+}
+
+int loop_bf16_path_set(int path) {
+    if (!loop_bf16_path_supported(path)) return -1;
+    bf16_path = path;
+    return 0;
+}
+
+int loop_bf16_path_get(void) {
+    const int native = bf16_path == LOOP_BF16_AVX512BF16 || bf16_path == LOOP_BF16_AMX;
+    return native && loop_isa_active != LOOP_ISA_AVX512 ? LOOP_BF16_PORTABLE : bf16_path;
 }
 
 void loop_set_num_threads(int n) {
@@ -66,7 +89,7 @@ int loop_thread_stats(int64_t *os_tid, uint64_t *busy_ns, int max_threads) {
 
 /* ---- per-kernel totals (written by the calling thread only) ---- */
 static const char *kernel_names[K_COUNT] = {
-    "gemm", "encoder_fwd", "encoder_bwd", "layernorm_fwd", "layernorm_bwd", "bias_gelu_fwd",
+    "gemm", "gemm_bf16", "encoder_fwd", "encoder_bwd", "layernorm_fwd", "layernorm_bwd", "bias_gelu_fwd",
     "gelu_bwd", "attention_fwd", "attention_bwd", "residual_fwd", "bias_bwd", "crossentropy",
     "adamw", "grad_norm", "scale"};
 static uint64_t k_calls[K_COUNT], k_ns[K_COUNT];
@@ -125,20 +148,15 @@ size_t loop_scratch_bytes(void) {
 }
 
 /* ---- peak ---- */
-double loop_measure_peak_gflops(double seconds) {
+double loop_measure_peak_gflops(int precision, double seconds) {
+    double (*peak)(long) = loop_gemm_kernel_active(precision == LOOP_BF16 ? LOOP_BF16 : LOOP_FP32)->peak;
     long iters = 1 << 16;
     double flops_per_thread = 0, elapsed = 0;
     for (;;) {
         uint64_t t0 = loop_now_ns();
         double f = 0;
         #pragma omp parallel num_threads(loop_nthreads) reduction(+ : f)
-        {
-            switch (loop_isa_active) {
-            case LOOP_ISA_AVX512: f += fma_peak_avx512(iters); break;
-            case LOOP_ISA_AVX2: f += fma_peak_avx2(iters); break;
-            default: f += fma_peak_generic(iters); break;
-            }
-        }
+        f += peak(iters);
         elapsed = (double)(loop_now_ns() - t0) * 1e-9;
         flops_per_thread = f;
         if (elapsed >= seconds) break;

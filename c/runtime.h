@@ -14,11 +14,19 @@ int loop_isa_best(void);               /* best this CPU and OS support */
 int loop_isa_get(void);                /* the one kernels use now */
 int loop_isa_set(int isa);             /* 0 on success, -1 if this CPU lacks it */
 
+/* bf16 GEMM paths. Native ones need the avx512 ISA active (a forced lower ISA falls back to
+ * portable, so valgrind never meets them); the emulations are for tests and never chosen. */
+enum { LOOP_BF16_PORTABLE = 0, LOOP_BF16_AVX512BF16 = 1, LOOP_BF16_AMX = 2, LOOP_BF16_EMU_AVX512BF16 = 3,
+       LOOP_BF16_EMU_AMX = 4, LOOP_BF16_PATHS = 5 };
+int loop_bf16_path_best(void);         /* AMX, else AVX512-BF16, else portable */
+int loop_bf16_path_supported(int path);
+int loop_bf16_path_get(void);          /* the path bf16 GEMMs take now */
+int loop_bf16_path_set(int path);      /* 0 on success, -1 if this CPU lacks it */
+
 /* Thread count for every parallel region (kept here, not in the OpenMP per-thread ICV,
  * so it holds whichever Python thread calls the kernels). */
 void loop_set_num_threads(int n);
 int loop_get_num_threads(void);
-int loop_max_threads(void);
 
 /* Observability: one slot per OpenMP thread number. busy_ns counts time inside kernel
  * work; barrier waits are excluded. os_tid is the Linux thread id (0 = never ran). */
@@ -36,8 +44,9 @@ void loop_stats_reset(void);
 uint64_t loop_scratch_grow_count(void);
 size_t loop_scratch_bytes(void);
 
-/* Measured FMA throughput: runs a register-resident FMA loop on every thread for about
- * `seconds` and returns the achieved single-precision GFLOP/s (the machine's peak). */
-double loop_measure_peak_gflops(double seconds);
+/* Measured peak of a precision (0 fp32, 1 bf16): runs the GEMM micro-kernel's register-resident
+ * loop (FMA, VDPBF16PS or TDPBF16PS) on every thread for about `seconds` and returns the
+ * achieved GFLOP/s. */
+double loop_measure_peak_gflops(int precision, double seconds);
 
 #endif

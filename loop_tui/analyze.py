@@ -45,7 +45,8 @@ def gemm_blocking(caches: machine.Caches):
         return None
     kernels.configure_caches(caches)
     try:
-        return kernels.gemm_blocking(), kernels.isa(), kernels.get_num_threads()
+        return (kernels.gemm_blocking(), kernels.isa(), kernels.get_num_threads(), kernels.gemm_blocking("bf16"),
+                kernels.bf16_path())
     finally:
         kernels.configure_caches(machine.detect_caches())
 
@@ -84,7 +85,7 @@ def rows(cfg: Config, caches: machine.Caches) -> list[Row]:
         out.append(Row("activations (batch)", name, f"{B}×" + _fmt_shape(shape), n, note=note))
     blk = gemm_blocking(caches)
     if blk:
-        b, isa, threads = blk
+        b, isa, threads = blk[:3]
         out += [Row("gemm", "B micro-panel (KC×NR)", f"{b.kc}×{b.nr}", 4 * b.kc * b.nr, note="aimed at L1d"),
                 Row("gemm", "packed A block (MC×KC)", f"{b.mc}×{b.kc}", 4 * b.mc * b.kc, threads, "one per thread, aimed at L2"),
                 Row("gemm", "packed B panel (KC×NC)", f"{b.kc}×{b.nc}", 4 * b.kc * b.nc, note="shared, aimed at L3")]
@@ -115,6 +116,7 @@ def report(cfg: Config, caches: machine.Caches) -> dict:
         "flops_formula": FLOPS_FORMULA,
         "training_memory": training_memory(cfg),
         "gemm_blocking": None if not blk else {"isa": blk[1], "threads": blk[2], **blk[0].__dict__},
+        "gemm_blocking_bf16": None if not blk else {"bf16_path": blk[4], "threads": blk[2], **blk[3].__dict__},
         "buffers": [{"group": r.group, "name": r.name, "shape": r.shape, "bytes": r.bytes, "count": r.count,
                      "fits": r.fits(caches), "note": r.note} for r in rows(cfg, caches)],
         "original_note": note_figures(cfg),
@@ -168,6 +170,9 @@ def render(rep: dict):
          f"KC={g['kc']} NC={g['nc']}; M <= {g['short_m_rows']} splits N across threads"
          + (f"; C over {g['stream_min_mib']} MiB written past the cache" if g["stream_min_mib"] else ""))
         if g else "GEMM blocking: kernels not built",
+        (f"bf16 GEMMs ({rep['gemm_blocking_bf16']['bf16_path']} path): MR={rep['gemm_blocking_bf16']['mr']} "
+         f"NR={rep['gemm_blocking_bf16']['nr']} MC={rep['gemm_blocking_bf16']['mc']} KC={rep['gemm_blocking_bf16']['kc']} "
+         f"NC={rep['gemm_blocking_bf16']['nc']}") if rep.get("gemm_blocking_bf16") else "bf16 GEMMs: kernels not built",
         f"original note's figures: sequence×d_model {human_bytes(n['sequence_x_d_model'])}, sequence×d_ff "
         f"{human_bytes(n['sequence_x_d_ff'])}, batch×sequence×d_model {human_bytes(n['batch_x_sequence_x_d_model'])}",
         f"what it left out: the token embedding alone is {human_bytes(n['left_out']['token_embedding'])} and the "

@@ -59,6 +59,8 @@ def build_config(args):
         changes["backend"] = args.backend
     if args.threads is not None:
         changes["threads"] = args.threads
+    if args.precision is not None:
+        changes["precision"] = args.precision
     return cfg.replace(**changes) if changes else cfg
 
 
@@ -135,7 +137,8 @@ def cmd_generate(args) -> int:
         raise ConfigError(f"{run}: no checkpoint found (expected RUN_DIR/checkpoints/step_*/)")
     params, _, state = checkpoint.load(ckpt)
     cfg = from_dict(state["config"], str(ckpt / "state.json"))
-    backend = make_backend(cfg.backend if args.backend is None else args.backend, args.threads, args.device)
+    backend = make_backend(cfg.backend if args.backend is None else args.backend, args.threads, args.device,
+                           state.get("precision", cfg.precision))
     model = GPT(cfg, backend, batch_size=1)
     for name, arr in params.items():
         backend.write(model.params[name], arr)
@@ -158,6 +161,9 @@ def cmd_info(args) -> int:
 
         print(f"C kernels: ISA {kernels.isa()} (available: {', '.join(kernels.available_isas())}), "
               f"{kernels.get_num_threads()} threads, GEMM blocking {kernels.gemm_blocking()}")
+        native = "native" if kernels.has_native_bf16() else "no AVX512-BF16/AMX: portable, slower than fp32"
+        print(f"bf16 GEMMs: {kernels.bf16_path()} ({native}; available: {', '.join(kernels.available_bf16_paths())}), "
+              f"micro-kernel {kernels.gemm_kernel_name('bf16')}, blocking {kernels.gemm_blocking('bf16')}")
     except ImportError as e:
         print(f"C kernels: not available ({e})")
     try:
@@ -184,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "hand-written C kernels, and see why they are fast.",
                                 epilog="Configs are JSON files; shipped ones can be named without a path "
                                        "(e.g. `loop train smoke`). Set LOOP_ISA=avx512|avx2|generic to force an "
-                                       "instruction set, LOOP_CACHE_DIR for the tokenizer cache.")
+                                       "instruction set, LOOP_BF16=amx|avx512bf16|portable to force the bf16 GEMM "
+                                       "path, LOOP_CACHE_DIR for the tokenizer cache.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     a = sub.add_parser("analyze", help="cache-fit breakdown of a config on this machine",
@@ -207,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, metavar="S", help="random seed (default: the config's)")
     t.add_argument("--checkpoint-every", type=int, metavar="N", help="steps between checkpoints")
     t.add_argument("--backend", choices=("c", "opencl"), help="kernel backend (default: the config's, c)")
+    t.add_argument("--precision", choices=("fp32", "bf16", "auto"),
+                   help="GEMM precision (default: the config's, fp32). bf16 rounds GEMM inputs to bfloat16 and "
+                        "sums in fp32; weights, gradients, optimizer and all other ops stay fp32. auto: bf16 where "
+                        "the CPU has AVX512-BF16 or AMX, else fp32")
     t.add_argument("--device", metavar="NAME", help="OpenCL device (substring of its name); default: a GPU, else the CPU")
     t.add_argument("--no-tui", action="store_true", help="print progress lines instead of the dashboard")
     t.set_defaults(func=cmd_train)

@@ -56,6 +56,7 @@ class Config:
     data: str | None = None
     backend: str = "c"
     threads: int | None = None
+    precision: str = "fp32"  # GEMM inputs: fp32, bf16 (rounded, fp32 sums and master weights), auto (bf16 on bf16 hardware)
 
     @property
     def head_size(self) -> int:
@@ -79,6 +80,7 @@ POSITIVE_INT = REQUIRED + ("max_steps", "eval_every", "eval_batches", "sample_ev
                            "log_every", "checkpoint_every", "keep_checkpoints")
 NON_NEGATIVE = ("warmup_steps", "weight_decay", "grad_clip", "seed", "sample_tokens")
 BACKENDS = ("c", "opencl")
+PRECISIONS = ("fp32", "bf16", "auto")
 _TYPES = {f.name: f.type for f in fields(Config)}
 
 
@@ -143,6 +145,10 @@ def from_dict(raw, source: str) -> Config:
         raise fail("adam_eps", f"must be positive, got {raw['adam_eps']}")
     if raw.get("backend", "c") not in BACKENDS:
         raise fail("backend", f"must be one of {', '.join(BACKENDS)}, got {raw['backend']!r}")
+    if raw.get("precision", "fp32") not in PRECISIONS:
+        raise fail("precision", f"must be one of {', '.join(PRECISIONS)}, got {raw['precision']!r}")
+    if raw.get("precision") == "bf16" and raw.get("backend", "c") != "c":
+        raise fail("precision", "bf16 runs on the c backend only (the OpenCL kernels are fp32)")
     if raw.get("threads") is not None and raw["threads"] <= 0:
         raise fail("threads", f"must be positive or null, got {raw['threads']}")
     return Config(**raw)

@@ -4,8 +4,9 @@ Every function takes C-contiguous numpy arrays of the documented dtype and shape
 else raises ValueError naming the shapes, before C sees a pointer. Kernels are meant to be
 called from one long-lived thread: libgomp keeps a thread pool per calling thread.
 
-Environment: LOOP_ISA=avx512|avx2|generic forces an instruction set; LOOP_THREADS=n sets the
-thread count (default: all usable cores).
+Environment: LOOP_ISA=avx512|avx2|generic forces an instruction set; LOOP_BF16=amx|avx512bf16|
+portable (or emu-amx|emu-avx512bf16, the native paths emulated in C, for tests) forces the bf16
+GEMM path; LOOP_THREADS=n sets the thread count (default: all usable cores).
 """
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ except ModuleNotFoundError as e:  # pragma: no cover - message for a checkout ne
 
 ISA_NAMES = {0: "generic", 1: "avx2", 2: "avx512"}
 _ISA_IDS = {v: k for k, v in ISA_NAMES.items()}
+BF16_PATHS = {0: "portable", 1: "avx512bf16", 2: "amx", 3: "emu-avx512bf16", 4: "emu-amx"}
+_BF16_IDS = {v: k for k, v in BF16_PATHS.items()}
+NATIVE_BF16 = ("avx512bf16", "amx")
+PRECISIONS = ("fp32", "bf16")
+_PRECISION_IDS = {"fp32": 0, "bf16": 1}
 F32, I32 = np.dtype(np.float32), np.dtype(np.int32)
 
 
@@ -62,6 +68,50 @@ def set_isa(name: str) -> None:
         raise ValueError(f"unknown ISA {name!r}: choose from {', '.join(_ISA_IDS)}")
     if lib.loop_isa_set(_ISA_IDS[name]) != 0:
         raise ValueError(f"this CPU cannot run {name} (best: {best_isa()})")
+
+
+def bf16_path() -> str:
+    """The path bf16 GEMMs take now: amx, avx512bf16 (native), portable (bf16-rounded inputs on
+    fp32 FMAs), or an emulation. Native paths need the avx512 ISA active."""
+    return BF16_PATHS[lib.loop_bf16_path_get()]
+
+
+def best_bf16_path() -> str:
+    return BF16_PATHS[lib.loop_bf16_path_best()]
+
+
+def available_bf16_paths() -> list[str]:
+    return [name for i, name in BF16_PATHS.items() if lib.loop_bf16_path_supported(i)]
+
+
+def has_native_bf16() -> bool:
+    """True when bf16 GEMMs run on bf16 hardware (AVX512-BF16 or AMX) with the current ISA."""
+    return bf16_path() in NATIVE_BF16
+
+
+def set_bf16_path(name: str) -> None:
+    if name not in _BF16_IDS:
+        raise ValueError(f"unknown bf16 path {name!r}: choose from {', '.join(_BF16_IDS)}")
+    if lib.loop_bf16_path_set(_BF16_IDS[name]) != 0:
+        raise ValueError(f"this CPU cannot run the {name} bf16 path (available: {', '.join(available_bf16_paths())})")
+
+
+def gemm_kernel_name(precision: str = "fp32") -> str:
+    """The micro-kernel GEMMs of this precision use now."""
+    return ffi.string(lib.loop_gemm_kernel_name(_precision_id(precision))).decode()
+
+
+def _precision_id(precision: str) -> int:
+    if precision not in _PRECISION_IDS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return _PRECISION_IDS[precision]
+
+
+def round_bf16(x: np.ndarray) -> np.ndarray:
+    """x rounded to the nearest bfloat16 (ties to even), as float32: what bf16 GEMMs multiply."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16 << 16).astype(np.uint32).view(np.float32)
+    return np.where(np.isnan(x), np.float32(np.nan), r).astype(np.float32)
 
 
 def set_num_threads(n: int) -> None:
@@ -89,9 +139,9 @@ class Blocking:
     stream_min_mib: int  # a write-once, 64-byte aligned C over this many MiB bypasses the cache (0: never)
 
 
-def gemm_blocking() -> Blocking:
+def gemm_blocking(precision: str = "fp32") -> Blocking:
     out = ffi.new("int[7]")
-    lib.loop_gemm_get_blocking(out)
+    lib.loop_gemm_get_blocking(_precision_id(precision), out)
     return Blocking(*out)
 
 
@@ -160,9 +210,10 @@ def scratch_bytes() -> int:
     return int(lib.loop_scratch_bytes())
 
 
-def measure_peak_gflops(seconds: float = 0.3) -> float:
-    """FMA throughput of this machine on the active ISA and thread count (GFLOP/s)."""
-    return float(lib.loop_measure_peak_gflops(float(seconds)))
+def measure_peak_gflops(seconds: float = 0.3, precision: str = "fp32") -> float:
+    """Peak GFLOP/s of this machine for a precision on the active ISA, bf16 path and thread
+    count: the GEMM micro-kernel's instruction (FMA, VDPBF16PS or TDPBF16PS) in a loop on registers."""
+    return float(lib.loop_measure_peak_gflops(_precision_id(precision), float(seconds)))
 
 
 # ---------------------------------------------------------------- argument checking
@@ -242,8 +293,11 @@ def matmul_dims(a_shape, b_shape, transpose_a: bool, transpose_b: bool, has_out:
 
 
 def matmul(a, b, out=None, transpose_a: bool = False, transpose_b: bool = False, bias=None,
-           accumulate: bool = False) -> np.ndarray:
-    """out = op(a) @ op(b) (+ bias) (+ out if accumulate); op transposes when asked."""
+           accumulate: bool = False, precision: str = "fp32") -> np.ndarray:
+    """out = op(a) @ op(b) (+ bias) (+ out if accumulate); op transposes when asked. precision
+    "bf16" rounds a and b to bf16 (in the packing copy; the arrays are not touched) and sums the
+    products in fp32; the bias and accumulation stay fp32."""
+    gemm = lib.loop_gemm_bf16 if _precision_id(precision) else lib.loop_gemm
     a, b = _arr("a", a, ndim=2), _arr("b", b, ndim=2)
     M, N, K = matmul_dims(a.shape, b.shape, transpose_a, transpose_b, out is not None, accumulate)
     if out is None:
@@ -255,8 +309,8 @@ def matmul(a, b, out=None, transpose_a: bool = False, transpose_b: bool = False,
         _shape("bias", bias, (N,))
     if np.shares_memory(out, a) or np.shares_memory(out, b):
         raise ValueError("out must not overlap a or b")
-    lib.loop_gemm(int(transpose_a), int(transpose_b), M, N, K, _p(a), a.shape[1], _p(b), b.shape[1],
-                  _p(out), N, _p(bias) if bias is not None else ffi.NULL, int(accumulate))
+    gemm(int(transpose_a), int(transpose_b), M, N, K, _p(a), a.shape[1], _p(b), b.shape[1],
+         _p(out), N, _p(bias) if bias is not None else ffi.NULL, int(accumulate))
     return out
 
 
@@ -423,6 +477,8 @@ def scale(x, s: float) -> None:
 def _init() -> None:
     forced = os.environ.get("LOOP_ISA", "").strip().lower()
     set_isa(forced if forced else best_isa())
+    forced_bf16 = os.environ.get("LOOP_BF16", "").strip().lower()
+    set_bf16_path(forced_bf16 if forced_bf16 else best_bf16_path())
     threads = os.environ.get("LOOP_THREADS", "").strip()
     set_num_threads(int(threads) if threads.isdigit() and int(threads) > 0 else machine.cpu_count())
     configure_caches(machine.detect_caches())

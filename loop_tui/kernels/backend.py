@@ -13,15 +13,23 @@ class CBackend:
 
     name = "c"
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None, precision: str = "fp32"):
         if threads is not None:
             kernels.set_num_threads(threads)
+        if precision not in kernels.PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(kernels.PRECISIONS)}, got {precision!r}")
+        self.precision = precision  # of every GEMM; everything else is fp32
         self.allocations = 0
         self.allocated_bytes = 0
-        for op in ("matmul", "encoder_forward", "encoder_backward", "layernorm_forward", "layernorm_backward",
+        for op in ("encoder_forward", "encoder_backward", "layernorm_forward", "layernorm_backward",
                    "bias_gelu_forward", "gelu_backward", "attention_forward", "attention_backward",
                    "residual_forward", "bias_backward", "crossentropy", "adamw", "sum_squares"):
             setattr(self, op, getattr(kernels, op))
+
+    def matmul(self, a, b, out=None, transpose_a: bool = False, transpose_b: bool = False, bias=None,
+               accumulate: bool = False) -> np.ndarray:
+        return kernels.matmul(a, b, out=out, transpose_a=transpose_a, transpose_b=transpose_b, bias=bias,
+                              accumulate=accumulate, precision=self.precision)
 
     # -- buffers
     def empty(self, n: int, dtype=np.float32) -> np.ndarray:
@@ -57,4 +65,5 @@ class CBackend:
 
     @property
     def device(self) -> str:
-        return f"CPU, {kernels.isa()}, {self.threads} threads"
+        gemm = f"bf16 GEMMs: {kernels.bf16_path()}" if self.precision == "bf16" else "fp32"
+        return f"CPU, {kernels.isa()}, {self.threads} threads, {gemm}"

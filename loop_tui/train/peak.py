@@ -1,7 +1,9 @@
-"""This machine's measured FLOP peak, the denominator of MFU.
+"""This machine's measured FLOP peak per precision, the denominator of MFU.
 
-A register-resident FMA loop (c/kernels_*.c: fma_peak_*) runs on every kernel thread for about
-0.3 s at first use; the result is cached per CPU model, instruction set and thread count."""
+The GEMM micro-kernel's instruction in a register-resident loop (FMA for fp32 and the portable
+bf16 path, VDPBF16PS or TDPBF16PS for native bf16; c/kernels_*.c, c/gemm_bf16.c) runs on every
+kernel thread for about 0.3 s at first use; the result is cached per CPU model, instruction set,
+bf16 path and thread count."""
 from __future__ import annotations
 
 from .. import kernels
@@ -18,6 +20,7 @@ def _cpu_model() -> str:
     return "unknown"
 
 
-def peak_gflops() -> float:
-    key = f"{_cpu_model()}|{kernels.isa()}|{kernels.get_num_threads()}"
-    return float(measured("peak.json", key, lambda: kernels.measure_peak_gflops(0.3)))
+def peak_gflops(precision: str = "fp32") -> float:
+    kernel = kernels.gemm_kernel_name(precision)
+    key = f"{_cpu_model()}|{kernels.isa()}|{precision}|{kernel}|{kernels.get_num_threads()}"
+    return float(measured("peak.json", key, lambda: kernels.measure_peak_gflops(0.3, precision)))

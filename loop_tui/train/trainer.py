@@ -41,10 +41,23 @@ def lr_at(cfg: Config, step: int) -> float:
     return floor + 0.5 * (cfg.learning_rate - floor) * (1 + math.cos(math.pi * progress))
 
 
-def make_backend(name: str, threads: int | None, device: str | None = None):
+def resolve_precision(requested: str, backend: str) -> str:
+    """The GEMM precision a run uses: `auto` is bf16 where the CPU multiplies bf16 natively
+    (AVX512-BF16 or AMX, with the avx512 ISA active), else fp32."""
+    if requested != "auto":
+        return requested
+    if backend != "c":
+        return "fp32"
+    from .. import kernels
+    return "bf16" if kernels.has_native_bf16() else "fp32"
+
+
+def make_backend(name: str, threads: int | None, device: str | None = None, precision: str = "fp32"):
     if name == "c":
         from ..kernels.backend import CBackend
-        return CBackend(threads)
+        return CBackend(threads, resolve_precision(precision, "c"))
+    if resolve_precision(precision, name) != "fp32":
+        raise ConfigError(f"--precision {precision}: the {name} backend runs fp32 only")
     if name == "opencl":
         from ..opencl.backend import OpenCLBackend
         from ..opencl.device import NoOpenCL
@@ -118,7 +131,13 @@ class Trainer:
         if self.tokens.vocab_used < cfg.vocab_size:
             self.emit("warning", message=f"corpus supports only {self.tokens.vocab_used} BPE ids; "
                                          f"the other {cfg.vocab_size - self.tokens.vocab_used} embedding rows stay unused")
-        self.backend = make_backend(cfg.backend, self.threads, self.device_name)
+        self.precision = resolve_precision(cfg.precision, cfg.backend)
+        self.backend = make_backend(cfg.backend, self.threads, self.device_name, self.precision)
+        if self.precision == "bf16":
+            from .. import kernels
+            if not kernels.has_native_bf16():
+                self.emit("warning", message=f"bf16 on this CPU runs the portable path (no AVX512-BF16 or AMX with "
+                                             f"ISA {kernels.isa()}): inputs rounded to bf16 on fp32 FMAs, slower than fp32")
         self.model = GPT(cfg, self.backend)
         self.sampler_model = GPT(cfg, self.backend, batch_size=1, params=self.model.params)
         self.m = self.backend.zeros(self.model.params.size)
@@ -138,10 +157,13 @@ class Trainer:
             self._truncate_metrics(self.step)
             self.emit("info", message=f"resumed from {ckpt} at step {self.step}")
         self.flops_per_step = training_flops_per_token(cfg) * cfg.tokens_per_step
-        self.peak = peak_gflops() * 1e9 if cfg.backend == "c" else None
+        # MFU is against the peak of the precision the GEMMs run in
+        peaks = {p: peak_gflops(p) for p in ("fp32", self.precision)} if cfg.backend == "c" else {}
+        self.peak = peaks[self.precision] * 1e9 if peaks else None
         self.emit("info", message=f"model: {parameter_count(cfg) / 1e6:.2f} M parameters, "
                                   f"{self.flops_per_step / 1e9:.1f} GFLOP per step; backend {self.backend.device}"
-                                  + (f"; measured peak {self.peak / 1e9:.0f} GFLOP/s" if self.peak else ""))
+                                  + ("; measured peak " + ", ".join(f"{p} {v:.0f}" for p, v in peaks.items())
+                                     + f" GFLOP/s (MFU against {self.precision})" if peaks else ""))
         self.metrics_file = open(self.run_dir / "metrics.jsonl", "ab")
 
     def emit(self, kind: str, **payload) -> None:
@@ -212,7 +234,8 @@ class Trainer:
         optim = {"m": np.array(o.to_numpy(self.m)), "v": np.array(o.to_numpy(self.v))}
         state = {"step": self.step, "elapsed_s": self.elapsed, "sampler": self.sampler.state,
                  "config": self.cfg.to_dict(), "data": self.data_path, "corpus_digest": self.corpus_digest,
-                 "tokenizer": "tokenizer.json", "val_loss": self.last_val_loss, "reason": reason}
+                 "tokenizer": "tokenizer.json", "val_loss": self.last_val_loss, "reason": reason,
+                 "precision": self.precision}
         path = checkpoint.save(self.run_dir, self.step, params, optim, state, self.cfg.keep_checkpoints,
                                {"tokenizer.json": self.tokens.tokenizer_path})
         (self.run_dir / "tokenizer.json").write_bytes(self.tokens.tokenizer_path.read_bytes())

@@ -125,7 +125,7 @@ class SpeedPanel(Static):
         t.append(" avg\n")
         mfu = "n/a (no measured peak for this backend)" if math.isnan(self.mfu) else f"{100 * self.mfu:.1f}%"
         t.append(f"MFU {mfu} ", style="bold cyan")
-        t.append(" of this machine's measured FMA peak\n", style="dim")
+        t.append(" of this machine's measured peak\n", style="dim")
         t.append(f"elapsed {fmt_duration(self.elapsed)}   ETA {fmt_duration(self.eta)}")
         return t
 

@@ -1,0 +1,272 @@
+/* gemm_bf16.c — the native bf16 GEMM micro-kernels and their exact C emulations.
+ *
+ *   avx512bf16  12x32, VDPBF16PS (AMD Zen 4+, Intel Cooper Lake, Sapphire Rapids+): per k pair,
+ *               2 B loads, 12 broadcasts of an A pair, 24 dot products into zmm accumulators
+ *   amx         32x32, TDPBF16PS (Intel Sapphire Rapids+): 4 C tiles of 16x16 fp32, 2 A tiles
+ *               (16 rows x 16 k pairs) and 2 B tiles (16 k pairs x 16 columns) per 32 k
+ *   emu-*       the same packing and the same products and sums in plain C, one lane at a
+ *               time, as Intel's pseudocode for each instruction states them: slow, but they
+ *               run the native paths' packing and driver code on any CPU, so tests cover it
+ *
+ * Products of two bf16 are exact in fp32 (8 x 8 significant bits), so each of the
+ * instructions' `acc += a*b` steps rounds once, as an FMA would. Inputs are rounded while
+ * packing (gemm_pack_bf16.h); everything outside the GEMM stays fp32. AMX needs the tile state
+ * granted by the kernel (arch_prctl) before the first tile instruction; loop_amx_usable() asks
+ * once and the AMX path is only offered when the answer is yes. */
+#define _GNU_SOURCE
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include "bf16.h"
+#include "internal.h"
+#include "isa_variants.h"
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+int loop_cpu_has_avx512bf16(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bf16");
+}
+
+int loop_amx_usable(void) {
+    static int usable = -1;
+    if (usable < 0) {
+        __builtin_cpu_init();
+        usable = loop_cpu_has_avx512bf16() && __builtin_cpu_supports("amx-tile") &&
+                 __builtin_cpu_supports("amx-bf16") &&
+                 syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    }
+    return usable;
+}
+
+/* C tile (+)= acc[MR][NR] for the emulations and the AMX kernel's stored tiles */
+static inline void store_tile(float *c, long ldc, const float *acc, int mr, int nr, int accumulate) {
+    for (int i = 0; i < mr; i++) {
+        float *ci = c + (long)i * ldc;
+        const float *ai = acc + (long)i * nr;
+        if (accumulate == 1)
+            for (int j = 0; j < nr; j++) ci[j] += ai[j];
+        else
+            for (int j = 0; j < nr; j++) ci[j] = ai[j];
+    }
+}
+
+/* ================================================================ native: AVX512-BF16 */
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx512bf16,avx2,fma")
+#include <immintrin.h>
+#define ISA_FN(name) name##_avx512bf16
+#include "gemm_pack_bf16.h"
+
+static void ukernel_avx512bf16(int kc, const void *a_, const void *b_, float *restrict c, long ldc,
+                               int accumulate) {
+    const uint32_t *restrict a = a_;
+    const __m512i *restrict b = b_;
+    for (int i = 0; i < 12 && accumulate != LOOP_STORE_STREAM; i++) {
+        _mm_prefetch((const char *)(c + (long)i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + (long)i * ldc + 16), _MM_HINT_T0);
+    }
+#define ROW_INIT(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
+    ROW_INIT(0) ROW_INIT(1) ROW_INIT(2) ROW_INIT(3) ROW_INIT(4) ROW_INIT(5)
+    ROW_INIT(6) ROW_INIT(7) ROW_INIT(8) ROW_INIT(9) ROW_INIT(10) ROW_INIT(11)
+    for (int p = 0; p < kc / 2; p++) {
+        const __m512bh b0 = (__m512bh)_mm512_load_si512(b), b1 = (__m512bh)_mm512_load_si512(b + 1);
+#define ROW_DOT(i)                                                                                 \
+    {                                                                                              \
+        const __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a[i]);                                \
+        c##i##0 = _mm512_dpbf16_ps(c##i##0, ai, b0);                                               \
+        c##i##1 = _mm512_dpbf16_ps(c##i##1, ai, b1);                                               \
+    }
+        ROW_DOT(0) ROW_DOT(1) ROW_DOT(2) ROW_DOT(3) ROW_DOT(4) ROW_DOT(5)
+        ROW_DOT(6) ROW_DOT(7) ROW_DOT(8) ROW_DOT(9) ROW_DOT(10) ROW_DOT(11)
+        a += 12;
+        b += 2;
+    }
+    if (accumulate == LOOP_STORE_STREAM) {
+#define ROW_STREAM(i)                                                                              \
+        _mm512_stream_ps(c + (long)(i) * ldc, c##i##0);                                            \
+        _mm512_stream_ps(c + (long)(i) * ldc + 16, c##i##1);
+        ROW_STREAM(0) ROW_STREAM(1) ROW_STREAM(2) ROW_STREAM(3) ROW_STREAM(4) ROW_STREAM(5)
+        ROW_STREAM(6) ROW_STREAM(7) ROW_STREAM(8) ROW_STREAM(9) ROW_STREAM(10) ROW_STREAM(11)
+        return;
+    }
+#define ROW_STORE(i)                                                                               \
+    {                                                                                              \
+        float *ci = c + (long)(i) * ldc;                                                           \
+        if (accumulate) {                                                                          \
+            c##i##0 = _mm512_add_ps(c##i##0, _mm512_loadu_ps(ci));                                 \
+            c##i##1 = _mm512_add_ps(c##i##1, _mm512_loadu_ps(ci + 16));                            \
+        }                                                                                          \
+        _mm512_storeu_ps(ci, c##i##0);                                                             \
+        _mm512_storeu_ps(ci + 16, c##i##1);                                                        \
+    }
+    ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3) ROW_STORE(4) ROW_STORE(5)
+    ROW_STORE(6) ROW_STORE(7) ROW_STORE(8) ROW_STORE(9) ROW_STORE(10) ROW_STORE(11)
+#undef ROW_INIT
+#undef ROW_STORE
+}
+
+/* 12 independent VDPBF16PS chains on registers: 16 lanes x 2 products x 2 FLOPs each */
+static double peak_avx512bf16(long iters) {
+    __m512 x[12];
+    const __m512bh one = (__m512bh)_mm512_set1_epi32(0x3F803F80);  /* (1.0, 1.0) */
+    const __m512bh tiny = (__m512bh)_mm512_set1_epi32(0x35803580); /* (2^-20, 2^-20) */
+    for (int i = 0; i < 12; i++) x[i] = _mm512_set1_ps((float)i);
+    for (long it = 0; it < iters; it++)
+        for (int i = 0; i < 12; i++) x[i] = _mm512_dpbf16_ps(x[i], one, tiny);
+    __m512 s = x[0];
+    for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, x[i]);
+    volatile float sink = _mm512_reduce_add_ps(s);
+    (void)sink;
+    return (double)iters * 12 * 16 * 4;
+}
+#undef ISA_FN
+#pragma GCC pop_options
+
+/* ================================================================ native: AMX-BF16 */
+#pragma GCC push_options
+#pragma GCC target("amx-tile,amx-bf16,avx512f,avx512vl,avx512bw,avx512dq,avx512bf16,avx2,fma")
+#define ISA_FN(name) name##_amx
+#include "gemm_pack_bf16.h"
+
+typedef struct {
+    uint8_t palette_id, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_tilecfg;
+
+/* The tile configuration is per thread: each kernel thread loads it before its first tile use. */
+static __thread int amx_configured;
+
+static void amx_configure(void) {
+    if (amx_configured) return;
+    amx_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette_id = 1;
+    for (int t = 0; t < 8; t++) { /* every tile 16 rows x 64 bytes */
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+    amx_configured = 1;
+}
+
+/* tiles: 0..3 C (rows 0-15/16-31 x cols 0-15/16-31), 4..5 A (rows 0-15, 16-31), 6..7 B (cols 0-15, 16-31) */
+static void ukernel_amx(int kc, const void *a_, const void *b_, float *restrict c, long ldc, int accumulate) {
+    const char *a = a_, *b = b_;
+    float acc[32 * 32] __attribute__((aligned(64)));
+    amx_configure();
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int k = 0; k < kc; k += 32) {
+        _tile_loadd(4, a, 64);           /* A rows 0-15: 16 pairs each */
+        _tile_loadd(5, a + 16 * 64, 64); /* A rows 16-31 */
+        _tile_loadd(6, b, 128);          /* B pairs 0-15 x columns 0-15 (a panel row is 32 pairs) */
+        _tile_loadd(7, b + 64, 128);     /* columns 16-31 */
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+        a += 32 * 64;
+        b += 16 * 128;
+    }
+    _tile_stored(0, acc, 128);
+    _tile_stored(1, acc + 16, 128);
+    _tile_stored(2, acc + 16 * 32, 128);
+    _tile_stored(3, acc + 16 * 32 + 16, 128);
+    store_tile(c, ldc, acc, 32, 32, accumulate);
+}
+
+/* 4 independent TDPBF16PS chains: 16 x 16 outputs x 16 pairs x 2 products x 2 FLOPs each */
+static double peak_amx(long iters) {
+    static const uint32_t ones[16 * 16] __attribute__((aligned(64))) = {0};
+    amx_configure();
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, ones, 64);
+    _tile_loadd(5, ones, 64);
+    _tile_loadd(6, ones, 64);
+    _tile_loadd(7, ones, 64);
+    for (long it = 0; it < iters; it++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    float sink[16 * 16] __attribute__((aligned(64)));
+    _tile_stored(0, sink, 64);
+    volatile float keep = sink[0];
+    (void)keep;
+    return (double)iters * 4 * 16 * 16 * 32 * 2;
+}
+#undef ISA_FN
+#pragma GCC pop_options
+
+/* ================================================================ emulations (plain C) */
+#define ISA_FN(name) name##_emu
+#include "gemm_pack_bf16.h"
+
+/* VDPBF16PS per Intel's pseudocode: acc += a.hi * b.hi, then acc += a.lo * b.lo */
+static void ukernel_emu_avx512bf16(int kc, const void *a_, const void *b_, float *restrict c, long ldc,
+                                   int accumulate) {
+    const uint32_t *a = a_, *b = b_;
+    float acc[12 * 32];
+    memset(acc, 0, sizeof acc);
+    for (int p = 0; p < kc / 2; p++, a += 12, b += 32)
+        for (int i = 0; i < 12; i++)
+            for (int j = 0; j < 32; j++) {
+                acc[i * 32 + j] += bf16_hi(a[i]) * bf16_hi(b[j]);
+                acc[i * 32 + j] += bf16_lo(a[i]) * bf16_lo(b[j]);
+            }
+    store_tile(c, ldc, acc, 12, 32, accumulate);
+}
+
+/* TDPBF16PS per Intel's pseudocode: for each k pair, acc += a.lo * b.lo, then acc += a.hi * b.hi */
+static void ukernel_emu_amx(int kc, const void *a_, const void *b_, float *restrict c, long ldc, int accumulate) {
+    const uint32_t *a = a_, *b = b_;
+    float acc[32 * 32];
+    memset(acc, 0, sizeof acc);
+    for (int k = 0; k < kc; k += 32, a += 32 * 16, b += 16 * 32)
+        for (int i = 0; i < 32; i++)
+            for (int p = 0; p < 16; p++) {
+                const uint32_t ap = a[i * 16 + p];
+                for (int j = 0; j < 32; j++) {
+                    acc[i * 32 + j] += bf16_lo(ap) * bf16_lo(b[p * 32 + j]);
+                    acc[i * 32 + j] += bf16_hi(ap) * bf16_hi(b[p * 32 + j]);
+                }
+            }
+    store_tile(c, ldc, acc, 32, 32, accumulate);
+}
+
+static double peak_emu(long iters) {
+    float x[8];
+    for (int i = 0; i < 8; i++) x[i] = (float)i;
+    for (long it = 0; it < iters; it++)
+        for (int i = 0; i < 8; i++) x[i] = x[i] * 0.9999999f + 1e-7f;
+    volatile float sink = x[0] + x[7];
+    (void)sink;
+    return (double)iters * 8 * 2;
+}
+#undef ISA_FN
+
+const loop_gemm_kernel loop_gemm_avx512bf16 = {
+    .name = "avx512bf16", .precision = LOOP_BF16, .mr = 12, .nr = 32, .kpack = 2, .elem_bytes = 2,
+    .can_stream = 1, .ukernel = ukernel_avx512bf16, .pack_a = pack_a_pairs_avx512bf16,
+    .pack_b = pack_b_pairs_avx512bf16, .peak = peak_avx512bf16};
+const loop_gemm_kernel loop_gemm_amx = {
+    .name = "amx", .precision = LOOP_BF16, .mr = 32, .nr = 32, .kpack = 32, .elem_bytes = 2, .can_stream = 0,
+    .ukernel = ukernel_amx, .pack_a = pack_a_amx_amx, .pack_b = pack_b_amx_amx, .peak = peak_amx};
+const loop_gemm_kernel loop_gemm_emu_avx512bf16 = {
+    .name = "emu-avx512bf16", .precision = LOOP_BF16, .mr = 12, .nr = 32, .kpack = 2, .elem_bytes = 2,
+    .can_stream = 0, .ukernel = ukernel_emu_avx512bf16, .pack_a = pack_a_pairs_emu, .pack_b = pack_b_pairs_emu,
+    .peak = peak_emu};
+const loop_gemm_kernel loop_gemm_emu_amx = {
+    .name = "emu-amx", .precision = LOOP_BF16, .mr = 32, .nr = 32, .kpack = 32, .elem_bytes = 2, .can_stream = 0,
+    .ukernel = ukernel_emu_amx, .pack_a = pack_a_amx_emu, .pack_b = pack_b_amx_emu, .peak = peak_emu};
