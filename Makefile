@@ -40,8 +40,9 @@ test: install
 bench: install
 	$(PY) -m pytest -q benchmarks --benchmark-autosave --benchmark-columns=median,ops -p no:cacheprovider
 	$(PY) benchmarks/gemm_table.py
+	$(PY) benchmarks/gemm_table.py --precision bf16
 	$(PY) benchmarks/gemm_paths.py
-	$(PY) benchmarks/train_table.py
+	$(PY) benchmarks/train_table.py --torch-compile
 	$(PY) benchmarks/opencl_table.py
 
 # Kernels rebuilt with ASan+UBSan into a separate copy of the package (build/sanitize, so the

@@ -3,9 +3,15 @@ loop_tui's C kernels and with PyTorch (same model: GPT-2, tied head, same batch,
 on the wiki articles (../shared/data/wiki) or the built-in corpus when they are absent.
 
     .venv/bin/python benchmarks/train_table.py [--steps 3] [--threads 2] [--config NAME] [--torch-compile]
+                                               [--precision fp32,bf16] [--rounds 1]
 
-Each run is its own process, so peak RSS (ru_maxrss) is that implementation's alone. tokens/s is
-batch*seq / median step time after 2 warm-up steps; MFU uses this machine's measured FMA peak."""
+Rows: loop_tui and PyTorch eager (and torch.compile) in fp32, and in bf16: loop_tui's bf16 GEMMs
+(fp32 master weights) against PyTorch under torch.autocast("cpu", dtype=torch.bfloat16). fp32 rows
+are compared with PyTorch eager fp32, bf16 rows with PyTorch's best bf16 row. Each run is its own
+process, so peak RSS (ru_maxrss) is that implementation's alone; with --rounds N the
+implementations run N times in alternating order and the median is kept. tokens/s is
+batch*seq / median step time after 2 warm-up steps; MFU is against this machine's measured peak
+of the row's precision (FMA for fp32; for bf16 the bf16 GEMM path's own instruction loop)."""
 from __future__ import annotations
 
 import argparse
@@ -31,15 +37,16 @@ def batches(cfg, n):
     return [s.next() for _ in range(n)], corpus.name
 
 
-def run_loop(cfg, steps, threads):
+def run_loop(cfg, steps, threads, precision):
+    import tempfile
+
     import numpy as np
 
     from loop_tui.train.trainer import Trainer
 
-    import tempfile
     with tempfile.TemporaryDirectory() as d:
         t = Trainer(cfg.replace(data=str(WIKI) if WIKI.is_dir() else None, eval_every=10**6, sample_every=10**6,
-                                checkpoint_every=10**6, log_every=10**6), d, threads=threads)
+                                checkpoint_every=10**6, log_every=10**6, precision=precision), d, threads=threads)
         t.setup()
         times = []
         for i in range(WARMUP + steps):
@@ -50,7 +57,9 @@ def run_loop(cfg, steps, threads):
         return float(np.median(times)), t.peak
 
 
-def run_torch(cfg, steps, threads, compile_):
+def run_torch(cfg, steps, threads, compile_, bf16):
+    import contextlib
+
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -96,7 +105,8 @@ def run_torch(cfg, steps, threads, compile_):
     for i, (x, y) in enumerate(data):
         x, y = torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64))
         t0 = time.perf_counter()
-        loss = step_fn(x, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            loss = step_fn(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -112,10 +122,11 @@ def child(args) -> None:
     from loop_tui.config import load_config
 
     cfg = load_config(args.config[0])
-    if args.child == "loop":
-        t, peak = run_loop(cfg, args.steps, args.threads)
+    bf16 = args.child.endswith("-bf16")
+    if args.child.startswith("loop"):
+        t, peak = run_loop(cfg, args.steps, args.threads, "bf16" if bf16 else "fp32")
     else:
-        t, peak = run_torch(cfg, args.steps, args.threads, args.child == "torch-compile")
+        t, peak = run_torch(cfg, args.steps, args.threads, args.child.startswith("torch-compile"), bf16)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(orjson.dumps({"step_s": t, "peak_flops": peak, "rss": rss}).decode())
 
@@ -126,50 +137,76 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--config", action="append")
     ap.add_argument("--torch-compile", action="store_true", help="also time torch.compile (slow to compile)")
+    ap.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16 (default both)")
+    ap.add_argument("--rounds", type=int, default=1, help="run every implementation N times, alternating; median")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args)
         return
+    import statistics
+
     import orjson
 
     from loop_tui.config import load_config
     from loop_tui.model.layout import training_flops_per_token
 
+    sys.path.insert(0, os.path.dirname(__file__))
+    from cpu import cpu_line
+
     configs = args.config or ["wiki_cache_optimized", "wiki_performance_tuned", "wiki_gpu_optimized"]
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     try:
         import torch  # noqa: F401
-        impls = ["loop", "torch"] + (["torch-compile"] if args.torch_compile else [])
+        torch_impls = ["torch"] + (["torch-compile"] if args.torch_compile else [])
     except ImportError:
-        impls = ["loop"]
-        print("PyTorch is not installed (pip install -e '.[torch]'): showing loop_tui alone")
+        torch_impls = []
+        print("PyTorch is not installed (pip install torch==2.13.0): showing loop_tui alone")
+    impls = []
+    for p in precisions:
+        sfx = "-bf16" if p == "bf16" else ""
+        impls += ["loop" + sfx] + [t + sfx for t in torch_impls]
+    print(cpu_line())
     print(f"training steps on {'../shared/data/wiki' if WIKI.is_dir() else 'the built-in corpus'}, "
-          f"{args.threads} threads, median of {args.steps} steps after {WARMUP} warm-up")
-    print(f"{'config':24s} {'impl':14s} {'step s':>7s} {'tokens/s':>9s} {'MFU':>6s} {'peak RSS':>9s} {'vs torch':>8s}")
+          f"{args.threads} threads, median of {args.steps} steps after {WARMUP} warm-up, {args.rounds} round(s)")
+    print(f"{'config':24s} {'impl':20s} {'step s':>7s} {'tokens/s':>9s} {'MFU':>6s} {'peak RSS':>9s} {'ratio':>7s}  vs")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads),
            "LOOP_THREADS": str(args.threads), "RAYON_NUM_THREADS": "1"}
-    peak = None
+    peaks: dict[str, float] = {}
     for name in configs:
         cfg = load_config(name)
-        res = {}
-        for impl in impls:
-            out = subprocess.run([sys.executable, __file__, "--child", impl, "--config", name, "--steps", str(args.steps),
-                                  "--threads", str(args.threads)], env=env, capture_output=True, text=True)
-            if out.returncode:
-                print(f"{name:24s} {impl:14s} failed: {out.stderr.strip().splitlines()[-1]}")
-                continue
-            r = orjson.loads(out.stdout.strip().splitlines()[-1])
-            peak = r["peak_flops"] or peak
-            res[impl] = r
-        base = res.get("torch")
+        runs: dict[str, list] = {}
+        for r_i in range(args.rounds):
+            for impl in (impls if r_i % 2 == 0 else impls[::-1]):
+                out = subprocess.run([sys.executable, __file__, "--child", impl, "--config", name, "--steps",
+                                      str(args.steps), "--threads", str(args.threads)], env=env, capture_output=True,
+                                     text=True)
+                if out.returncode:
+                    print(f"{name:24s} {impl:20s} failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
+                    continue
+                r = orjson.loads(out.stdout.strip().splitlines()[-1])
+                if r["peak_flops"]:
+                    peaks["bf16" if impl.endswith("-bf16") else "fp32"] = r["peak_flops"]
+                runs.setdefault(impl, []).append(r)
+        res = {impl: {"step_s": statistics.median(x["step_s"] for x in rs), "rss": max(x["rss"] for x in rs)}
+               for impl, rs in runs.items()}
         for impl, r in res.items():
+            prec = "bf16" if impl.endswith("-bf16") else "fp32"
+            if impl.startswith("loop"):  # against the best PyTorch row of the same precision
+                theirs = [k for k in res if not k.startswith("loop") and k.endswith("-bf16") == (prec == "bf16")]
+                base = min(theirs, key=lambda k: res[k]["step_s"]) if theirs else None
+            else:
+                base = None
             tps = cfg.tokens_per_step / r["step_s"]
+            peak = peaks.get(prec)
             mfu = training_flops_per_token(cfg) * tps / peak if peak else float("nan")
-            ratio = f"{base['step_s'] / r['step_s']:.2f}x" if base else "-"
-            print(f"{name:24s} {impl:14s} {r['step_s']:7.2f} {tps:9,.0f} {100 * mfu:5.1f}% {r['rss'] / 2**20:8,.0f}M {ratio:>8s}")
-    if peak:
-        print(f"MFU denominator: measured FMA peak {peak / 1e9:.0f} GFLOP/s; numerator: "
-              "6*matmul_params + 6*L*d*(T+1) FLOPs per token (loop analyze explains)")
+            ratio = f"{res[base]['step_s'] / r['step_s']:.2f}x" if base else ""
+            print(f"{name:24s} {impl:20s} {r['step_s']:7.2f} {tps:9,.0f} {100 * mfu:5.1f}% {r['rss'] / 2**20:8,.0f}M "
+                  f"{ratio:>7s}  {base or ''}")
+    for prec, peak in peaks.items():
+        print(f"MFU denominator for {prec} rows: measured peak {peak / 1e9:.0f} GFLOP/s"
+              + (" (the bf16 GEMM path's instruction loop)" if prec == "bf16" else " (FMA loop)"))
+    print("numerator: 6*matmul_params + 6*L*d*(T+1) FLOPs per token (loop analyze explains)")
 
 
 if __name__ == "__main__":

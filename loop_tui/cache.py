@@ -18,11 +18,15 @@ def cache_dir() -> Path:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """A reader sees the old file or the new one, never half of one (and a crash leaves the old)."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or a Ctrl-C leaves no half-written file behind
+        raise
 
 
 def measured(file: str, key: str, measure: Callable[[], Any]) -> Any:

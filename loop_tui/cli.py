@@ -8,12 +8,16 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_USAGE = 2
+from .errors import EXIT_ABORTED, EXIT_INTERNAL, EXIT_OS, EXIT_USAGE, LoopError
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
     print(f"loop: error: {message}", file=sys.stderr)
     return code
+
+
+def _warn(message: str) -> None:
+    print(f"loop: warning: {message}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- analyze
@@ -67,11 +71,20 @@ def build_config(args):
 def cmd_train(args) -> int:
     from .config import ConfigError
 
+    from . import machine
+
     cfg = build_config(args)
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be positive, got {args.threads}")
+    if args.threads is not None and args.threads > machine.cpu_count():
+        _warn(f"--threads {args.threads} is more than the {machine.cpu_count()} usable cores: kernels will wait on "
+              "each other and run much slower")
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be positive, got {args.steps}")
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise ConfigError(f"--checkpoint-every must be positive, got {args.checkpoint_every}")
+    if args.new_data and not args.resume:
+        raise ConfigError("--new-data continues a run: use it with --resume")
     if args.out:
         run_dir = Path(args.out)
     elif args.resume:
@@ -95,7 +108,7 @@ def train_headless(cfg, run_dir: Path, args) -> int:
 
     reporter = ConsoleReporter(cfg.max_steps)
     trainer = Trainer(cfg, run_dir, data=args.data, resume=args.resume, threads=args.threads, on_event=reporter,
-                      device=args.device)
+                      device=args.device, force=args.force, new_data=args.new_data)
     interrupts = []
 
     def on_signal(signum, frame):
@@ -105,12 +118,18 @@ def train_headless(cfg, run_dir: Path, args) -> int:
                   "(Ctrl-C again to abort without saving)", file=sys.stderr, flush=True)
             trainer.request("quit")
         else:
+            trainer.abort = True
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     trainer.setup()
     print(f"run folder: {run_dir}")
+    if args.steps is None and trainer.step >= cfg.max_steps:
+        trainer.close()
+        print(f"{run_dir} is finished: step {trainer.step} of max_steps {cfg.max_steps}. Train further with "
+              f"--steps N (N more steps) or a config with a larger max_steps.")
+        return 0
     reporter.total = trainer.step + args.steps if args.steps else max(cfg.max_steps, trainer.step)
     last = trainer.run(steps=args.steps, checkpoint_every=args.checkpoint_every)
     if last:
@@ -131,11 +150,20 @@ def cmd_generate(args) -> int:
     from .train.sample import generate
     from .train.trainer import make_backend
 
+    if args.tokens < 1:
+        raise ConfigError(f"--tokens must be positive, got {args.tokens}")
+    if not args.temperature >= 0:
+        raise ConfigError(f"--temperature must be 0 (greedy) or positive, got {args.temperature}")
+    if args.top_k < 0:
+        raise ConfigError(f"--top-k must be 0 (all tokens) or positive, got {args.top_k}")
     run = Path(args.run_dir)
-    ckpt = checkpoint.latest(run) if (run / "checkpoints").is_dir() else (run if (run / "state.json").exists() else None)
-    if ckpt is None:
+    if (run / "checkpoints").is_dir():
+        ckpt, params, _, state = checkpoint.load_newest_intact(run, _warn, with_optimizer=False)
+    elif (run / "state.json").exists():
+        ckpt = run
+        params, _, state = checkpoint.load(run, with_optimizer=False)
+    else:
         raise ConfigError(f"{run}: no checkpoint found (expected RUN_DIR/checkpoints/step_*/)")
-    params, _, state = checkpoint.load(ckpt)
     cfg = from_dict(state["config"], str(ckpt / "state.json"))
     backend = make_backend(cfg.backend if args.backend is None else args.backend, args.threads, args.device,
                            state.get("precision", cfg.precision))
@@ -192,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(e.g. `loop train smoke`). Set LOOP_ISA=avx512|avx2|generic to force an "
                                        "instruction set, LOOP_BF16=amx|avx512bf16|portable to force the bf16 GEMM "
                                        "path, LOOP_CACHE_DIR for the tokenizer cache.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"loop_tui {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of a failure (also LOOP_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     a = sub.add_parser("analyze", help="cache-fit breakdown of a config on this machine",
@@ -220,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the CPU has AVX512-BF16 or AMX, else fp32")
     t.add_argument("--device", metavar="NAME", help="OpenCL device (substring of its name); default: a GPU, else the CPU")
     t.add_argument("--no-tui", action="store_true", help="print progress lines instead of the dashboard")
+    t.add_argument("--force", action="store_true", help="start even if the memory estimate exceeds the free RAM")
+    t.add_argument("--new-data", action="store_true",
+                   help="with --resume: continue on a different --data folder, encoded with the run's own tokenizer "
+                        "(fine-tuning on new text)")
     t.set_defaults(func=cmd_train)
 
     g = sub.add_parser("generate", help="sample text from a trained run",
@@ -248,20 +284,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAYON_NUM_THREADS", "1")  # tokenizers: keep its pool off the kernel cores
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("LOOP_DEBUG") == "1"
     from .config import ConfigError
     from .data.corpus import DataError
 
     try:
         return args.func(args)
-    except (ConfigError, DataError) as e:
-        return _fail(str(e))
-    except FloatingPointError as e:
-        return _fail(str(e), 1)
-    except KeyboardInterrupt:
-        print("aborted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        print("aborted without saving (the run folder keeps its last checkpoint)", file=sys.stderr)
+        return EXIT_ABORTED
+    except Exception as e:
+        if debug:
+            raise
+        if isinstance(e, (ConfigError, DataError)):
+            return _fail(str(e))
+        if isinstance(e, LoopError):
+            return _fail(str(e), e.exit_code)
+        if isinstance(e, OSError):
+            return _fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}", EXIT_OS)
+        return _fail(f"internal error: {type(e).__name__}: {e} (run again with --debug for the traceback)",
+                     EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

@@ -74,11 +74,22 @@ def _cached_ids(path: Path, make, dtype) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
 
 
-def prepare(corpus: Corpus, vocab_size: int, val_fraction: float, min_tokens: int) -> TokenData:
-    tok, tok_path = get_tokenizer(corpus, vocab_size)
+def prepare(corpus: Corpus, vocab_size: int, val_fraction: float, min_tokens: int,
+            tokenizer_file: Path | None = None) -> TokenData:
+    """Token ids of the corpus, split into train and validation. With tokenizer_file (a resumed
+    run's own tokenizer), encode with it instead of training one on this corpus."""
+    if tokenizer_file is not None:
+        import hashlib
+
+        tok_path = Path(tokenizer_file)
+        tok = Tokenizer.from_file(str(tok_path))
+        tok_key = "tok" + hashlib.sha256(tok_path.read_bytes()).hexdigest()[:16]
+    else:
+        tok, tok_path = get_tokenizer(corpus, vocab_size)
+        tok_key = ""
     dtype = np.uint16 if vocab_size <= 65535 else np.uint32
     train_idx, val_idx = split_docs(corpus, val_fraction)
-    key = f"{corpus.digest}-{vocab_size}-{val_fraction}"
+    key = f"{corpus.digest}-{vocab_size}-{val_fraction}{tok_key}"
     d = cache_dir()
     train = _cached_ids(d / f"tokens-{key}-train.bin", lambda: _encode(tok, [corpus.docs[i][1] for i in train_idx], dtype), dtype)
     if val_idx:

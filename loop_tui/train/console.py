@@ -14,9 +14,9 @@ def fmt_duration(s: float) -> str:
 
 
 class ConsoleReporter:
-    def __init__(self, total_steps_hint: int, stream=sys.stdout):
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, total_steps_hint: int, stream=None):
+        self.stream = stream or sys.stdout  # looked up now: sys.stdout may have been replaced since import
+        self.tty = self.stream.isatty()
         self.total = total_steps_hint
         self.last_status = 0.0
 

@@ -7,6 +7,7 @@ calls with ("step" | "log" | "eval" | "sample" | "checkpoint" | "info" | "warnin
 from __future__ import annotations
 
 import math
+import os
 import queue
 import time
 from collections import deque
@@ -18,6 +19,7 @@ import numpy as np
 import orjson
 
 from ..config import Config, ConfigError
+from ..errors import NonFiniteError, RunLocked, StorageError
 from ..data.batches import BatchSampler, eval_batches
 from ..data.corpus import load_corpus
 from ..data.tokens import prepare
@@ -28,6 +30,11 @@ from .peak import peak_gflops
 from .sample import generate
 
 MODEL_FIELDS = ("d_model", "num_heads", "num_layers", "d_ff", "max_length", "vocab_size")
+# settings a resumed run may change; each change is printed and appended to config_history.jsonl
+TRAINING_FIELDS = ("batch_size", "max_steps", "learning_rate", "min_lr_ratio", "warmup_steps", "weight_decay", "beta1",
+                   "beta2", "adam_eps", "grad_clip", "eval_every", "eval_batches", "sample_every", "sample_tokens",
+                   "log_every", "checkpoint_every", "keep_checkpoints", "val_fraction", "seed", "precision")
+MEMORY_HEADROOM = 0.9  # refuse a run whose arenas need more than this share of the available RAM
 WARMUP_STEPS_EXCLUDED = 2  # first steps after (re)start: page faults, thread pool start, caches
 SPEED_WINDOW = 10
 
@@ -84,8 +91,12 @@ class StepStats:
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, data: str | None = None, resume: bool = False,
                  threads: int | None = None, on_event: Callable[[str, dict], None] | None = None,
-                 device: str | None = None):
+                 device: str | None = None, force: bool = False, new_data: bool = False):
+        """force: start even if the memory estimate exceeds the available RAM. new_data: on
+        resume, accept a corpus other than the run's and encode it with the run's tokenizer."""
         self.cfg, self.run_dir, self.resume, self.device_name = cfg, Path(run_dir), resume, device
+        self.force, self.new_data = force, new_data
+        self.abort = False  # set by a second Ctrl-C: stop without saving
         self.data_path = data if data is not None else cfg.data
         self.threads = threads or cfg.threads
         self.on_event = on_event or (lambda kind, payload: None)
@@ -101,29 +112,93 @@ class Trainer:
         self.last_val_loss: float | None = None
 
     # ------------------------------------------------------------------ setup
+    def _lock_run_dir(self) -> None:
+        """Hold an exclusive flock on RUN_DIR/.lock for this trainer's lifetime (the OS drops it when
+        the process dies, so a killed run never leaves a stale lock)."""
+        import fcntl
+
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            f = open(self.run_dir / ".lock", "a+")
+        except OSError as e:
+            raise StorageError(f"{e.filename or self.run_dir}: cannot use as run folder: {e.strerror or e}") from None
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "unknown"
+            f.close()
+            raise RunLocked(f"{self.run_dir}: in use by another trainer (PID {pid}); wait for it to finish "
+                            "or give another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._lock_file = f
+
+    def close(self) -> None:
+        """Release the run folder (run() calls this when it ends)."""
+        for name in ("metrics_file", "_lock_file"):
+            f = getattr(self, name, None)
+            if f is not None and not f.closed:
+                f.close()
+
+    def _check_memory(self) -> None:
+        import psutil
+
+        from ..analyze import human_bytes, training_memory
+
+        need = training_memory(self.cfg)["total"]
+        avail = psutil.virtual_memory().available
+        if need > MEMORY_HEADROOM * avail and not self.force:
+            raise ConfigError(f"{self.cfg.name}: training needs about {human_bytes(need)} of memory but only "
+                              f"{human_bytes(avail)} is available (`loop analyze` breaks it down); use a smaller "
+                              "model or batch, or --force to try anyway")
+
+    def _settings_changed(self, saved: dict, step: int) -> None:
+        changes = {f: (saved.get(f), getattr(self.cfg, f)) for f in TRAINING_FIELDS if saved.get(f) != getattr(self.cfg, f)}
+        if not changes:
+            return
+        self.emit("info", message="resuming with changed settings: "
+                  + ", ".join(f"{f} {old} → {new}" for f, (old, new) in changes.items()))
+        try:
+            with open(self.run_dir / "config_history.jsonl", "ab") as f:
+                f.write(orjson.dumps({"step": step, "changes": {k: {"from": a, "to": b} for k, (a, b) in changes.items()},
+                                      "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + b"\n")
+        except OSError as e:
+            raise StorageError(f"{self.run_dir / 'config_history.jsonl'}: cannot write: {e.strerror or e}") from None
+
+    # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         cfg = self.cfg
-        ckpt = checkpoint.latest(self.run_dir) if self.resume else None
-        state = None
-        if self.resume and ckpt is None:
-            raise ConfigError(f"{self.run_dir}: no checkpoint to resume from")
+        self._lock_run_dir()
+        state, ckpt = None, None
         if not self.resume and checkpoint.latest(self.run_dir) is not None:
             raise ConfigError(f"{self.run_dir}: already has checkpoints; pass --resume to continue it or --out for a new run")
-        if ckpt is not None:
-            params, optim, state = checkpoint.load(ckpt)
+        if self.resume:
+            if checkpoint.latest(self.run_dir) is None:
+                raise ConfigError(f"{self.run_dir}: no checkpoint to resume from")
+            ckpt, params, optim, state = checkpoint.load_newest_intact(
+                self.run_dir, lambda m: self.emit("warning", message=m))
             saved = state["config"]
             for f in MODEL_FIELDS:
                 if saved[f] != getattr(cfg, f):
                     raise ConfigError(f"{ckpt}: checkpoint has {f}={saved[f]}, config has {getattr(cfg, f)}")
             if self.data_path is None:
                 self.data_path = state.get("data")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._settings_changed(saved, state["step"])
         corpus = load_corpus(self.data_path)
         self.emit("info", message=corpus.summary())
         if self.data_path is None:
             self.emit("info", message="no --data given: training on Python's built-in documentation (pydoc topics)")
+        if state is not None and state.get("corpus_digest") not in (None, corpus.digest):
+            if not self.new_data:
+                raise ConfigError(f"--resume: {corpus.name} is not the text this run trained on (its corpus digest "
+                                  "differs); pass --new-data to continue training on it with the run's own tokenizer")
+            self.emit("info", message=f"continuing on new text ({corpus.name}) with the run's own tokenizer")
         t0 = time.perf_counter()
-        self.tokens = prepare(corpus, cfg.vocab_size, cfg.val_fraction, cfg.max_length + 1)
+        run_tokenizer = ckpt / "tokenizer.json" if ckpt is not None and (ckpt / "tokenizer.json").exists() else None
+        self.tokens = prepare(corpus, cfg.vocab_size, cfg.val_fraction, cfg.max_length + 1, run_tokenizer)
         self.corpus_digest = corpus.digest
         self.emit("info", message=f"tokenizer: byte-level BPE, {self.tokens.vocab_used} ids "
                                   f"({time.perf_counter() - t0:.1f}s); {len(self.tokens.train):,} train tokens, "
@@ -131,6 +206,7 @@ class Trainer:
         if self.tokens.vocab_used < cfg.vocab_size:
             self.emit("warning", message=f"corpus supports only {self.tokens.vocab_used} BPE ids; "
                                          f"the other {cfg.vocab_size - self.tokens.vocab_used} embedding rows stay unused")
+        self._check_memory()
         self.precision = resolve_precision(cfg.precision, cfg.backend)
         self.backend = make_backend(cfg.backend, self.threads, self.device_name, self.precision)
         if self.precision == "bf16":
@@ -164,7 +240,10 @@ class Trainer:
                                   f"{self.flops_per_step / 1e9:.1f} GFLOP per step; backend {self.backend.device}"
                                   + ("; measured peak " + ", ".join(f"{p} {v:.0f}" for p, v in peaks.items())
                                      + f" GFLOP/s (MFU against {self.precision})" if peaks else ""))
-        self.metrics_file = open(self.run_dir / "metrics.jsonl", "ab")
+        try:
+            self.metrics_file = open(self.run_dir / "metrics.jsonl", "ab")
+        except OSError as e:
+            raise StorageError(f"{e.filename}: cannot write: {e.strerror or e}") from None
 
     def emit(self, kind: str, **payload) -> None:
         self.on_event(kind, payload)
@@ -180,6 +259,11 @@ class Trainer:
         inputs, targets = self.sampler.next()
         loss = model.forward_backward(inputs, targets)
         grad_norm = math.sqrt(o.sum_squares(model.grads.flat))
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):  # before AdamW: the weights stay good
+            what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {grad_norm}"
+            raise NonFiniteError(f"step {self.step + 1}: {what}: training diverged and stopped; lower learning_rate "
+                                 f"(now {cfg.learning_rate:g}) or raise warmup_steps (now {cfg.warmup_steps}); "
+                                 f"the weights of step {self.step} are kept")
         clip = min(1.0, cfg.grad_clip / (grad_norm + 1e-6)) if cfg.grad_clip > 0 else 1.0
         lr = lr_at(cfg, self.step)
         P, G = model.params.flat, model.grads.flat
@@ -198,8 +282,6 @@ class Trainer:
                           self.flops_per_step / avg / self.peak if self.peak else float("nan"),
                           self.elapsed, avg * (self.total_steps - self.step))
         self.last = stats
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss} at step {self.step}; lower learning_rate")
         return stats
 
     def evaluate(self) -> float:
@@ -215,18 +297,31 @@ class Trainer:
 
     # ------------------------------------------------------------------ persistence
     def _record(self, record: dict) -> None:
-        self.metrics_file.write(orjson.dumps(record) + b"\n")
-        self.metrics_file.flush()
+        try:
+            self.metrics_file.write(orjson.dumps(record) + b"\n")
+            self.metrics_file.flush()
+        except OSError as e:
+            raise StorageError(f"{self.run_dir / 'metrics.jsonl'}: cannot write: {e.strerror or e}") from None
 
     def _truncate_metrics(self, step: int) -> None:
         """On resume, drop records a crash left behind after the checkpoint's step."""
         path = self.run_dir / "metrics.jsonl"
         if not path.exists():
             return
-        kept = [line for line in path.read_bytes().splitlines() if line.strip() and orjson.loads(line)["step"] <= step]
+        kept = []
+        for line in path.read_bytes().splitlines():
+            try:
+                if orjson.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                pass  # a line cut short by a crash or a full disk
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(b"".join(line + b"\n" for line in kept))
-        tmp.replace(path)
+        try:
+            tmp.write_bytes(b"".join(line + b"\n" for line in kept))
+            tmp.replace(path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"{path}: cannot rewrite: {e.strerror or e}") from None
 
     def save_checkpoint(self, reason: str) -> Path:
         o, model = self.backend, self.model
@@ -238,8 +333,13 @@ class Trainer:
                  "precision": self.precision}
         path = checkpoint.save(self.run_dir, self.step, params, optim, state, self.cfg.keep_checkpoints,
                                {"tokenizer.json": self.tokens.tokenizer_path})
-        (self.run_dir / "tokenizer.json").write_bytes(self.tokens.tokenizer_path.read_bytes())
-        (self.run_dir / "config.json").write_bytes(orjson.dumps(self.cfg.to_dict(), option=orjson.OPT_INDENT_2))
+        from ..cache import atomic_write_bytes
+
+        try:
+            atomic_write_bytes(self.run_dir / "tokenizer.json", self.tokens.tokenizer_path.read_bytes())
+            atomic_write_bytes(self.run_dir / "config.json", orjson.dumps(self.cfg.to_dict(), option=orjson.OPT_INDENT_2))
+        except OSError as e:
+            raise StorageError(f"{e.filename or self.run_dir}: cannot write: {e.strerror or e}") from None
         self.emit("checkpoint", step=self.step, path=str(path), reason=reason)
         return path
 
@@ -253,6 +353,7 @@ class Trainer:
         self.steps_this_run = 0
         saved_at = self.step
         quit_requested = False
+        failed = False
         try:
             while self.step < self.total_steps and not quit_requested:
                 quit_requested = self._handle_requests()
@@ -277,11 +378,21 @@ class Trainer:
                 if s.step % every == 0:
                     self.save_checkpoint("periodic")
                     saved_at = self.step
+        except BaseException:
+            failed = True
+            raise
         finally:
-            if self.step > saved_at:
-                self.save_checkpoint("quit" if quit_requested else "final" if self.step >= self.total_steps else "interrupted")
-            self.metrics_file.close()
-            self.emit("done", step=self.step)
+            try:
+                if self.step > saved_at and not self.abort:
+                    self.save_checkpoint("quit" if quit_requested else "final" if self.step >= self.total_steps
+                                         else "interrupted")
+            except Exception as e:  # noqa: BLE001 - the error already under way is the one to report
+                if not failed:
+                    raise
+                self.emit("warning", message=f"final checkpoint not saved: {e}")
+            finally:
+                self.close()
+                self.emit("done", step=self.step)
         return self.last
 
     def _handle_requests(self) -> bool:

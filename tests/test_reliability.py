@@ -1,0 +1,239 @@
+"""Every failure a user can cause ends in one line and a documented exit code, with the run folder
+intact: a second trainer, a diverging run, damaged checkpoints, a full disk, an unwritable
+folder, other data on resume, a model too large for the machine, and nonsense options."""
+from __future__ import annotations
+
+import errno
+import signal
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from loop_tui import cli, errors
+from loop_tui.train import checkpoint
+from loop_tui.train.trainer import Trainer
+
+from .test_train import quick
+
+SMOKE_DATA = Path(__file__).resolve().parent / "snapshot_apps"  # any small folder of text would do
+
+
+@pytest.fixture(autouse=True)
+def _restore_signals():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, h in before.items():
+        signal.signal(s, h)
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str) -> str:
+    lines = [x for x in err.splitlines() if x.startswith("loop: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def write_config(tmp_path: Path, **fields) -> str:
+    raw = {**orjson.loads((Path(cli.__file__).parent.parent / "configs" / "smoke.json").read_bytes()),
+           "log_every": 1, "eval_every": 1000, "sample_every": 1000, **fields}
+    path = tmp_path / f"cfg-{abs(hash(orjson.dumps(raw)))}.json"
+    path.write_bytes(orjson.dumps(raw))
+    return str(path)
+
+
+def train_steps(tmp_path, run: Path, steps: int, *extra: str, **fields) -> None:
+    code = cli.main(["train", write_config(tmp_path, **fields), "--out", str(run), "--no-tui", "--steps", str(steps),
+                     *extra])
+    assert code == 0
+
+
+# ---------------------------------------------------------------- run folder lock
+def test_second_trainer_on_a_folder_exits_3_naming_the_pid(tmp_path, capsys):
+    run = tmp_path / "run"
+    first = Trainer(quick(), run)
+    first.setup()  # holds the lock
+    code, _, err = run_cli(capsys, "train", "smoke", "--out", str(run), "--no-tui", "--steps", "1")
+    assert code == errors.EXIT_LOCKED
+    assert "in use by another trainer (PID" in one_line_error(err)
+    first.close()
+    assert not checkpoint.list_checkpoints(run)  # the refused trainer wrote nothing
+
+
+def test_lock_is_released_when_a_run_ends(tmp_path, capsys):
+    run = tmp_path / "run"
+    train_steps(tmp_path, run, 2)
+    train_steps(tmp_path, run, 2, "--resume")
+    capsys.readouterr()
+
+
+# ---------------------------------------------------------------- divergence
+def test_diverging_run_stops_in_one_line_and_never_saves_nan(tmp_path, capsys):
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path, learning_rate=1e4, warmup_steps=1, checkpoint_every=2, grad_clip=0.0)
+    code, _, err = run_cli(capsys, "train", cfg, "--out", str(run), "--no-tui", "--steps", "200")
+    assert code == errors.EXIT_DIVERGED
+    assert "training diverged" in one_line_error(err)
+    for ckpt in checkpoint.list_checkpoints(run):  # every checkpoint left verifies (finite weights)
+        checkpoint.load(ckpt)
+
+
+def test_checkpoint_save_refuses_non_finite_weights(tmp_path):
+    params = {"w": np.array([1.0, np.nan], np.float32)}
+    with pytest.raises(checkpoint.CheckpointError, match="not finite"):
+        checkpoint.save(tmp_path, 1, params, {"m": np.zeros(2, np.float32)}, {"step": 1, "config": {}}, 3)
+    assert not checkpoint.list_checkpoints(tmp_path)
+
+
+# ---------------------------------------------------------------- damaged checkpoints
+@pytest.mark.parametrize("damage", ["truncate model", "truncate optimizer", "garble state"])
+def test_damaged_latest_checkpoint_falls_back_with_a_warning(tmp_path, capsys, damage):
+    run = tmp_path / "run"
+    train_steps(tmp_path, run, 4, checkpoint_every=2)
+    first, last = checkpoint.list_checkpoints(run)
+    if damage == "garble state":
+        (last / "state.json").write_bytes(b'{"step": 4, "conf')
+    else:
+        f = last / ("model.safetensors" if "model" in damage else "optimizer.safetensors")
+        f.write_bytes(f.read_bytes()[:-100])
+    capsys.readouterr()
+    code, out, err = run_cli(capsys, "generate", str(run), "--tokens", "3")
+    assert code == 0 and "Traceback" not in err
+    if damage != "truncate optimizer":  # generate reads no optimizer state
+        assert "damaged" in err and last.name in err
+    code, out, err = run_cli(capsys, "train", write_config(tmp_path, checkpoint_every=2), "--out", str(run), "--no-tui",
+                             "--resume", "--steps", "1")
+    assert code == 0 and f"using {first.name}" in out + err
+    assert "resumed from" in out and first.name in out
+
+
+def test_no_intact_checkpoint_exits_4(tmp_path, capsys):
+    run = tmp_path / "run"
+    train_steps(tmp_path, run, 2, checkpoint_every=2)
+    for ckpt in checkpoint.list_checkpoints(run):
+        (ckpt / "model.safetensors").write_bytes(b"garbage")
+    capsys.readouterr()
+    code, _, err = run_cli(capsys, "generate", str(run))
+    assert code == errors.EXIT_CHECKPOINT and "no intact checkpoint" in one_line_error(err)
+
+
+# ---------------------------------------------------------------- full disk, unwritable folder
+def test_full_disk_during_checkpoint(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    train_steps(tmp_path, run, 2, checkpoint_every=2)
+    metrics_before = (run / "metrics.jsonl").read_bytes()
+    good = checkpoint.list_checkpoints(run)
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoint, "_write_synced", full)
+    capsys.readouterr()
+    code, _, err = run_cli(capsys, "train", write_config(tmp_path, checkpoint_every=2), "--out", str(run), "--no-tui",
+                           "--resume", "--steps", "2")
+    line = one_line_error(err)
+    assert code == errors.EXIT_CHECKPOINT and "No space left on device" in line and str(run) in line
+    assert not list((run / "checkpoints").glob(".tmp-*")) and not list(run.glob("*.tmp*"))
+    assert checkpoint.list_checkpoints(run) == good
+    checkpoint.load(good[-1])
+    assert (run / "metrics.jsonl").read_bytes().startswith(metrics_before)
+    monkeypatch.undo()  # space is back
+    code, _, _ = run_cli(capsys, "train", write_config(tmp_path, checkpoint_every=2), "--out", str(run), "--no-tui",
+                         "--resume", "--steps", "2")
+    assert code == 0 and checkpoint.latest(run).name == "step_00000004"
+
+
+def test_unwritable_run_folder_is_one_line(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "smoke", "--out", "/sys/loop-test-run", "--no-tui", "--steps", "1")
+    assert code == errors.EXIT_OS and "/sys/loop-test-run" in one_line_error(err)
+
+
+# ---------------------------------------------------------------- resume checks
+def test_resume_with_other_data_is_refused_unless_new_data(tmp_path, capsys):
+    run = tmp_path / "run"
+    train_steps(tmp_path, run, 2)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.txt").write_text("Completely different text about sailing boats and harbours. " * 400)
+    capsys.readouterr()
+    args = ["train", write_config(tmp_path), "--out", str(run), "--no-tui", "--resume", "--steps", "1",
+            "--data", str(other)]
+    code, _, err = run_cli(capsys, *args)
+    assert code == errors.EXIT_USAGE and "--new-data" in one_line_error(err)
+    code, out, _ = run_cli(capsys, *args, "--new-data")
+    assert code == 0 and "run's own tokenizer" in out
+
+
+def test_changed_settings_on_resume_are_shown_and_kept(tmp_path, capsys):
+    run = tmp_path / "run"
+    train_steps(tmp_path, run, 2, learning_rate=0.001)
+    capsys.readouterr()
+    code, out, _ = run_cli(capsys, "train", write_config(tmp_path, learning_rate=0.0005), "--out", str(run),
+                           "--no-tui", "--resume", "--steps", "1")
+    assert code == 0 and "learning_rate 0.001 → 0.0005" in out
+    history = [orjson.loads(x) for x in (run / "config_history.jsonl").read_bytes().splitlines()]
+    assert history[-1]["changes"]["learning_rate"] == {"from": 0.001, "to": 0.0005}
+
+
+def test_resume_of_a_finished_run_says_so(tmp_path, capsys):
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path, max_steps=3)
+    assert cli.main(["train", cfg, "--out", str(run), "--no-tui"]) == 0
+    capsys.readouterr()
+    code, out, _ = run_cli(capsys, "train", cfg, "--out", str(run), "--no-tui", "--resume")
+    assert code == 0 and "is finished" in out and "--steps N" in out
+
+
+# ---------------------------------------------------------------- memory, options
+def test_model_too_large_for_memory_is_refused_before_allocating(tmp_path, capsys):
+    cfg = write_config(tmp_path, d_model=65536, num_heads=1, d_ff=65536, num_layers=8)
+    code, _, err = run_cli(capsys, "train", cfg, "--out", str(tmp_path / "run"), "--no-tui", "--steps", "1")
+    line = one_line_error(err)
+    assert code == errors.EXIT_USAGE and "needs about" in line and "available" in line and "--force" in line
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "smoke", "--checkpoint-every", "0", "--no-tui"], "--checkpoint-every"),
+    (["generate", "nowhere", "--tokens", "-5"], "--tokens"),
+    (["generate", "nowhere", "--temperature", "-1"], "--temperature"),
+    (["generate", "nowhere", "--top-k", "-2"], "--top-k"),
+    (["generate", "nowhere"], "no checkpoint found"),
+    (["train", "smoke", "--new-data", "--no-tui"], "--resume"),
+])
+def test_nonsense_options_are_one_line_usage_errors(capsys, argv, needle):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == errors.EXIT_USAGE and needle in one_line_error(err)
+
+
+def test_more_threads_than_cores_warns(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "smoke", "--out", str(tmp_path / "run"), "--no-tui", "--steps", "1",
+                           "--threads", "64")
+    assert code == 0 and "more than the" in err and "usable cores" in err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and "loop_tui" in capsys.readouterr().out
+
+
+def test_internal_errors_are_one_line_unless_debug(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "cmd_info", lambda args: 1 / 0)
+    parser = cli.build_parser
+
+    def patched():
+        p = parser()
+        p._subparsers._group_actions[0].choices["info"].set_defaults(func=lambda args: 1 / 0)
+        return p
+
+    monkeypatch.setattr(cli, "build_parser", patched)
+    code, _, err = run_cli(capsys, "info")
+    assert code == errors.EXIT_INTERNAL and "--debug" in one_line_error(err)
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["--debug", "info"])
