@@ -44,6 +44,7 @@ bench: install
 	$(PY) benchmarks/gemm_paths.py
 	$(PY) benchmarks/train_table.py --torch-compile
 	$(PY) benchmarks/opencl_table.py
+	$(PY) benchmarks/tokenizer_memory.py
 
 # Kernels rebuilt with ASan+UBSan into a separate copy of the package (build/sanitize, so the
 # normal build is untouched), then the kernel tests run there on every ISA this CPU has.

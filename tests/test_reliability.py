@@ -237,3 +237,92 @@ def test_internal_errors_are_one_line_unless_debug(capsys, monkeypatch):
     assert code == errors.EXIT_INTERNAL and "--debug" in one_line_error(err)
     with pytest.raises(ZeroDivisionError):
         cli.main(["--debug", "info"])
+
+
+# ---------------------------------------------------------------- data in bounded memory
+def make_folder(path: Path, files: int, words: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    vocab = np.array(["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), size=rng.integers(2, 9)))
+                      for _ in range(3000)])
+    path.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        text = " ".join(vocab[rng.zipf(1.3, size=words) % len(vocab)])
+        (path / f"doc{i:04d}.txt").write_text("\n".join(text[j:j + 80] for j in range(0, len(text), 80)) + "\n")
+    return path
+
+
+def test_long_files_stream_in_pieces_cut_at_line_breaks(tmp_path):
+    from loop_tui.data.corpus import load_corpus
+
+    c = load_corpus(make_folder(tmp_path / "d", 1, 20000))
+    doc = c.docs[0]
+    pieces = list(c.pieces(doc, chunk=4096))
+    assert len(pieces) > 10 and "".join(pieces) == doc.path.read_text()
+    assert all(p.endswith("\n") for p in pieces)
+    assert all(len(p.encode()) < 3 * 4096 for p in pieces)
+
+
+def test_encoding_a_long_file_in_pieces_matches_whole_file_encoding(tmp_path, monkeypatch):
+    from loop_tui.data import corpus as corpus_mod
+    from loop_tui.data import tokens as tokens_mod
+
+    folder = make_folder(tmp_path / "d", 2, 30000)
+    c = corpus_mod.load_corpus(folder)
+    tok, _ = tokens_mod.get_tokenizer(c, 400)
+    monkeypatch.setattr(tokens_mod, "ENCODE_BATCH_BYTES", 10_000)  # many batches
+    monkeypatch.setattr(tokens_mod, "ENCODE_PIECE_BYTES", 4096)  # many pieces per document
+    assert len(list(c.pieces(c.docs[0], 4096))) > 10
+    tokens_mod.encode_to_file(tok, c, [0, 1], tmp_path / "ids.bin", np.uint16)
+    got = np.fromfile(tmp_path / "ids.bin", np.uint16)
+    eot = tok.token_to_id(tokens_mod.EOT)
+    want = np.concatenate([np.r_[tok.encode(d.path.read_text()).ids, eot] for d in c.docs]).astype(np.uint16)
+    assert np.array_equal(got, want)  # the pieces end at line breaks, where BPE splits anyway
+
+
+@pytest.mark.parametrize("stop_in", ["training tokenizer", "encoding training text"])
+def test_interrupted_preparation_leaves_no_partial_cache_entry(tmp_path, monkeypatch, stop_in):
+    from loop_tui.cache import cache_dir
+    from loop_tui.data.corpus import load_corpus
+    from loop_tui.data.tokens import Interrupted, prepare
+
+    monkeypatch.setenv("LOOP_CACHE_DIR", str(tmp_path / "cache"))
+    c = load_corpus(make_folder(tmp_path / "d", 40, 3000))
+    seen: list[str] = []
+    with pytest.raises(Interrupted, match="stopped while"):
+        prepare(c, 500, 0.1, 33, progress=lambda phase, done, total: seen.append(phase),
+                should_stop=lambda: stop_in in seen)
+    left = sorted(p.name for p in cache_dir().iterdir())
+    assert not any(name.startswith(".") or "tmp" in name for name in left), left
+    assert not any(name.startswith("tokens-") for name in left), left
+    if stop_in == "training tokenizer":
+        assert not left
+
+
+def test_latin1_folder_says_not_utf8(tmp_path, capsys):
+    d = tmp_path / "latin"
+    d.mkdir()
+    (d / "a.txt").write_bytes("café crème brûlée\n".encode("latin-1") * 10)
+    code, _, err = run_cli(capsys, "train", "smoke", "--data", str(d), "--out", str(tmp_path / "run"), "--no-tui")
+    line = one_line_error(err)
+    assert code == errors.EXIT_USAGE and "not UTF-8" in line and "iconv" in line
+
+
+def test_sigterm_while_tokenizing_stops_promptly_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    folder = make_folder(tmp_path / "big", 20, 300_000)  # ~40 MB: tokenizing takes many seconds
+    env = {**__import__("os").environ, "RAYON_NUM_THREADS": "1", "LOOP_CACHE_DIR": str(tmp_path / "cache")}
+    p = subprocess.Popen([sys.executable, "-m", "loop_tui", "train", "smoke", "--data", str(folder), "--out",
+                          str(tmp_path / "run"), "--no-tui"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=env, text=True)
+    line = p.stdout.readline()  # the corpus summary: scanning is done and tokenizer training starts
+    assert "20 documents" in line, line
+    time.sleep(1)
+    assert p.poll() is None, p.communicate()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == errors.EXIT_ABORTED, (out, err)
+    assert "stopped while" in one_line_error(err)
+    assert not list((tmp_path / "cache").glob("tokens-*")) and not list((tmp_path / "cache").glob(".*"))

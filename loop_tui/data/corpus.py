@@ -1,50 +1,122 @@
-"""Read a folder of text files into documents, skipping what is not usable text.
+"""A folder of text files as documents, read lazily so any corpus fits in bounded memory.
 
-Hidden, empty, binary (NUL bytes) and non-UTF-8 files are skipped and counted; only an empty
-result is an error. With no folder, the corpus is Python's own documentation
-(pydoc_data.topics), which every Python ships, so a demo needs no download."""
+Loading scans each file once in 1 MiB blocks: hidden, empty, binary (NUL bytes) and non-UTF-8
+files are skipped and counted, and the corpus digest is computed on the way; no text is kept.
+Later passes (tokenizer training, encoding) stream each document as pieces of about 1 MiB cut
+at line breaks (`pieces`). Only an empty result is an error, and it says why every file was
+skipped. With no folder, the corpus is Python's own documentation (pydoc_data.topics), which
+every Python ships, so a demo needs no download."""
 from __future__ import annotations
 
+import codecs
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
+
+from ..errors import LoopError
+
+CHUNK_BYTES = 1 << 20  # read and tokenize in pieces of about this size
 
 
-class DataError(ValueError):
+class DataError(LoopError):
     """Unusable data; str() is the one-line message for the user."""
+
+
+@dataclass(frozen=True)
+class Doc:
+    name: str  # path relative to the folder (a topic name for the built-in corpus)
+    size: int  # bytes of UTF-8 text
+    path: Path | None = None  # the file, read again when needed
+    text: str | None = None  # held in memory instead (the small built-in corpus only)
 
 
 @dataclass
 class Corpus:
     name: str  # folder path, or "builtin:pydoc"
-    docs: list[tuple[str, str]]  # (relative name, text), sorted by name
+    docs: list[Doc]  # sorted by name
+    digest: str  # sha256 over every (name, text), first 16 hex digits
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
 
     @property
-    def digest(self) -> str:
-        h = hashlib.sha256()
-        for name, text in self.docs:
-            h.update(name.encode())
-            h.update(b"\0")
-            h.update(text.encode())
-            h.update(b"\0")
-        return h.hexdigest()[:16]
-
-    @property
-    def chars(self) -> int:
-        return sum(len(t) for _, t in self.docs)
+    def bytes(self) -> int:
+        return sum(d.size for d in self.docs)
 
     def summary(self) -> str:
-        s = f"{self.name}: {len(self.docs)} documents, {self.chars / 1e6:.2f} M characters"
+        s = f"{self.name}: {len(self.docs)} documents, {self.bytes / 1e6:.2f} MB of text"
         if self.skipped:
             s += "; skipped " + ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
         return s
+
+    def pieces(self, doc: Doc, chunk: int | None = None) -> Iterator[str]:
+        """The document's text in pieces of about `chunk` bytes (default CHUNK_BYTES), each ending
+        at a line break when one is near (always the same cuts for the same text)."""
+        chunk = chunk or CHUNK_BYTES
+        if doc.text is not None:
+            yield from _cut(iter([doc.text]), chunk)
+            return
+        with open(doc.path, "rb") as f:  # type: ignore[arg-type]
+            decoder = codecs.getincrementaldecoder("utf-8")()
+            blocks = iter(lambda: f.read(chunk), b"")
+            yield from _cut((decoder.decode(b) for b in blocks), chunk, tail=lambda: decoder.decode(b"", final=True))
+
+
+def _cut(texts: Iterator[str], chunk: int, tail: Callable[[], str] | None = None) -> Iterator[str]:
+    carry = ""
+    for text in texts:
+        carry += text
+        while len(carry) >= chunk:
+            cut = carry.rfind("\n", 0, chunk * 2) + 1
+            if cut <= 0:  # no line break in reach: cut anyway (between characters)
+                cut = chunk
+            yield carry[:cut]
+            carry = carry[cut:]
+    if tail is not None:
+        carry += tail()
+    if carry:
+        yield carry
 
 
 def builtin_corpus() -> Corpus:
     from pydoc_data.topics import topics
 
-    return Corpus("builtin:pydoc (Python's documentation topics)", sorted(topics.items()))
+    h = hashlib.sha256()
+    docs = []
+    for name, text in sorted(topics.items()):
+        raw = text.encode()
+        h.update(name.encode() + b"\0" + raw + b"\0")
+        docs.append(Doc(name, len(raw), text=text))
+    return Corpus("builtin:pydoc (Python's documentation topics)", docs, h.hexdigest()[:16])
+
+
+def _scan(path: Path, h_doc: "hashlib._Hash") -> str | None:
+    """Feed the file's bytes into h_doc; the reason to skip it, or None if it is usable text."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    blank = True
+    try:
+        with open(path, "rb") as f:
+            first = True
+            while block := f.read(CHUNK_BYTES):
+                if first and b"\0" in block[:8192]:
+                    return "binary"
+                first = False
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError:
+                    return "not UTF-8"
+                blank = blank and not block.strip()
+                h_doc.update(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    except OSError:
+        return "unreadable"
+    return "empty" if blank else None
+
+
+HINTS = {"not UTF-8": "convert them to UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+         "binary": "give a folder of plain text", "hidden": "names starting with '.' are skipped",
+         "empty": "the files hold no text", "unreadable": "check their permissions"}
 
 
 def load_folder(path: str | Path) -> Corpus:
@@ -54,6 +126,7 @@ def load_folder(path: str | Path) -> Corpus:
     if not root.is_dir():
         raise DataError(f"{root}: is not a folder (give a folder of text files)")
     docs, skipped = [], {}
+    digest = hashlib.sha256()
 
     def skip(reason: str) -> None:
         skipped[reason] = skipped.get(reason, 0) + 1
@@ -66,27 +139,20 @@ def load_folder(path: str | Path) -> Corpus:
             continue
         if not p.is_file():
             continue
-        try:
-            raw = p.read_bytes()
-        except OSError:
-            skip("unreadable")
+        trial = digest.copy()  # the corpus digest goes on from here only if the file is kept
+        trial.update(str(rel).encode() + b"\0")
+        reason = _scan(p, trial)
+        if reason:
+            skip(reason)
             continue
-        if not raw.strip():
-            skip("empty")
-            continue
-        if b"\0" in raw[:8192]:
-            skip("binary")
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            skip("not UTF-8")
-            continue
-        docs.append((str(rel), text))
+        trial.update(b"\0")
+        digest = trial
+        size = p.stat().st_size
+        docs.append(Doc(str(rel), size, path=p))
     if not docs:
-        detail = f" (skipped {sum(skipped.values())} files)" if skipped else ""
-        raise DataError(f"{root}: no usable text files{detail}")
-    return Corpus(str(root), docs, skipped)
+        why = "; ".join(f"{n} {r}: {HINTS.get(r, '')}" for r, n in sorted(skipped.items()))
+        raise DataError(f"{root}: no usable text files" + (f" (skipped {why})" if skipped else " (the folder is empty)"))
+    return Corpus(str(root), docs, digest.hexdigest()[:16], skipped)
 
 
 def load_corpus(path: str | Path | None) -> Corpus:

@@ -3,37 +3,107 @@
 Both are cached under the cache folder ($LOOP_CACHE_DIR, default ~/.cache/loop_tui) by corpus
 digest and vocabulary size. Documents are split into train and validation by file (about
 val_fraction of them, at least one) so the validation loss is measured on unseen documents.
-Ids are stored as uint16 memmaps (uint32 when the vocabulary exceeds 65535)."""
+Ids are stored as uint16 memmaps (uint32 when the vocabulary exceeds 65535).
+
+Memory stays bounded whatever the corpus size: the tokenizer trains in a child process on
+documents streamed in ~1 MiB pieces (its memory is the BPE trainer's word counts, not the text),
+and encoding runs in batches of ~1 MiB written straight into the cache file. Both report
+progress through `progress(phase, done_bytes, total_bytes)` and stop within about a second when
+`should_stop()` turns true, raising Interrupted; a cache entry is renamed into place only once
+complete, so an interruption never leaves half of one."""
 from __future__ import annotations
 
+import os
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from ..cache import atomic_write_bytes, cache_dir
+from ..errors import EXIT_ABORTED, LoopError
 from .corpus import Corpus, DataError
 
 EOT = "<|endoftext|>"
+ENCODE_BATCH_BYTES = 1 << 20  # text per encode_batch call
+# text per encoded string: tokenizers keeps ~300 bytes of alignments per byte of one string, so
+# long strings are cut (at line breaks, where the byte-level pre-tokenizer splits anyway)
+ENCODE_PIECE_BYTES = 1 << 16
+Progress = Callable[[str, int, int], None]
 
 
-def train_tokenizer(corpus: Corpus, vocab_size: int) -> Tokenizer:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator((text for _, text in corpus.docs), trainer=trainer)
-    return tok
+class Interrupted(LoopError):
+    """Ctrl-C or SIGTERM while preparing data: nothing was trained."""
+
+    exit_code = EXIT_ABORTED
 
 
-def get_tokenizer(corpus: Corpus, vocab_size: int) -> tuple[Tokenizer, Path]:
+def _no_progress(phase: str, done: int, total: int) -> None:
+    pass
+
+
+def _never() -> bool:
+    return False
+
+
+def train_tokenizer(corpus: Corpus, vocab_size: int, progress: Progress = _no_progress,
+                    should_stop: Callable[[], bool] = _never) -> Tokenizer:
+    """Byte-level BPE trained on the corpus by a worker process (bpe_worker.py), which Ctrl-C
+    stops at once: the merge phase runs in Rust and would not see a signal until it ended."""
+    import subprocess
+    import sys
+    import tempfile
+    import threading
+
+    import orjson
+
+    total = corpus.bytes
+    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".bpe-") as work:
+        spec, out = Path(work) / "spec.json", Path(work) / "tokenizer.json"
+        spec.write_bytes(orjson.dumps({"name": corpus.name, "vocab_size": vocab_size, "docs": [
+            {"name": d.name, "size": d.size, "path": str(d.path) if d.path else None, "text": d.text}
+            for d in corpus.docs]}))
+        child = subprocess.Popen([sys.executable, "-m", "loop_tui.data.bpe_worker", str(spec), str(out)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env={**os.environ, "RAYON_NUM_THREADS": os.environ.get("RAYON_NUM_THREADS", "1")})
+        done = [0]
+
+        def read_progress() -> None:
+            for line in child.stdout:  # type: ignore[union-attr]
+                done[0] = int(line)
+
+        reader = threading.Thread(target=read_progress, daemon=True)
+        reader.start()
+        try:
+            while child.poll() is None:
+                if should_stop():
+                    raise Interrupted("stopped while training the tokenizer; nothing was trained or cached")
+                progress("training tokenizer", min(done[0], total), total)
+                try:
+                    child.wait(0.2)
+                except subprocess.TimeoutExpired:
+                    pass
+            if child.returncode != 0 or not out.exists():
+                err = (child.stderr.read().strip().splitlines() or ["no message"])[-1]  # type: ignore[union-attr]
+                raise DataError(f"{corpus.name}: tokenizer training failed (exit code {child.returncode}: {err})")
+            progress("training tokenizer", total, total)
+            return Tokenizer.from_str(out.read_text())
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+            reader.join(1)
+
+
+def get_tokenizer(corpus: Corpus, vocab_size: int, progress: Progress = _no_progress,
+                  should_stop: Callable[[], bool] = _never) -> tuple[Tokenizer, Path]:
     path = cache_dir() / f"tokenizer-{corpus.digest}-{vocab_size}.json"
     if path.exists():
         return Tokenizer.from_file(str(path)), path
-    tok = train_tokenizer(corpus, vocab_size)
+    tok = train_tokenizer(corpus, vocab_size, progress, should_stop)
     atomic_write_bytes(path, tok.to_str().encode())
     return tok, path
 
@@ -59,23 +129,68 @@ class TokenData:
     note: str  # how the split was made
 
 
-def _encode(tok: Tokenizer, texts: list[str], dtype) -> np.ndarray:
-    eot = tok.token_to_id(EOT)
-    ids = []
-    for enc in tok.encode_batch(texts):
-        ids.extend(enc.ids)
-        ids.append(eot)
-    return np.asarray(ids, dtype=dtype)
+def encode_to_file(tok: Tokenizer, corpus: Corpus, indices: list[int], path: Path, dtype,
+                   progress: Progress = _no_progress, should_stop: Callable[[], bool] = _never,
+                   phase: str = "encoding") -> None:
+    """Token ids of the documents (each followed by EOT) into `path`, in ~1 MiB batches; the
+    file appears only when complete."""
+    eot = np.array([tok.token_to_id(EOT)], dtype)
+    total = sum(corpus.docs[i].size for i in indices)
+    done = 0
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            batch: list[str] = []
+            ends: list[bool] = []  # the piece ends its document: EOT follows it
+            size = 0
+
+            def flush() -> None:
+                nonlocal done, size
+                for enc, end in zip(tok.encode_batch(batch), ends):
+                    f.write(np.asarray(enc.ids, dtype).tobytes())
+                    if end:
+                        f.write(eot.tobytes())
+                done += size
+                batch.clear()
+                ends.clear()
+                size = 0
+                progress(phase, done, total)
+                if should_stop():
+                    raise Interrupted(f"stopped while {phase}; nothing was trained (the token cache keeps only "
+                                      "complete entries)")
+
+            for i in indices:
+                doc = corpus.docs[i]
+                pieces = corpus.pieces(doc, ENCODE_PIECE_BYTES)
+                piece = next(pieces, "")
+                while True:
+                    following = next(pieces, None)
+                    batch.append(piece)
+                    ends.append(following is None)
+                    size += len(piece.encode())
+                    if size >= ENCODE_BATCH_BYTES:
+                        flush()
+                    if following is None:
+                        break
+                    piece = following
+            if batch:
+                flush()
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-def _cached_ids(path: Path, make, dtype) -> np.ndarray:
+def _cached_ids(path: Path, make: Callable[[Path], None], dtype) -> np.ndarray:
     if not path.exists():
-        atomic_write_bytes(path, make().tobytes())
+        make(path)
     return np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
 
 
 def prepare(corpus: Corpus, vocab_size: int, val_fraction: float, min_tokens: int,
-            tokenizer_file: Path | None = None) -> TokenData:
+            tokenizer_file: Path | None = None, progress: Progress = _no_progress,
+            should_stop: Callable[[], bool] = _never) -> TokenData:
     """Token ids of the corpus, split into train and validation. With tokenizer_file (a resumed
     run's own tokenizer), encode with it instead of training one on this corpus."""
     if tokenizer_file is not None:
@@ -85,15 +200,18 @@ def prepare(corpus: Corpus, vocab_size: int, val_fraction: float, min_tokens: in
         tok = Tokenizer.from_file(str(tok_path))
         tok_key = "tok" + hashlib.sha256(tok_path.read_bytes()).hexdigest()[:16]
     else:
-        tok, tok_path = get_tokenizer(corpus, vocab_size)
+        tok, tok_path = get_tokenizer(corpus, vocab_size, progress, should_stop)
         tok_key = ""
     dtype = np.uint16 if vocab_size <= 65535 else np.uint32
     train_idx, val_idx = split_docs(corpus, val_fraction)
     key = f"{corpus.digest}-{vocab_size}-{val_fraction}{tok_key}"
     d = cache_dir()
-    train = _cached_ids(d / f"tokens-{key}-train.bin", lambda: _encode(tok, [corpus.docs[i][1] for i in train_idx], dtype), dtype)
+    def encoder(indices: list[int], phase: str):
+        return lambda path: encode_to_file(tok, corpus, indices, path, dtype, progress, should_stop, phase)
+
+    train = _cached_ids(d / f"tokens-{key}-train.bin", encoder(train_idx, "encoding training text"), dtype)
     if val_idx:
-        val = _cached_ids(d / f"tokens-{key}-val.bin", lambda: _encode(tok, [corpus.docs[i][1] for i in val_idx], dtype), dtype)
+        val = _cached_ids(d / f"tokens-{key}-val.bin", encoder(val_idx, "encoding validation text"), dtype)
         note = f"validation: {len(val_idx)} of {len(corpus.docs)} documents"
     else:  # a single document: hold out its last tokens instead
         cut = int(len(train) * (1 - val_fraction))

@@ -19,6 +19,7 @@ class ConsoleReporter:
         self.tty = self.stream.isatty()
         self.total = total_steps_hint
         self.last_status = 0.0
+        self.last_progress_line = 0.0
 
     def _line(self, text: str) -> None:
         if self.tty:
@@ -34,6 +35,18 @@ class ConsoleReporter:
             self.stream.write(f"\r\033[K{bar} {p['step']}/{self.total} loss {p['loss']:.3f} "
                               f"{p['tokens_per_s']:,.0f} tok/s ETA {fmt_duration(p['eta_s'])}")
             self.stream.flush()
+        elif kind == "progress":
+            pct = 100 * p["done"] / max(1, p["total"])
+            merging = p["phase"] == "training tokenizer" and p["done"] >= p["total"]
+            text = (f"{p['phase']}: all {p['total'] / 1e6:,.1f} MB read, computing merges…" if merging else
+                    f"{p['phase']}: {pct:3.0f}% of {p['total'] / 1e6:,.1f} MB, {p['bytes_per_s'] / 1e6:,.1f} MB/s, "
+                    f"ETA {fmt_duration(p['eta_s'])}")
+            if self.tty:
+                self.stream.write("\r\033[K" + text)
+                self.stream.flush()
+            elif time.monotonic() - self.last_progress_line > 10 or (p["done"] >= p["total"] and not merging):
+                self.last_progress_line = time.monotonic()
+                self._line(text)
         elif kind == "log":
             mfu = f"{100 * p['mfu']:.1f}%" if math.isfinite(p["mfu"]) else "n/a"
             self._line(f"step {p['step']:>6}/{self.total} | loss {p['loss']:.4f} | lr {p['lr']:.2e} | "

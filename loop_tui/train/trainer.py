@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import queue
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -97,6 +98,8 @@ class Trainer:
         self.cfg, self.run_dir, self.resume, self.device_name = cfg, Path(run_dir), resume, device
         self.force, self.new_data = force, new_data
         self.abort = False  # set by a second Ctrl-C: stop without saving
+        self.stop_event = threading.Event()  # a quit request: also stops data preparation
+        self._progress_at = (0.0, "")
         self.data_path = data if data is not None else cfg.data
         self.threads = threads or cfg.threads
         self.on_event = on_event or (lambda kind, payload: None)
@@ -198,7 +201,8 @@ class Trainer:
             self.emit("info", message=f"continuing on new text ({corpus.name}) with the run's own tokenizer")
         t0 = time.perf_counter()
         run_tokenizer = ckpt / "tokenizer.json" if ckpt is not None and (ckpt / "tokenizer.json").exists() else None
-        self.tokens = prepare(corpus, cfg.vocab_size, cfg.val_fraction, cfg.max_length + 1, run_tokenizer)
+        self.tokens = prepare(corpus, cfg.vocab_size, cfg.val_fraction, cfg.max_length + 1, run_tokenizer,
+                              self._progress, self.stop_event.is_set)
         self.corpus_digest = corpus.digest
         self.emit("info", message=f"tokenizer: byte-level BPE, {self.tokens.vocab_used} ids "
                                   f"({time.perf_counter() - t0:.1f}s); {len(self.tokens.train):,} train tokens, "
@@ -248,8 +252,24 @@ class Trainer:
     def emit(self, kind: str, **payload) -> None:
         self.on_event(kind, payload)
 
+    def _progress(self, phase: str, done: int, total: int) -> None:
+        """Data preparation progress: a "progress" event at most every 0.5 s and at each phase's end."""
+        now = time.monotonic()
+        last, last_phase = self._progress_at
+        if phase != last_phase:
+            self._phase_start = now
+        if now - last < 0.5 and done < total and phase == last_phase:
+            return
+        self._progress_at = (now, phase)
+        took = now - self._phase_start
+        rate = done / took if took > 0 and done else 0.0
+        eta = (total - done) / rate if rate > 0 else float("nan")
+        self.emit("progress", phase=phase, done=done, total=total, bytes_per_s=rate, eta_s=eta)
+
     def request(self, command: str) -> None:
         """Thread-safe: 'pause', 'resume', 'toggle_pause', 'save', 'sample', 'quit'."""
+        if command == "quit":
+            self.stop_event.set()  # seen by data preparation, which runs before the request queue
         self.requests.put(command)
 
     # ------------------------------------------------------------------ one step
@@ -402,6 +422,7 @@ class Trainer:
             except queue.Empty:
                 return False
             if cmd == "quit":
+                self.stop_event.set()
                 return True
             if cmd in ("pause", "resume", "toggle_pause"):
                 self.paused = {"pause": True, "resume": False}.get(cmd, not self.paused)

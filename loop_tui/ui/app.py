@@ -5,6 +5,9 @@
 """
 from __future__ import annotations
 
+import os
+import sys
+
 import math
 import re
 from pathlib import Path
@@ -256,7 +259,8 @@ class DashboardScreen(Screen):
         bar.update(total=max(1, snap["total"]), progress=snap["step"])
         val = f" · val {snap['val']:.3f}" if snap["val"] is not None else ""
         loss = "" if math.isnan(snap["loss"]) else f" · loss {snap['loss']:.3f}"
-        status = {"starting": "preparing data…", "stopping": "finishing the step and saving…"}.get(snap["status"], snap["status"])
+        preparing = f"preparing data: {st.preparing}…" if st.preparing else "preparing data…"
+        status = {"starting": preparing, "stopping": "finishing the step and saving…"}.get(snap["status"], snap["status"])
         self.query_one("#status", Label).update(f"  step {snap['step']}/{snap['total']}{loss}{val} · {status}"
                                                  + (f" · {snap['error']}" if snap["error"] else ""))
         sp = self.query_one(SpeedPanel)
@@ -312,7 +316,13 @@ class DashboardScreen(Screen):
         if not self.runner or not self.runner.running:
             self.app.exit(0)
             return
+        if self.runner.quit_requested:  # pressed again while the step finishes: abort without saving
+            self.runner.trainer.abort = True
+            self.runner.aborted = True
+            self.app.exit(130)
+            return
         self.runner.request("quit")
+        self.notify("finishing this step and saving; press Ctrl-C again to abort without saving")
 
 
 class LoopApp(App):
@@ -334,6 +344,11 @@ def run_dashboard(cfg: Config, run_dir: Path, data=None, resume=False, steps=Non
                             device=device)
     app = LoopApp(lambda: DashboardScreen(runner, caches))
     app.run()
+    if runner.aborted:
+        print(f"aborted without saving; {run_dir} keeps its last checkpoint", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # the training thread is mid-step in C: leave without waiting for it
     if runner.running:  # the app closed some other way: stop and save like q
         runner.request("quit")
         runner.thread.join()

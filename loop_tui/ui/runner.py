@@ -23,6 +23,7 @@ class TrainingRunner:
         self.thread = threading.Thread(target=self._main, name="loop-train", daemon=True)
         self.ready = threading.Event()
         self.quit_requested = False
+        self.aborted = False  # a second quit: the process leaves without the final save
 
     def start(self) -> None:
         self.thread.start()

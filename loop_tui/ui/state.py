@@ -17,6 +17,7 @@ class RunState:
     device: str = ""  # e.g. "CPU, avx512, 2 threads"
     backend: str = "c"
     status: str = "starting"  # starting | training | paused | stopping | done | error
+    preparing: str = ""  # data preparation progress while starting, e.g. "encoding training text 45%"
     step: int = 0
     total_steps: int = 0
     loss: float = float("nan")
@@ -52,6 +53,11 @@ class RunState:
                 self.elapsed_s, self.eta_s = p["elapsed_s"], p["eta_s"]
                 self.loss_history.append((p["step"], p["loss"]))
                 self.speed_history.append(self.tokens_per_s_now)
+                return
+            if kind == "progress":
+                pct = 100 * p["done"] / max(1, p["total"])
+                rate = f", {p['bytes_per_s'] / 1e6:.1f} MB/s" if p["bytes_per_s"] else ""
+                self.preparing = f"{p['phase']} {pct:.0f}%{rate}"
                 return
             if kind == "eval":
                 self.val_loss = p["val_loss"]
