@@ -7,7 +7,7 @@ CSRC    := $(wildcard c/*.c c/*.h) build_kernels.py
 export RAYON_NUM_THREADS := 1
 export LOOP_CACHE_DIR ?= $(CURDIR)/.cache
 
-.PHONY: install build demo test bench sanitize clean system-deps
+.PHONY: install build demo test lint bench sanitize clean system-deps
 
 system-deps:
 	@command -v gcc >/dev/null || (apt-get update && apt-get install -y --no-install-recommends build-essential)
@@ -33,7 +33,14 @@ build: $(SO)
 demo: install
 	$(PY) -m loop_tui train default --steps 300
 
-test: install
+LINTED := loop_tui tests benchmarks build_kernels.py setup.py
+
+lint: install
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
+	$(PY) -m mypy
+
+test: install lint
 	$(PY) -m pytest -q -x -p no:cacheprovider tests
 	$(MAKE) sanitize
 

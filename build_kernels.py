@@ -12,6 +12,7 @@ FMA contraction that -std=c99 turns off; -fno-math-errno and -fno-trapping-math 
 vectorise sqrtf and the branch-free exp (nothing here reads errno or FP exception flags).
 LOOP_SANITIZE=1 builds with ASan and UBSan.
 """
+
 import glob
 import os
 import sysconfig
@@ -20,7 +21,17 @@ from cffi import FFI
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 HEADERS = ["runtime.h", "gemm.h", "ops.h"]
-CFLAGS = ["-O3", "-std=c99", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math", "-fopenmp", "-Wall", "-Wextra", "-Wno-unknown-pragmas"]
+CFLAGS = [
+    "-O3",
+    "-std=c99",
+    "-ffp-contract=fast",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fopenmp",
+    "-Wall",
+    "-Wextra",
+    "-Wno-unknown-pragmas",
+]
 LDFLAGS = ["-fopenmp"]
 if os.environ.get("LOOP_SANITIZE") == "1":
     CFLAGS += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-O2"]

@@ -1,4 +1,5 @@
 """One line naming the CPU a benchmark ran on, with the flags that decide its fast paths."""
+
 from __future__ import annotations
 
 
@@ -14,4 +15,5 @@ def cpu_line() -> str:
         pass
     have = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
     import os
+
     return f"CPU: {model}, {os.cpu_count()} logical CPUs, flags: {' '.join(have) or 'none of avx2/avx512/bf16/amx'}"

@@ -8,6 +8,7 @@ process (alternating blocks of 3 calls after a 0.3 s pause; median of 9):
 
     .venv/bin/python benchmarks/gemm_paths.py [--threads 2] [--no-step]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,19 +42,24 @@ def operands(M, N, Kd, ta, tb):
 
 def gemm_ab(K, title, shapes, on, off, labels):
     print(f"\n{title}: GFLOP/s")
-    print(f"{'M':>6s} {'N':>6s} {'K':>6s} op {labels[0]:>10s} {labels[1]:>10s} {'OpenBLAS':>9s}  "
-          f"{labels[0]}/{labels[1]}  {labels[0]}/OpenBLAS")
+    print(
+        f"{'M':>6s} {'N':>6s} {'K':>6s} op {labels[0]:>10s} {labels[1]:>10s} {'OpenBLAS':>9s}  "
+        f"{labels[0]}/{labels[1]}  {labels[0]}/OpenBLAS"
+    )
     for M, N, Kd, ta, tb in shapes:
         a, b, A, B = operands(M, N, Kd, ta, tb)
         c = K.empty((M, N))
         run = lambda: K.matmul(a, b, out=c, transpose_a=bool(ta), transpose_b=bool(tb))
-        t = timed({"on": lambda: (on(M), run()), "off": lambda: (off(M), run()),
-                   "blas": lambda: np.matmul(A, B, out=c)})
+        t = timed(
+            {"on": lambda: (on(M), run()), "off": lambda: (off(M), run()), "blas": lambda: np.matmul(A, B, out=c)}
+        )
         on(M)
         g = {k: 2 * M * N * Kd / v / 1e9 for k, v in t.items()}
         op = ("T" if ta else "N") + ("T" if tb else "N")
-        print(f"{M:6d} {N:6d} {Kd:6d} {op} {g['on']:10.1f} {g['off']:10.1f} {g['blas']:9.1f}  "
-              f"{g['on'] / g['off']:9.2f}x  {g['on'] / g['blas']:12.2f}x")
+        print(
+            f"{M:6d} {N:6d} {Kd:6d} {op} {g['on']:10.1f} {g['off']:10.1f} {g['blas']:9.1f}  "
+            f"{g['on'] / g['off']:9.2f}x  {g['on'] / g['blas']:12.2f}x"
+        )
 
 
 def step_ab(K, steps: int) -> None:
@@ -65,8 +71,17 @@ def step_ab(K, steps: int) -> None:
 
     cfg = load_config("wiki_cache_optimized")
     with tempfile.TemporaryDirectory() as d:
-        t = Trainer(cfg.replace(data=str(WIKI) if WIKI.is_dir() else None, eval_every=10**6, sample_every=10**6,
-                                checkpoint_every=10**6, log_every=10**6), d, threads=K.get_num_threads())
+        t = Trainer(
+            cfg.replace(
+                data=str(WIKI) if WIKI.is_dir() else None,
+                eval_every=10**6,
+                sample_every=10**6,
+                checkpoint_every=10**6,
+                log_every=10**6,
+            ),
+            d,
+            threads=K.get_num_threads(),
+        )
         t.setup()
         times = {True: [], False: []}
         for i in range(2 + 2 * steps):
@@ -79,8 +94,10 @@ def step_ab(K, steps: int) -> None:
     K.set_gemm_streaming(True)
     tok = cfg.batch_size * cfg.max_length
     on, off = (tok / np.median(times[x]) for x in (True, False))
-    print(f"\nwhole wiki_cache_optimized steps ({steps} each, alternating): streaming {on:,.0f} tokens/s, "
-          f"regular stores {off:,.0f} tokens/s, {on / off:.3f}x")
+    print(
+        f"\nwhole wiki_cache_optimized steps ({steps} each, alternating): streaming {on:,.0f} tokens/s, "
+        f"regular stores {off:,.0f} tokens/s, {on / off:.3f}x"
+    )
 
 
 def main() -> None:
@@ -97,17 +114,35 @@ def main() -> None:
 
     K.set_num_threads(args.threads)
     blk = K.gemm_blocking()
-    print(f"loop_tui GEMM paths ({K.isa()}, {args.threads} threads, numpy {np.__version__} OpenBLAS); "
-          f"short M <= {blk.short_m_rows}, streaming C > {blk.stream_min_mib} MiB")
-    gemm_ab(K, "streaming stores (64-byte aligned C)", [(1024, 16000, 320, 0, 1), (1024, 16000, 384, 0, 1),
-                                                        (1024, 16000, 512, 0, 1)],
-            lambda M: K.set_gemm_streaming(True), lambda M: K.set_gemm_streaming(False), ("stream", "regular"))
+    print(
+        f"loop_tui GEMM paths ({K.isa()}, {args.threads} threads, numpy {np.__version__} OpenBLAS); "
+        f"short M <= {blk.short_m_rows}, streaming C > {blk.stream_min_mib} MiB"
+    )
+    gemm_ab(
+        K,
+        "streaming stores (64-byte aligned C)",
+        [(1024, 16000, 320, 0, 1), (1024, 16000, 384, 0, 1), (1024, 16000, 512, 0, 1)],
+        lambda M: K.set_gemm_streaming(True),
+        lambda M: K.set_gemm_streaming(False),
+        ("stream", "regular"),
+    )
     mr = blk.mr
     split_m = lambda M: K.set_gemm_blocking(mc=-(-M // args.threads // mr) * mr)
-    gemm_ab(K, "short-M path (threads split N) vs M-blocked", [(320, 960, 3840, 1, 0), (320, 1280, 3840, 1, 0),
-                                                               (384, 1152, 4096, 1, 0), (384, 1536, 4096, 1, 0),
-                                                               (512, 1536, 16384, 1, 0), (512, 2048, 16384, 1, 0)],
-            lambda M: K.set_gemm_blocking(0, 0, 0), split_m, ("short-M", "M-blocked"))
+    gemm_ab(
+        K,
+        "short-M path (threads split N) vs M-blocked",
+        [
+            (320, 960, 3840, 1, 0),
+            (320, 1280, 3840, 1, 0),
+            (384, 1152, 4096, 1, 0),
+            (384, 1536, 4096, 1, 0),
+            (512, 1536, 16384, 1, 0),
+            (512, 2048, 16384, 1, 0),
+        ],
+        lambda M: K.set_gemm_blocking(0, 0, 0),
+        split_m,
+        ("short-M", "M-blocked"),
+    )
     if not args.no_step:
         step_ab(K, args.steps)
 

@@ -7,6 +7,7 @@ the other library's spinning idle threads never share the cores; median of 6).
 fp32: against numpy's OpenBLAS. bf16: our bf16 GEMM (fp32 arrays in, rounded while packing)
 against torch.matmul on bf16 tensors (oneDNN; inputs converted beforehand, not timed).
 OpenBLAS fixes its thread count at import, so each thread count runs in its own process."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,9 @@ def measure(threads: int, configs: list[str], precision: str = "fp32") -> list[t
     import numpy as np
 
     sys.path.insert(0, os.path.dirname(__file__))
-    from loop_tui import kernels as K
     from shapes import step_gemms
+
+    from loop_tui import kernels as K
 
     K.set_num_threads(threads)
     rows = []
@@ -71,6 +73,7 @@ def main() -> None:
     configs = args.config or ["wiki_gpu_optimized", "wiki_cache_optimized", "wiki_performance_tuned"]
     if args.child:
         import orjson
+
         print(orjson.dumps(measure(args.child, configs, args.precision)).decode())
         return
     import orjson
@@ -88,17 +91,26 @@ def main() -> None:
             print("bf16 GEMM table needs PyTorch (the yardstick): pip install torch==2.13.0")
             return
         yard = "OneDNN"
-        print(f"bf16 GEMM: loop_tui ({K.isa()}, bf16 path {K.bf16_path()}, micro-kernel {K.gemm_kernel_name('bf16')}) "
-              f"vs torch {torch.__version__} matmul on bf16 tensors, GFLOP/s, median of 6 (alternating blocks)")
+        print(
+            f"bf16 GEMM: loop_tui ({K.isa()}, bf16 path {K.bf16_path()}, micro-kernel {K.gemm_kernel_name('bf16')}) "
+            f"vs torch {torch.__version__} matmul on bf16 tensors, GFLOP/s, median of 6 (alternating blocks)"
+        )
     else:
         yard = "OpenBLAS"
-        print(f"GEMM: loop_tui ({K.isa()}) vs numpy {__import__('numpy').__version__} OpenBLAS, GFLOP/s, median of 6 (alternating blocks)")
-    print(f"{'config':24s} {'GEMM':14s} {'M':>6s} {'N':>6s} {'K':>6s} {'thr':>3s} {'loop_tui':>9s} {yard:>9s} {'ratio':>6s}")
+        print(
+            f"GEMM: loop_tui ({K.isa()}) vs numpy {__import__('numpy').__version__} OpenBLAS, GFLOP/s, "
+            "median of 6 (alternating blocks)"
+        )
+    print(
+        f"{'config':24s} {'GEMM':14s} {'M':>6s} {'N':>6s} {'K':>6s} {'thr':>3s} "
+        f"{'loop_tui':>9s} {yard:>9s} {'ratio':>6s}"
+    )
     worst, ratios = {}, {}
     for t in (int(x) for x in args.threads.split(",")):
         env = {**os.environ, "OPENBLAS_NUM_THREADS": str(t), "OMP_NUM_THREADS": str(t)}
         cmd = [sys.executable, __file__, "--child", str(t), "--precision", args.precision] + sum(
-            (["--config", c] for c in configs), [])
+            (["--config", c] for c in configs), []
+        )
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
         for cfg, name, M, N, Kd, thr, go, gb, ratio in orjson.loads(out):
             print(f"{cfg:24s} {name:14s} {M:6d} {N:6d} {Kd:6d} {thr:3d} {go:9.1f} {gb:9.1f} {ratio:6.2f}")
@@ -107,8 +119,10 @@ def main() -> None:
                 worst[thr] = (ratio, f"{cfg} {name} {M}x{N}x{Kd}")
     for t, (ratio, what) in sorted(worst.items()):
         r = ratios[t]
-        print(f"{t} thread(s): {sum(x >= 0.9 for x in r)}/{len(r)} shapes >= 0.9x, mean {sum(r) / len(r):.2f}x, "
-              f"worst {ratio:.2f}x ({what})")
+        print(
+            f"{t} thread(s): {sum(x >= 0.9 for x in r)}/{len(r)} shapes >= 0.9x, mean {sum(r) / len(r):.2f}x, "
+            f"worst {ratio:.2f}x ({what})"
+        )
 
 
 if __name__ == "__main__":

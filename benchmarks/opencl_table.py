@@ -5,6 +5,7 @@ training step of each seed config, and whole training steps (tokens/s).
 
 On a machine without a GPU the OpenCL device is PoCL on the same CPU cores, so this measures the
 OpenCL kernels' code quality, not a GPU."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 
 def gemm_rows(be, configs):
-    from loop_tui import kernels as K
     from shapes import step_gemms
+
+    from loop_tui import kernels as K
 
     rows = []
     for cfg in configs:
@@ -57,8 +59,9 @@ def step_rate(cfg_name, backend, steps, device):
     from loop_tui.config import load_config
     from loop_tui.train.trainer import Trainer
 
-    cfg = load_config(cfg_name).replace(backend=backend, eval_every=10**6, sample_every=10**6,
-                                        checkpoint_every=10**6, log_every=10**6)
+    cfg = load_config(cfg_name).replace(
+        backend=backend, eval_every=10**6, sample_every=10**6, checkpoint_every=10**6, log_every=10**6
+    )
     with tempfile.TemporaryDirectory() as d:
         t = Trainer(cfg, d, device=device)
         t.setup()

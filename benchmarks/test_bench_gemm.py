@@ -2,12 +2,13 @@
 each seed config, both at 1 and 2 threads (OpenBLAS limited with threadpoolctl). GFLOP/s is in
 extra_info, and the end of the run prints each shape's GFLOP/s side by side with the ratio.
 benchmarks/gemm_table.py measures the same ratios more carefully (alternating blocks)."""
+
 import numpy as np
 import pytest
+from shapes import SEED_CONFIGS, step_gemms
 from threadpoolctl import threadpool_limits
 
 from loop_tui import kernels as K
-from shapes import SEED_CONFIGS, step_gemms
 
 CASES = sorted({g for c in SEED_CONFIGS for g in step_gemms(c)}, key=lambda g: (g[0], g[1:]))
 GFLOPS: dict[tuple, dict[str, float]] = {}  # (case, threads) -> {"loop_tui": .., "OpenBLAS": ..}
@@ -38,8 +39,13 @@ def test_loop_gemm(benchmark, case, threads):
     K.set_num_threads(threads)
     benchmark.extra_info["flops"] = 2 * M * N * Kd
     try:
-        benchmark.pedantic(K.matmul, args=(a, b), kwargs=dict(out=c, transpose_a=bool(ta), transpose_b=bool(tb)),
-                           rounds=5, warmup_rounds=1)
+        benchmark.pedantic(
+            K.matmul,
+            args=(a, b),
+            kwargs=dict(out=c, transpose_a=bool(ta), transpose_b=bool(tb)),
+            rounds=5,
+            warmup_rounds=1,
+        )
     finally:
         K.set_num_threads(2)
     record(benchmark, case, threads, "loop_tui")
@@ -58,14 +64,15 @@ def test_numpy_gemm(benchmark, case, threads):
 
 def summary() -> list[str]:
     """The side-by-side table printed at the end of the run (benchmarks/conftest.py)."""
-    rows = [(case, t, g) for (case, t), g in sorted(GFLOPS.items(), key=lambda kv: (kv[0][1], kv[0][0]))
-            if len(g) == 2]
+    rows = [(case, t, g) for (case, t), g in sorted(GFLOPS.items(), key=lambda kv: (kv[0][1], kv[0][0])) if len(g) == 2]
     if not rows:
         return []
     out = [f"{'GEMM':14s} {'M':>6s} {'N':>6s} {'K':>6s} {'thr':>3s} {'loop_tui':>9s} {'OpenBLAS':>9s} {'ratio':>6s}"]
     for (name, M, N, Kd, _, _), t, g in rows:
-        out.append(f"{name:14s} {M:6d} {N:6d} {Kd:6d} {t:3d} {g['loop_tui']:9.1f} {g['OpenBLAS']:9.1f} "
-                   f"{g['loop_tui'] / g['OpenBLAS']:6.2f}")
+        out.append(
+            f"{name:14s} {M:6d} {N:6d} {Kd:6d} {t:3d} {g['loop_tui']:9.1f} {g['OpenBLAS']:9.1f} "
+            f"{g['loop_tui'] / g['OpenBLAS']:6.2f}"
+        )
     for t in sorted({t for _, t, _ in rows}):
         r = [g["loop_tui"] / g["OpenBLAS"] for _, tt, g in rows if tt == t]
         out.append(f"{t} thread(s): {sum(x >= 0.9 for x in r)}/{len(r)} shapes >= 0.9x OpenBLAS, worst {min(r):.2f}x")

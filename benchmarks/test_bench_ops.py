@@ -1,5 +1,6 @@
 """pytest-benchmark: each fused op at the wiki_cache_optimized step's sizes; GB/s in extra_info
 (bytes = the least the op must read and write)."""
+
 import numpy as np
 import pytest
 
@@ -29,7 +30,10 @@ def make_cases():
         "bias_gelu_fwd": (lambda: K.bias_gelu_forward(pre, hid, None), 4 * 3 * N * F),
         "gelu_bwd": (lambda: K.gelu_backward(hid, pre, hid), 4 * 3 * N * F),
         "attention_fwd": (lambda: K.attention_forward(atty, att, qkv, NH), 4 * (4 * N * C + B * NH * T * T)),
-        "attention_bwd": (lambda: K.attention_backward(qkv.copy(), atty, qkv, att, NH), 4 * (7 * N * C + B * NH * T * T)),
+        "attention_bwd": (
+            lambda: K.attention_backward(qkv.copy(), atty, qkv, att, NH),
+            4 * (7 * N * C + B * NH * T * T),
+        ),
         "crossentropy_1024rows": (lambda: K.crossentropy(logits, tg, losses, 1.0, True), 4 * 2 * 1024 * V),
         "residual_fwd": (lambda: K.residual_forward(out, x, x), 4 * 3 * N * C),
         "adamw_13M": (lambda: K.adamw(p, g, m, v, 1e-4, 0.9, 0.95, 1e-8, 0.1, 1), 4 * 7 * P),

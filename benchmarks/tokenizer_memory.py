@@ -8,6 +8,7 @@ The corpus is synthetic English-like text (Zipf-distributed words from a 200k-wo
 process with an empty token cache; peak RSS is the larger of that process and its tokenizer
 child (ru_maxrss), so it is the whole pipeline's. Targets (issue 11): peak RSS <= 2 GB for both
 layouts and >= 2 MB/s end to end on 2 cores."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ def generate(root: Path, mb: int, files: int, seed: int = 0) -> None:
         for i in range(files):
             words = vocab[(rng.zipf(1.2, size=per_file // 6) - 1) % len(vocab)]
             text = " ".join(words)
-            text = "\n".join(text[j:j + 80] for j in range(0, len(text), 80)) + "\n"
+            text = "\n".join(text[j : j + 80] for j in range(0, len(text), 80)) + "\n"
             (many / f"doc{i:05d}.txt").write_text(text)
             big.write(text)
     (root / "done").write_text("ok")
@@ -53,9 +54,20 @@ def child(folder: str, vocab: int) -> None:
     corpus = load_corpus(folder)
     data = prepare(corpus, vocab, 0.05, 1025)
     took = time.perf_counter() - t0
-    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    print(orjson.dumps({"bytes": corpus.bytes, "docs": len(corpus.docs), "seconds": took, "rss": rss * 1024,
-                        "tokens": len(data.train) + len(data.val)}).decode())
+    rss = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    )
+    print(
+        orjson.dumps(
+            {
+                "bytes": corpus.bytes,
+                "docs": len(corpus.docs),
+                "seconds": took,
+                "rss": rss * 1024,
+                "tokens": len(data.train) + len(data.val),
+            }
+        ).decode()
+    )
 
 
 def main() -> None:
@@ -83,15 +95,21 @@ def main() -> None:
     for layout in ("many_files", "one_file"):
         with tempfile.TemporaryDirectory() as empty_cache:
             env = {**os.environ, "LOOP_CACHE_DIR": empty_cache, "RAYON_NUM_THREADS": "1"}
-            out = subprocess.run([sys.executable, __file__, "--child", str(root / layout), "--vocab", str(args.vocab)],
-                                 env=env, capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(root / layout), "--vocab", str(args.vocab)],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
         if out.returncode:
             print(f"{layout:12s} failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
             continue
         r = orjson.loads(out.stdout.strip().splitlines()[-1])
         mb = r["bytes"] / 1e6
-        print(f"{layout:12s} {r['docs']:6d} {mb:7.1f} {r['seconds']:8.1f} {mb / r['seconds']:6.2f} "
-              f"{r['rss'] / 2**30:7.2f}G {r['tokens']:12,d}")
+        print(
+            f"{layout:12s} {r['docs']:6d} {mb:7.1f} {r['seconds']:8.1f} {mb / r['seconds']:6.2f} "
+            f"{r['rss'] / 2**30:7.2f}G {r['tokens']:12,d}"
+        )
     print("targets: peak RSS <= 2 GB for both layouts, >= 2 MB/s end to end")
 
 

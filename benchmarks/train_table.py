@@ -12,6 +12,7 @@ process, so peak RSS (ru_maxrss) is that implementation's alone; with --rounds N
 implementations run N times in alternating order and the median is kept. tokens/s is
 batch*seq / median step time after 2 warm-up steps; MFU is against this machine's measured peak
 of the row's precision (FMA for fp32; for bf16 the bf16 GEMM path's own instruction loop)."""
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,18 @@ def run_loop(cfg, steps, threads, precision):
     from loop_tui.train.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as d:
-        t = Trainer(cfg.replace(data=str(WIKI) if WIKI.is_dir() else None, eval_every=10**6, sample_every=10**6,
-                                checkpoint_every=10**6, log_every=10**6, precision=precision), d, threads=threads)
+        t = Trainer(
+            cfg.replace(
+                data=str(WIKI) if WIKI.is_dir() else None,
+                eval_every=10**6,
+                sample_every=10**6,
+                checkpoint_every=10**6,
+                log_every=10**6,
+                precision=precision,
+            ),
+            d,
+            threads=threads,
+        )
         t.setup()
         times = []
         for i in range(WARMUP + steps):
@@ -158,6 +169,7 @@ def main() -> None:
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     try:
         import torch  # noqa: F401
+
         torch_impls = ["torch"] + (["torch-compile"] if args.torch_compile else [])
     except ImportError:
         torch_impls = []
@@ -167,20 +179,41 @@ def main() -> None:
         sfx = "-bf16" if p == "bf16" else ""
         impls += ["loop" + sfx] + [t + sfx for t in torch_impls]
     print(cpu_line())
-    print(f"training steps on {'../shared/data/wiki' if WIKI.is_dir() else 'the built-in corpus'}, "
-          f"{args.threads} threads, median of {args.steps} steps after {WARMUP} warm-up, {args.rounds} round(s)")
+    print(
+        f"training steps on {'../shared/data/wiki' if WIKI.is_dir() else 'the built-in corpus'}, "
+        f"{args.threads} threads, median of {args.steps} steps after {WARMUP} warm-up, {args.rounds} round(s)"
+    )
     print(f"{'config':24s} {'impl':20s} {'step s':>7s} {'tokens/s':>9s} {'MFU':>6s} {'peak RSS':>9s} {'ratio':>7s}  vs")
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads),
-           "LOOP_THREADS": str(args.threads), "RAYON_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "OPENBLAS_NUM_THREADS": str(args.threads),
+        "LOOP_THREADS": str(args.threads),
+        "RAYON_NUM_THREADS": "1",
+    }
     peaks: dict[str, float] = {}
     for name in configs:
         cfg = load_config(name)
         runs: dict[str, list] = {}
         for r_i in range(args.rounds):
-            for impl in (impls if r_i % 2 == 0 else impls[::-1]):
-                out = subprocess.run([sys.executable, __file__, "--child", impl, "--config", name, "--steps",
-                                      str(args.steps), "--threads", str(args.threads)], env=env, capture_output=True,
-                                     text=True)
+            for impl in impls if r_i % 2 == 0 else impls[::-1]:
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        impl,
+                        "--config",
+                        name,
+                        "--steps",
+                        str(args.steps),
+                        "--threads",
+                        str(args.threads),
+                    ],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
                 if out.returncode:
                     print(f"{name:24s} {impl:20s} failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
                     continue
@@ -188,8 +221,10 @@ def main() -> None:
                 if r["peak_flops"]:
                     peaks["bf16" if impl.endswith("-bf16") else "fp32"] = r["peak_flops"]
                 runs.setdefault(impl, []).append(r)
-        res = {impl: {"step_s": statistics.median(x["step_s"] for x in rs), "rss": max(x["rss"] for x in rs)}
-               for impl, rs in runs.items()}
+        res = {
+            impl: {"step_s": statistics.median(x["step_s"] for x in rs), "rss": max(x["rss"] for x in rs)}
+            for impl, rs in runs.items()
+        }
         for impl, r in res.items():
             prec = "bf16" if impl.endswith("-bf16") else "fp32"
             if impl.startswith("loop"):  # against the best PyTorch row of the same precision
@@ -201,11 +236,15 @@ def main() -> None:
             peak = peaks.get(prec)
             mfu = training_flops_per_token(cfg) * tps / peak if peak else float("nan")
             ratio = f"{res[base]['step_s'] / r['step_s']:.2f}x" if base else ""
-            print(f"{name:24s} {impl:20s} {r['step_s']:7.2f} {tps:9,.0f} {100 * mfu:5.1f}% {r['rss'] / 2**20:8,.0f}M "
-                  f"{ratio:>7s}  {base or ''}")
+            print(
+                f"{name:24s} {impl:20s} {r['step_s']:7.2f} {tps:9,.0f} {100 * mfu:5.1f}% {r['rss'] / 2**20:8,.0f}M "
+                f"{ratio:>7s}  {base or ''}"
+            )
     for prec, peak in peaks.items():
-        print(f"MFU denominator for {prec} rows: measured peak {peak / 1e9:.0f} GFLOP/s"
-              + (" (the bf16 GEMM path's instruction loop)" if prec == "bf16" else " (FMA loop)"))
+        print(
+            f"MFU denominator for {prec} rows: measured peak {peak / 1e9:.0f} GFLOP/s"
+            + (" (the bf16 GEMM path's instruction loop)" if prec == "bf16" else " (FMA loop)")
+        )
     print("numerator: 6*matmul_params + 6*L*d*(T+1) FLOPs per token (loop analyze explains)")
 
 

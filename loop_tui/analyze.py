@@ -4,14 +4,23 @@ smallest cache level of this machine it fits in.
 The original note's table listed only activations; this one also lists the weights, their
 gradients and AdamW moments, the logits and the GEMM's packed panels, because those are what
 actually decide whether a step runs from cache."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import machine
 from .config import Config
-from .model.layout import (activation_specs, head_chunk_rows, matmul_params, parameter_count,
-                           parameter_specs, training_flops_per_token)
+from .model.layout import (
+    activation_specs,
+    head_chunk_rows,
+    matmul_params,
+    parameter_count,
+    parameter_specs,
+    training_flops_per_token,
+)
 
 LEVELS = ("L1d", "L2", "L3")
 FLOPS_FORMULA = "6 * matmul_params + 6 * num_layers * d_model * (max_length + 1)"
@@ -45,15 +54,19 @@ def gemm_blocking(caches: machine.Caches):
         return None
     kernels.configure_caches(caches)
     try:
-        return (kernels.gemm_blocking(), kernels.isa(), kernels.get_num_threads(), kernels.gemm_blocking("bf16"),
-                kernels.bf16_path())
+        return (
+            kernels.gemm_blocking(),
+            kernels.isa(),
+            kernels.get_num_threads(),
+            kernels.gemm_blocking("bf16"),
+            kernels.bf16_path(),
+        )
     finally:
         kernels.configure_caches(machine.detect_caches())
 
 
 def rows(cfg: Config, caches: machine.Caches) -> list[Row]:
-    d, f, T, B, V, NH, L = (cfg.d_model, cfg.d_ff, cfg.max_length, cfg.batch_size, cfg.vocab_size,
-                            cfg.num_heads, cfg.num_layers)
+    d, f, T, B, V, NH = cfg.d_model, cfg.d_ff, cfg.max_length, cfg.batch_size, cfg.vocab_size, cfg.num_heads
     out: list[Row] = []
     seen: dict[str, Row] = {}
     for s in parameter_specs(cfg):
@@ -64,20 +77,23 @@ def rows(cfg: Config, caches: machine.Caches) -> list[Row]:
             seen[key] = Row("weights", key if "." not in s.name else f"layer.{key}", _fmt_shape(s.shape), s.nbytes)
     out += list(seen.values())
     pbytes = 4 * parameter_count(cfg)
-    out += [Row("optimizer", "gradients (all weights)", f"{parameter_count(cfg):,}", pbytes),
-            Row("optimizer", "AdamW m (all weights)", f"{parameter_count(cfg):,}", pbytes),
-            Row("optimizer", "AdamW v (all weights)", f"{parameter_count(cfg):,}", pbytes)]
-    seq_rows = [("residual stream", (T, d)), ("qkv", (T, 3 * d)), ("attention scores", (NH, T, T)),
-                ("MLP hidden", (T, f)), ("logits", (T, V))]
+    out += [
+        Row("optimizer", "gradients (all weights)", f"{parameter_count(cfg):,}", pbytes),
+        Row("optimizer", "AdamW m (all weights)", f"{parameter_count(cfg):,}", pbytes),
+        Row("optimizer", "AdamW v (all weights)", f"{parameter_count(cfg):,}", pbytes),
+    ]
+    seq_rows = [
+        ("residual stream", (T, d)),
+        ("qkv", (T, 3 * d)),
+        ("attention scores", (NH, T, T)),
+        ("MLP hidden", (T, f)),
+        ("logits", (T, V)),
+    ]
     for name, shape in seq_rows:
-        n = 4
-        for s in shape:
-            n *= s
+        n = 4 * int(np.prod(shape))
         out.append(Row("activations (sequence)", name, _fmt_shape(shape), n))
     for name, shape in seq_rows:
-        n = 4 * B
-        for s in shape:
-            n *= s
+        n = 4 * B * int(np.prod(shape))
         note = ""
         if name == "logits":
             chunk = head_chunk_rows(cfg, B * T)
@@ -86,9 +102,18 @@ def rows(cfg: Config, caches: machine.Caches) -> list[Row]:
     blk = gemm_blocking(caches)
     if blk:
         b, isa, threads = blk[:3]
-        out += [Row("gemm", "B micro-panel (KC×NR)", f"{b.kc}×{b.nr}", 4 * b.kc * b.nr, note="aimed at L1d"),
-                Row("gemm", "packed A block (MC×KC)", f"{b.mc}×{b.kc}", 4 * b.mc * b.kc, threads, "one per thread, aimed at L2"),
-                Row("gemm", "packed B panel (KC×NC)", f"{b.kc}×{b.nc}", 4 * b.kc * b.nc, note="shared, aimed at L3")]
+        out += [
+            Row("gemm", "B micro-panel (KC×NR)", f"{b.kc}×{b.nr}", 4 * b.kc * b.nr, note="aimed at L1d"),
+            Row(
+                "gemm",
+                "packed A block (MC×KC)",
+                f"{b.mc}×{b.kc}",
+                4 * b.mc * b.kc,
+                threads,
+                "one per thread, aimed at L2",
+            ),
+            Row("gemm", "packed B panel (KC×NC)", f"{b.kc}×{b.nc}", 4 * b.kc * b.nc, note="shared, aimed at L3"),
+        ]
     return out
 
 
@@ -96,20 +121,39 @@ def training_memory(cfg: Config) -> dict[str, int]:
     """Bytes this program allocates for a training step (arenas), by kind."""
     params = 4 * sum(s.size for s in parameter_specs(cfg))
     acts = 4 * sum(s.size for s in activation_specs(cfg, cfg.batch_size, cfg.max_length))
-    return {"weights": params, "gradients": params, "adamw_moments": 2 * params, "activations": acts,
-            "total": 4 * params + acts}
+    return {
+        "weights": params,
+        "gradients": params,
+        "adamw_moments": 2 * params,
+        "activations": acts,
+        "total": 4 * params + acts,
+    }
 
 
 def report(cfg: Config, caches: machine.Caches) -> dict:
     blk = gemm_blocking(caches)
     return {
         "config": cfg.name,
-        "model": {k: getattr(cfg, k) for k in ("d_model", "num_heads", "num_layers", "d_ff", "batch_size",
-                                               "max_length", "vocab_size")},
-        "machine": {"cache_source": caches.source, "notes": list(caches.notes),
-                    "caches": [{"name": lv.name, "level": lv.level, "type": lv.type, "size": lv.size,
-                                "line_size": lv.line_size, "shared_cpu_list": lv.shared_cpu_list,
-                                "instances": lv.instances} for lv in caches.levels]},
+        "model": {
+            k: getattr(cfg, k)
+            for k in ("d_model", "num_heads", "num_layers", "d_ff", "batch_size", "max_length", "vocab_size")
+        },
+        "machine": {
+            "cache_source": caches.source,
+            "notes": list(caches.notes),
+            "caches": [
+                {
+                    "name": lv.name,
+                    "level": lv.level,
+                    "type": lv.type,
+                    "size": lv.size,
+                    "line_size": lv.line_size,
+                    "shared_cpu_list": lv.shared_cpu_list,
+                    "instances": lv.instances,
+                }
+                for lv in caches.levels
+            ],
+        },
         "parameters": parameter_count(cfg),
         "matmul_parameters": matmul_params(cfg),
         "training_flops_per_token": training_flops_per_token(cfg),
@@ -117,8 +161,18 @@ def report(cfg: Config, caches: machine.Caches) -> dict:
         "training_memory": training_memory(cfg),
         "gemm_blocking": None if not blk else {"isa": blk[1], "threads": blk[2], **blk[0].__dict__},
         "gemm_blocking_bf16": None if not blk else {"bf16_path": blk[4], "threads": blk[2], **blk[3].__dict__},
-        "buffers": [{"group": r.group, "name": r.name, "shape": r.shape, "bytes": r.bytes, "count": r.count,
-                     "fits": r.fits(caches), "note": r.note} for r in rows(cfg, caches)],
+        "buffers": [
+            {
+                "group": r.group,
+                "name": r.name,
+                "shape": r.shape,
+                "bytes": r.bytes,
+                "count": r.count,
+                "fits": r.fits(caches),
+                "note": r.note,
+            }
+            for r in rows(cfg, caches)
+        ],
         "original_note": note_figures(cfg),
     }
 
@@ -126,8 +180,12 @@ def report(cfg: Config, caches: machine.Caches) -> dict:
 def note_figures(cfg: Config) -> dict:
     """The figures the original note computed, and the two it left out."""
     d, f, T, B, V = cfg.d_model, cfg.d_ff, cfg.max_length, cfg.batch_size, cfg.vocab_size
-    return {"sequence_x_d_model": 4 * T * d, "sequence_x_d_ff": 4 * T * f, "batch_x_sequence_x_d_model": 4 * B * T * d,
-            "left_out": {"token_embedding": 4 * V * d, "logits_per_batch": 4 * B * T * V}}
+    return {
+        "sequence_x_d_model": 4 * T * d,
+        "sequence_x_d_ff": 4 * T * f,
+        "batch_x_sequence_x_d_model": 4 * B * T * d,
+        "left_out": {"token_embedding": 4 * V * d, "logits_per_batch": 4 * B * T * V},
+    }
 
 
 def human_bytes(n: float) -> str:
@@ -148,17 +206,35 @@ def render(rep: dict):
     for col in ("level", "type", "size", "instances", "shared by CPUs", "line"):
         caches.add_column(col)
     for c in rep["machine"]["caches"]:
-        caches.add_row(c["name"], c["type"], human_bytes(c["size"]), str(c["instances"]), c["shared_cpu_list"],
-                       f"{c['line_size']} B")
+        caches.add_row(
+            c["name"],
+            c["type"],
+            human_bytes(c["size"]),
+            str(c["instances"]),
+            c["shared_cpu_list"],
+            f"{c['line_size']} B",
+        )
     buf = Table(title=f"What a training step of {rep['config']} touches", title_justify="left")
-    for col, just in (("group", "left"), ("buffer", "left"), ("shape", "left"), ("size", "right"),
-                      ("fits in", "left"), ("note", "left")):
-        buf.add_column(col, justify=just)
+    for col, just in (
+        ("group", "left"),
+        ("buffer", "left"),
+        ("shape", "left"),
+        ("size", "right"),
+        ("fits in", "left"),
+        ("note", "left"),
+    ):
+        buf.add_column(col, justify=just)  # type: ignore[arg-type]
     colors = {"L1d": "green", "L2": "cyan", "L3": "yellow", "DRAM": "red"}
     for b in rep["buffers"]:
         count = f" ×{b['count']}" if b["count"] > 1 else ""
-        buf.add_row(b["group"], b["name"] + count, b["shape"], human_bytes(b["bytes"]),
-                    Text(b["fits"], style=colors[b["fits"]]), b["note"])
+        buf.add_row(
+            b["group"],
+            b["name"] + count,
+            b["shape"],
+            human_bytes(b["bytes"]),
+            Text(b["fits"], style=colors[b["fits"]]),
+            b["note"],
+        )
     mem = rep["training_memory"]
     g = rep["gemm_blocking"]
     n = rep["original_note"]
@@ -166,13 +242,16 @@ def render(rep: dict):
         f"parameters: {rep['parameters']:,}  (in GEMMs: {rep['matmul_parameters']:,})",
         f"training FLOPs per token: {rep['training_flops_per_token'] / 1e6:.1f} M  = {rep['flops_formula']}",
         "training memory: " + ", ".join(f"{k.replace('_', ' ')} {human_bytes(v)}" for k, v in mem.items()),
-        (f"GEMM blocking ({g['isa']}, {g['threads']} threads): MR={g['mr']} NR={g['nr']} MC={g['mc']} "
-         f"KC={g['kc']} NC={g['nc']}; M <= {g['short_m_rows']} splits N across threads"
-         + (f"; C over {g['stream_min_mib']} MiB written past the cache" if g["stream_min_mib"] else ""))
-        if g else "GEMM blocking: kernels not built",
-        (f"bf16 GEMMs ({rep['gemm_blocking_bf16']['bf16_path']} path): MR={rep['gemm_blocking_bf16']['mr']} "
-         f"NR={rep['gemm_blocking_bf16']['nr']} MC={rep['gemm_blocking_bf16']['mc']} KC={rep['gemm_blocking_bf16']['kc']} "
-         f"NC={rep['gemm_blocking_bf16']['nc']}") if rep.get("gemm_blocking_bf16") else "bf16 GEMMs: kernels not built",
+        (
+            f"GEMM blocking ({g['isa']}, {g['threads']} threads): MR={g['mr']} NR={g['nr']} MC={g['mc']} "
+            f"KC={g['kc']} NC={g['nc']}; M <= {g['short_m_rows']} splits N across threads"
+            + (f"; C over {g['stream_min_mib']} MiB written past the cache" if g["stream_min_mib"] else "")
+        )
+        if g
+        else "GEMM blocking: kernels not built",
+        ("bf16 GEMMs ({bf16_path} path): MR={mr} NR={nr} MC={mc} KC={kc} NC={nc}".format(**rep["gemm_blocking_bf16"]))
+        if rep.get("gemm_blocking_bf16")
+        else "bf16 GEMMs: kernels not built",
         f"original note's figures: sequence×d_model {human_bytes(n['sequence_x_d_model'])}, sequence×d_ff "
         f"{human_bytes(n['sequence_x_d_ff'])}, batch×sequence×d_model {human_bytes(n['batch_x_sequence_x_d_model'])}",
         f"what it left out: the token embedding alone is {human_bytes(n['left_out']['token_embedding'])} and the "

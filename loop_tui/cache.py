@@ -1,10 +1,12 @@
 """The cache folder ($LOOP_CACHE_DIR, default ~/.cache/loop_tui): tokenizers, token ids and
 per-machine measurements (FMA peak, OpenCL autotune), each written atomically."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 

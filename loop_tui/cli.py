@@ -1,11 +1,11 @@
 """`loop`: the command line. Each subcommand's --help explains it."""
+
 from __future__ import annotations
 
 import argparse
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 from .errors import EXIT_ABORTED, EXIT_INTERNAL, EXIT_OS, EXIT_USAGE, LoopError
@@ -43,15 +43,6 @@ def cmd_analyze(args) -> int:
 
 
 # ---------------------------------------------------------------- train
-def default_run_dir(name: str) -> Path:
-    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def latest_run_dir(name: str) -> Path | None:
-    runs = sorted(Path("runs").glob(f"{name}-*"), key=lambda p: p.stat().st_mtime)
-    return runs[-1] if runs else None
-
-
 def build_config(args):
     from .config import load_config
 
@@ -69,16 +60,18 @@ def build_config(args):
 
 
 def cmd_train(args) -> int:
-    from .config import ConfigError
-
     from . import machine
+    from .config import ConfigError
+    from .train.runs import default_run_dir, latest_run_dir
 
     cfg = build_config(args)
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be positive, got {args.threads}")
     if args.threads is not None and args.threads > machine.cpu_count():
-        _warn(f"--threads {args.threads} is more than the {machine.cpu_count()} usable cores: kernels will wait on "
-              "each other and run much slower")
+        _warn(
+            f"--threads {args.threads} is more than the {machine.cpu_count()} usable cores: kernels will wait on "
+            "each other and run much slower"
+        )
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be positive, got {args.steps}")
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
@@ -88,18 +81,38 @@ def cmd_train(args) -> int:
     if args.out:
         run_dir = Path(args.out)
     elif args.resume:
-        run_dir = latest_run_dir(cfg.name)
-        if run_dir is None:
+        latest = latest_run_dir(cfg.name)
+        if latest is None:
             raise ConfigError(f"--resume: no run of {cfg.name} under runs/ (give --out RUN_DIR)")
+        run_dir = latest
     else:
         run_dir = default_run_dir(cfg.name)
     use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
     if use_tui:
         from .ui.app import run_dashboard
 
-        return run_dashboard(cfg, run_dir, data=args.data, resume=args.resume, steps=args.steps,
-                             checkpoint_every=args.checkpoint_every, device=args.device)
+        state = run_dashboard(
+            cfg,
+            run_dir,
+            data=args.data,
+            resume=args.resume,
+            steps=args.steps,
+            checkpoint_every=args.checkpoint_every,
+            device=args.device,
+        )
+        return dashboard_summary(state, run_dir)
     return train_headless(cfg, run_dir, args)
+
+
+def dashboard_summary(state, run_dir: Path) -> int:
+    """What the terminal shows after the dashboard closes, and the exit code."""
+    if state.error:
+        print(f"loop: error: {state.error}", file=sys.stderr)
+        return 1
+    print(f"stopped at step {state.step}, loss {state.loss:.4f}; run folder {run_dir}")
+    if state.sample:
+        print("latest sample: " + state.sample.replace("\n", " ")[:400])
+    return 0
 
 
 def train_headless(cfg, run_dir: Path, args) -> int:
@@ -107,15 +120,28 @@ def train_headless(cfg, run_dir: Path, args) -> int:
     from .train.trainer import Trainer
 
     reporter = ConsoleReporter(cfg.max_steps)
-    trainer = Trainer(cfg, run_dir, data=args.data, resume=args.resume, threads=args.threads, on_event=reporter,
-                      device=args.device, force=args.force, new_data=args.new_data)
+    trainer = Trainer(
+        cfg,
+        run_dir,
+        data=args.data,
+        resume=args.resume,
+        threads=args.threads,
+        on_event=reporter,
+        device=args.device,
+        force=args.force,
+        new_data=args.new_data,
+    )
     interrupts = []
 
     def on_signal(signum, frame):
         interrupts.append(signum)
         if len(interrupts) == 1:
-            print(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
-                  "(Ctrl-C again to abort without saving)", file=sys.stderr, flush=True)
+            print(
+                f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
+                "(Ctrl-C again to abort without saving)",
+                file=sys.stderr,
+                flush=True,
+            )
             trainer.request("quit")
         else:
             trainer.abort = True
@@ -127,15 +153,19 @@ def train_headless(cfg, run_dir: Path, args) -> int:
     print(f"run folder: {run_dir}")
     if args.steps is None and trainer.step >= cfg.max_steps:
         trainer.close()
-        print(f"{run_dir} is finished: step {trainer.step} of max_steps {cfg.max_steps}. Train further with "
-              f"--steps N (N more steps) or a config with a larger max_steps.")
+        print(
+            f"{run_dir} is finished: step {trainer.step} of max_steps {cfg.max_steps}. Train further with "
+            f"--steps N (N more steps) or a config with a larger max_steps."
+        )
         return 0
     reporter.total = trainer.step + args.steps if args.steps else max(cfg.max_steps, trainer.step)
     last = trainer.run(steps=args.steps, checkpoint_every=args.checkpoint_every)
     if last:
-        print(f"done: step {trainer.step}, loss {last.loss:.4f}"
-              + (f", val loss {trainer.last_val_loss:.4f}" if trainer.last_val_loss is not None else "")
-              + f", {last.tokens_per_s:,.0f} tokens/s. Resume with: loop train {args.config} --out {run_dir} --resume")
+        print(
+            f"done: step {trainer.step}, loss {last.loss:.4f}"
+            + (f", val loss {trainer.last_val_loss:.4f}" if trainer.last_val_loss is not None else "")
+            + f", {last.tokens_per_s:,.0f} tokens/s. Resume with: loop train {args.config} --out {run_dir} --resume"
+        )
     return 0
 
 
@@ -144,11 +174,11 @@ def cmd_generate(args) -> int:
     import numpy as np
     from tokenizers import Tokenizer
 
+    from .backend import make_backend
     from .config import ConfigError, from_dict
     from .model.gpt import GPT
     from .train import checkpoint
     from .train.sample import generate
-    from .train.trainer import make_backend
 
     if args.tokens < 1:
         raise ConfigError(f"--tokens must be positive, got {args.tokens}")
@@ -165,8 +195,12 @@ def cmd_generate(args) -> int:
     else:
         raise ConfigError(f"{run}: no checkpoint found (expected RUN_DIR/checkpoints/step_*/)")
     cfg = from_dict(state["config"], str(ckpt / "state.json"))
-    backend = make_backend(cfg.backend if args.backend is None else args.backend, args.threads, args.device,
-                           state.get("precision", cfg.precision))
+    backend = make_backend(
+        cfg.backend if args.backend is None else args.backend,
+        args.threads,
+        args.device,
+        state.get("precision", cfg.precision),
+    )
     model = GPT(cfg, backend, batch_size=1)
     for name, arr in params.items():
         backend.write(model.params[name], arr)
@@ -183,15 +217,24 @@ def cmd_info(args) -> int:
 
     caches = machine.detect_caches()
     print(f"CPUs usable: {machine.cpu_count()}")
-    print("caches (" + caches.source + "): " + ", ".join(f"{lv.name} {lv.size // 1024} KiB x{lv.instances}" for lv in caches.levels))
+    print(
+        "caches ("
+        + caches.source
+        + "): "
+        + ", ".join(f"{lv.name} {lv.size // 1024} KiB x{lv.instances}" for lv in caches.levels)
+    )
     try:
         from . import kernels
 
-        print(f"C kernels: ISA {kernels.isa()} (available: {', '.join(kernels.available_isas())}), "
-              f"{kernels.get_num_threads()} threads, GEMM blocking {kernels.gemm_blocking()}")
+        print(
+            f"C kernels: ISA {kernels.isa()} (available: {', '.join(kernels.available_isas())}), "
+            f"{kernels.get_num_threads()} threads, GEMM blocking {kernels.gemm_blocking()}"
+        )
         native = "native" if kernels.has_native_bf16() else "no AVX512-BF16/AMX: portable, slower than fp32"
-        print(f"bf16 GEMMs: {kernels.bf16_path()} ({native}; available: {', '.join(kernels.available_bf16_paths())}), "
-              f"micro-kernel {kernels.gemm_kernel_name('bf16')}, blocking {kernels.gemm_blocking('bf16')}")
+        print(
+            f"bf16 GEMMs: {kernels.bf16_path()} ({native}; available: {', '.join(kernels.available_bf16_paths())}), "
+            f"micro-kernel {kernels.gemm_kernel_name('bf16')}, blocking {kernels.gemm_blocking('bf16')}"
+        )
     except ImportError as e:
         print(f"C kernels: not available ({e})")
     try:
@@ -214,29 +257,38 @@ def cmd_tui(args) -> int:
 
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="loop", description="Train small GPT-2 models on a folder of text with "
-                                "hand-written C kernels, and see why they are fast.",
-                                epilog="Configs are JSON files; shipped ones can be named without a path "
-                                       "(e.g. `loop train smoke`). Set LOOP_ISA=avx512|avx2|generic to force an "
-                                       "instruction set, LOOP_BF16=amx|avx512bf16|portable to force the bf16 GEMM "
-                                       "path, LOOP_CACHE_DIR for the tokenizer cache.")
+    p = argparse.ArgumentParser(
+        prog="loop",
+        description="Train small GPT-2 models on a folder of text with "
+        "hand-written C kernels, and see why they are fast.",
+        epilog="Configs are JSON files; shipped ones can be named without a path "
+        "(e.g. `loop train smoke`). Set LOOP_ISA=avx512|avx2|generic to force an "
+        "instruction set, LOOP_BF16=amx|avx512bf16|portable to force the bf16 GEMM "
+        "path, LOOP_CACHE_DIR for the tokenizer cache.",
+    )
     from . import __version__
 
     p.add_argument("--version", action="version", version=f"loop_tui {__version__}")
     p.add_argument("--debug", action="store_true", help="show the Python traceback of a failure (also LOOP_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    a = sub.add_parser("analyze", help="cache-fit breakdown of a config on this machine",
-                       description="List every buffer a training step touches and the smallest cache level "
-                                   "of this machine (read from sysfs) it fits in.")
+    a = sub.add_parser(
+        "analyze",
+        help="cache-fit breakdown of a config on this machine",
+        description="List every buffer a training step touches and the smallest cache level "
+        "of this machine (read from sysfs) it fits in.",
+    )
     a.add_argument("config", help="config file or shipped config name")
     a.add_argument("--json", action="store_true", help="stable JSON (sizes in bytes) instead of tables")
     a.add_argument("--cache", metavar="SPEC", help="what-if cache sizes, e.g. L1=48K,L2=512K,L3=8M")
     a.set_defaults(func=cmd_analyze)
 
-    t = sub.add_parser("train", help="train a model (dashboard on a terminal, or --no-tui)",
-                       description="Train CONFIG on a folder of text. Without --data it trains on Python's "
-                                   "own documentation. Ctrl-C or SIGTERM finishes the step, saves and exits 0.")
+    t = sub.add_parser(
+        "train",
+        help="train a model (dashboard on a terminal, or --no-tui)",
+        description="Train CONFIG on a folder of text. Without --data it trains on Python's "
+        "own documentation. Ctrl-C or SIGTERM finishes the step, saves and exits 0.",
+    )
     t.add_argument("config", help="config file or shipped config name")
     t.add_argument("--data", metavar="DIR", help="folder of text files (recursive); default: built-in corpus")
     t.add_argument("--steps", type=int, metavar="N", help="train N steps (default: the config's max_steps)")
@@ -246,20 +298,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, metavar="S", help="random seed (default: the config's)")
     t.add_argument("--checkpoint-every", type=int, metavar="N", help="steps between checkpoints")
     t.add_argument("--backend", choices=("c", "opencl"), help="kernel backend (default: the config's, c)")
-    t.add_argument("--precision", choices=("fp32", "bf16", "auto"),
-                   help="GEMM precision (default: the config's, fp32). bf16 rounds GEMM inputs to bfloat16 and "
-                        "sums in fp32; weights, gradients, optimizer and all other ops stay fp32. auto: bf16 where "
-                        "the CPU has AVX512-BF16 or AMX, else fp32")
-    t.add_argument("--device", metavar="NAME", help="OpenCL device (substring of its name); default: a GPU, else the CPU")
+    t.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "auto"),
+        help="GEMM precision (default: the config's, fp32). bf16 rounds GEMM inputs to bfloat16 and "
+        "sums in fp32; weights, gradients, optimizer and all other ops stay fp32. auto: bf16 where "
+        "the CPU has AVX512-BF16 or AMX, else fp32",
+    )
+    t.add_argument(
+        "--device", metavar="NAME", help="OpenCL device (substring of its name); default: a GPU, else the CPU"
+    )
     t.add_argument("--no-tui", action="store_true", help="print progress lines instead of the dashboard")
     t.add_argument("--force", action="store_true", help="start even if the memory estimate exceeds the free RAM")
-    t.add_argument("--new-data", action="store_true",
-                   help="with --resume: continue on a different --data folder, encoded with the run's own tokenizer "
-                        "(fine-tuning on new text)")
+    t.add_argument(
+        "--new-data",
+        action="store_true",
+        help="with --resume: continue on a different --data folder, encoded with the run's own tokenizer "
+        "(fine-tuning on new text)",
+    )
     t.set_defaults(func=cmd_train)
 
-    g = sub.add_parser("generate", help="sample text from a trained run",
-                       description="Continue a prompt with the latest checkpoint of RUN_DIR.")
+    g = sub.add_parser(
+        "generate",
+        help="sample text from a trained run",
+        description="Continue a prompt with the latest checkpoint of RUN_DIR.",
+    )
     g.add_argument("run_dir", metavar="RUN_DIR")
     g.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
     g.add_argument("--tokens", type=int, default=100, metavar="N", help="tokens to generate (default 100)")
@@ -274,8 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="machine, kernels and OpenCL devices (and which one would be used, and why)")
     i.add_argument("--device", metavar="NAME", help="show which OpenCL device NAME selects")
     i.set_defaults(func=cmd_info)
-    u = sub.add_parser("tui", help="open the config picker",
-                       description="Pick a config (the shipped ones, plus any CONFIG files given), edit it, start.")
+    u = sub.add_parser(
+        "tui",
+        help="open the config picker",
+        description="Pick a config (the shipped ones, plus any CONFIG files given), edit it, start.",
+    )
     u.add_argument("configs", nargs="*", metavar="CONFIG", help="extra config files to list (the last is selected)")
     u.set_defaults(func=cmd_tui)
     return p
@@ -304,8 +370,9 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(str(e), e.exit_code)
         if isinstance(e, OSError):
             return _fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}", EXIT_OS)
-        return _fail(f"internal error: {type(e).__name__}: {e} (run again with --debug for the traceback)",
-                     EXIT_INTERNAL)
+        return _fail(
+            f"internal error: {type(e).__name__}: {e} (run again with --debug for the traceback)", EXIT_INTERNAL
+        )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Every error is a ConfigError whose message names the file, the field and the rul
 can print one line and exit 2. Model fields are required; training fields have defaults
 (README lists them).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -25,38 +26,40 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Config:
     # model (required)
-    d_model: int
-    num_heads: int
-    num_layers: int
-    d_ff: int
-    batch_size: int
-    max_length: int
-    vocab_size: int
+    d_model: int  # width of the residual stream (GPT-2 small: 768)
+    num_heads: int  # attention heads; d_model must divide by it (head size d_model / num_heads)
+    num_layers: int  # transformer blocks
+    d_ff: int  # MLP hidden width (GPT-2: 4 * d_model)
+    batch_size: int  # sequences per step
+    max_length: int  # tokens per sequence (the context length T)
+    vocab_size: int  # BPE ids, including the 256 bytes and <|endoftext|>
     # training (optional)
-    name: str = ""
-    description: str = ""
-    max_steps: int = 1000
-    learning_rate: float = 6e-4
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 50
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    adam_eps: float = 1e-8
-    grad_clip: float = 1.0
-    eval_every: int = 100
-    eval_batches: int = 8
-    sample_every: int = 200
-    sample_tokens: int = 48
-    log_every: int = 10
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 3
-    val_fraction: float = 0.05
-    seed: int = 1337
-    data: str | None = None
-    backend: str = "c"
-    threads: int | None = None
-    precision: str = "fp32"  # GEMM inputs: fp32, bf16 (rounded, fp32 sums and master weights), auto (bf16 on bf16 hardware)
+    name: str = ""  # shown in run folder names and the dashboard; default: the file's stem
+    description: str = ""  # free text for the picker
+    max_steps: int = 1000  # length of the run (and of the cosine schedule)
+    learning_rate: float = 6e-4  # peak AdamW learning rate, reached after warmup_steps
+    min_lr_ratio: float = 0.1  # the cosine decays to learning_rate * min_lr_ratio at max_steps
+    warmup_steps: int = 50  # linear warm-up from learning_rate / warmup_steps
+    weight_decay: float = 0.1  # decoupled AdamW decay, on weight matrices only (not biases, LayerNorm)
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.95  # AdamW second-moment decay
+    adam_eps: float = 1e-8  # AdamW denominator epsilon
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
+    eval_every: int = 100  # steps between validation losses
+    eval_batches: int = 8  # batches per validation loss (the same fixed windows every time)
+    sample_every: int = 200  # steps between text samples
+    sample_tokens: int = 48  # tokens per sample
+    log_every: int = 10  # steps between metrics.jsonl lines (and headless progress lines)
+    checkpoint_every: int = 200  # steps between checkpoints (one is also saved at the end and on Ctrl-C)
+    keep_checkpoints: int = 3  # newest checkpoints kept; older ones are deleted
+    val_fraction: float = 0.05  # share of the documents (files) held out for validation
+    seed: int = 1337  # weights and batch order; the same seed gives the same run, bit for bit
+    data: str | None = None  # folder of text files; None: Python's own documentation
+    backend: str = "c"  # "c" (the C kernels) or "opencl"
+    threads: int | None = None  # kernel threads; None: all usable cores
+    # GEMM inputs: "fp32"; "bf16" (rounded to bf16, summed in fp32; weights, gradients, optimizer and
+    # every other op stay fp32); "auto" (bf16 where the CPU has AVX512-BF16 or AMX, else fp32)
+    precision: str = "fp32"
 
     @property
     def head_size(self) -> int:
@@ -69,15 +72,23 @@ class Config:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def replace(self, **changes) -> "Config":
+    def replace(self, **changes) -> Config:
         d = self.to_dict()
         d.update(changes)
         return from_dict(d, f"<{self.name or 'config'}>")
 
 
 REQUIRED = ("d_model", "num_heads", "num_layers", "d_ff", "batch_size", "max_length", "vocab_size")
-POSITIVE_INT = REQUIRED + ("max_steps", "eval_every", "eval_batches", "sample_every", "sample_tokens",
-                           "log_every", "checkpoint_every", "keep_checkpoints")
+POSITIVE_INT = REQUIRED + (
+    "max_steps",
+    "eval_every",
+    "eval_batches",
+    "sample_every",
+    "sample_tokens",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+)
 NON_NEGATIVE = ("warmup_steps", "weight_decay", "grad_clip", "seed", "sample_tokens")
 BACKENDS = ("c", "opencl")
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -100,7 +111,8 @@ def _type_ok(name: str, value) -> bool:
 def _type_name(name: str) -> str:
     t = _TYPES[name].replace(" | None", " or null")
     return {"int": "an integer", "float": "a number", "str": "a string"}.get(t.split(" ")[0], t) + (
-        " or null" if "null" in t else "")
+        " or null" if "null" in t else ""
+    )
 
 
 def from_dict(raw, source: str) -> Config:

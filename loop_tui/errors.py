@@ -1,6 +1,7 @@
 """Failures a user can cause, each with the exit code `loop` ends with (README lists them).
 
 str() of each is the one line the CLI prints; no traceback unless --debug or LOOP_DEBUG=1."""
+
 from __future__ import annotations
 
 EXIT_OK = 0

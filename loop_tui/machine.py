@@ -4,6 +4,7 @@ glibc's sysconf(_SC_LEVEL3_CACHE_SIZE) reports a 320 MiB L3 on the development V
 says otherwise, so the cache hierarchy is read from /sys/devices/system/cpu/cpu*/cache/index*.
 An override string like "L1=48K,L2=512K,L3=8M" replaces levels for what-if analysis.
 """
+
 from __future__ import annotations
 
 import os
@@ -80,11 +81,13 @@ def read_sysfs_caches(root: Path = SYSFS_CPU) -> list[CacheLevel]:
                 continue
             if ctype not in ("Data", "Unified"):
                 continue
-            def opt(name: str, default: str) -> str:
+
+            def opt(name: str, default: str, idx: Path = idx) -> str:
                 try:
                     return (idx / name).read_text().strip()
                 except OSError:
                     return default
+
             shared = opt("shared_cpu_list", cpu_dir.name[3:])
             line = int(opt("coherency_line_size", "64") or 64)
             entry = seen.setdefault((level, ctype), {"size": size, "line": line, "shared": set()})
@@ -116,15 +119,16 @@ def detect_caches(override: str | None = None, root: Path = SYSFS_CPU) -> Caches
     by_name = {lv.name: lv for lv in levels}
     for name, size in FALLBACK.items():
         if name not in by_name:
-            by_name[name] = CacheLevel(name, int(name[1]), "Unified" if name != "L1d" else "Data",
-                                       size, 64, "?", 1)
+            by_name[name] = CacheLevel(name, int(name[1]), "Unified" if name != "L1d" else "Data", size, 64, "?", 1)
             notes.append(f"{name} not in sysfs: assumed {size // 1024} KiB")
     if notes:
         source = "fallback" if not levels else "sysfs+fallback"
     if override:
         for name, size in parse_override(override).items():
             old = by_name[name]
-            by_name[name] = CacheLevel(name, old.level, old.type, size, old.line_size, old.shared_cpu_list, old.instances)
+            by_name[name] = CacheLevel(
+                name, old.level, old.type, size, old.line_size, old.shared_cpu_list, old.instances
+            )
         source = "override" if not levels else source + "+override"
     ordered = tuple(by_name[n] for n in ("L1d", "L2", "L3"))
     return Caches(ordered, source, tuple(notes))

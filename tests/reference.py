@@ -1,6 +1,7 @@
 """Float64 numpy references of every op and of the whole GPT-2 loss, written plainly from the
 definitions (no shared code with the kernels), for forward checks and finite-difference
 gradient checks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,7 +24,7 @@ def attention(qkv, num_heads):
     B, T, C3 = qkv.shape
     C = C3 // 3
     hs = C // num_heads
-    q, k, v = (qkv[..., i * C:(i + 1) * C].reshape(B, T, num_heads, hs).transpose(0, 2, 1, 3) for i in range(3))
+    q, k, v = (qkv[..., i * C : (i + 1) * C].reshape(B, T, num_heads, hs).transpose(0, 2, 1, 3) for i in range(3))
     s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hs)
     s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
     s = s - s.max(-1, keepdims=True)
@@ -62,7 +63,7 @@ def attention_backward(dout, qkv, num_heads):
     B, T, C3 = qkv.shape
     C = C3 // 3
     hs = C // num_heads
-    q, k, v = (qkv[..., i * C:(i + 1) * C].reshape(B, T, num_heads, hs).transpose(0, 2, 1, 3) for i in range(3))
+    q, k, v = (qkv[..., i * C : (i + 1) * C].reshape(B, T, num_heads, hs).transpose(0, 2, 1, 3) for i in range(3))
     _, att = attention(qkv, num_heads)
     do = dout.reshape(B, T, num_heads, hs).transpose(0, 2, 1, 3)
     dv = att.transpose(0, 1, 3, 2) @ do

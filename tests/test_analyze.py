@@ -1,4 +1,5 @@
 """`loop analyze`: the figures of all three seed configs against hand-computed values."""
+
 from __future__ import annotations
 
 import subprocess
@@ -32,15 +33,28 @@ def test_cache_optimized_reproduces_the_note():
     assert b[("activations (sequence)", "MLP hidden")]["fits"] == "L3"
 
 
-@pytest.mark.parametrize("name,params,flops", [
-    # params = V d + T d + L (12 d^2 + 13 d) + 2 d  (qkv 3d^2+3d, proj d^2+d, fc d f + f, fcproj f d + d, 2 LN 4d; f = 4d)
-    ("wiki_gpu_optimized", 16000 * 512 + 256 * 512 + 6 * (12 * 512**2 + 13 * 512) + 2 * 512,
-     6 * (6 * 12 * 512**2 + 16000 * 512) + 6 * 6 * 512 * 257),
-    ("wiki_cache_optimized", 16000 * 384 + 128 * 384 + 4 * (12 * 384**2 + 13 * 384) + 2 * 384,
-     6 * (4 * 12 * 384**2 + 16000 * 384) + 6 * 4 * 384 * 129),
-    ("wiki_performance_tuned", 16000 * 320 + 96 * 320 + 5 * (12 * 320**2 + 13 * 320) + 2 * 320,
-     6 * (5 * 12 * 320**2 + 16000 * 320) + 6 * 5 * 320 * 97),
-])
+@pytest.mark.parametrize(
+    "name,params,flops",
+    [
+        # params = V d + T d + L (12 d^2 + 13 d) + 2 d
+        # (qkv 3d^2+3d, proj d^2+d, fc d f + f, fcproj f d + d, 2 LN 4d; f = 4d)
+        (
+            "wiki_gpu_optimized",
+            16000 * 512 + 256 * 512 + 6 * (12 * 512**2 + 13 * 512) + 2 * 512,
+            6 * (6 * 12 * 512**2 + 16000 * 512) + 6 * 6 * 512 * 257,
+        ),
+        (
+            "wiki_cache_optimized",
+            16000 * 384 + 128 * 384 + 4 * (12 * 384**2 + 13 * 384) + 2 * 384,
+            6 * (4 * 12 * 384**2 + 16000 * 384) + 6 * 4 * 384 * 129,
+        ),
+        (
+            "wiki_performance_tuned",
+            16000 * 320 + 96 * 320 + 5 * (12 * 320**2 + 13 * 320) + 2 * 320,
+            6 * (5 * 12 * 320**2 + 16000 * 320) + 6 * 5 * 320 * 97,
+        ),
+    ],
+)
 def test_totals(name, params, flops):
     cfg = load_config(name)
     rep = analyze.report(cfg, machine.detect_caches())
@@ -49,7 +63,7 @@ def test_totals(name, params, flops):
     mem = rep["training_memory"]
     assert mem["weights"] >= 4 * params and mem["total"] == 4 * mem["weights"] + mem["activations"]
     b = buffers(rep)
-    T, d, f, B, NH = cfg.max_length, cfg.d_model, cfg.d_ff, cfg.batch_size, cfg.num_heads
+    T, d, B, NH = cfg.max_length, cfg.d_model, cfg.batch_size, cfg.num_heads
     assert b[("activations (sequence)", "attention scores")]["bytes"] == 4 * NH * T * T
     assert b[("activations (batch)", "qkv")]["bytes"] == 4 * B * T * 3 * d
     assert b[("weights", "layer.fc_w")]["count"] == cfg.num_layers
@@ -62,19 +76,25 @@ def test_totals(name, params, flops):
 
 
 def test_json_cli_is_stable_and_integer_bytes():
-    r = subprocess.run([sys.executable, "-m", "loop_tui", "analyze", "wiki_cache_optimized", "--json"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "loop_tui", "analyze", "wiki_cache_optimized", "--json"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     rep = orjson.loads(r.stdout)
     assert all(isinstance(b["bytes"], int) for b in rep["buffers"])
     assert {c["name"] for c in rep["machine"]["caches"]} == {"L1d", "L2", "L3"}
-    r2 = subprocess.run([sys.executable, "-m", "loop_tui", "analyze", "wiki_cache_optimized", "--json"],
-                        capture_output=True, text=True)
+    r2 = subprocess.run(
+        [sys.executable, "-m", "loop_tui", "analyze", "wiki_cache_optimized", "--json"], capture_output=True, text=True
+    )
     assert r.stdout == r2.stdout
 
 
 def test_table_cli_shows_what_the_note_left_out():
-    r = subprocess.run([sys.executable, "-m", "loop_tui", "analyze", "wiki_cache_optimized", "--cache", "L3=8M"],
-                       capture_output=True, text=True, env={"COLUMNS": "160", "PATH": ""})
+    r = subprocess.run(
+        [sys.executable, "-m", "loop_tui", "analyze", "wiki_cache_optimized", "--cache", "L3=8M"],
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "160", "PATH": ""},
+    )
     assert r.returncode == 0, r.stderr
     assert "23.4 MiB" in r.stdout and "250 MiB" in r.stdout and "192 KiB" in r.stdout and "768 KiB" in r.stdout

@@ -5,6 +5,7 @@ Paths: `portable` on each ISA (bf16-rounded fp32 panels on the ISA's own FMA mic
 `emu-avx512bf16` and `emu-amx` (the native paths' packing and driver with the instruction
 replaced by its pseudocode in C: run everywhere), and the native `avx512bf16` and `amx`, which
 skip with the reason on a CPU without them."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,7 +39,8 @@ def bf16_path(request):
     if isa not in K.available_isas():
         pytest.skip(f"this CPU cannot run the {isa} ISA")
     if path not in K.available_bf16_paths():
-        pytest.skip(f"this CPU has no {path} (needs {'AMX-BF16 and the kernel tile permission' if path == 'amx' else 'AVX512-BF16'})")
+        needs = "AMX-BF16 and the kernel tile permission" if path == "amx" else "AVX512-BF16"
+        pytest.skip(f"this CPU has no {path} (needs {needs})")
     K.set_isa(isa)
     K.set_bf16_path(path)
     assert K.bf16_path() == path
@@ -82,10 +84,42 @@ def check(M, N, K_, ta, tb, with_bias=False, accumulate=False):
 
 def test_round_bf16_ties_to_even_and_special_values(bf16_path):
     """The C rounding (in the packing) against numpy's round_bf16 and hand-checked values."""
-    x = np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-8 + 2**-20, -2.5, 3.4028235e38, np.inf, -np.inf, 1e-40, 0.0,
-                  -0.0, 65504.0, 1 / 3], np.float32)
-    want = np.array([1.0, 1.0, 1 + 2**-6, 1 + 2**-7, -2.5, np.inf, np.inf, -np.inf, K.round_bf16(np.float32([1e-40]))[0],
-                     0.0, -0.0, 65536.0, 0.333984375], np.float32)
+    x = np.array(
+        [
+            1.0,
+            1 + 2**-8,
+            1 + 3 * 2**-8,
+            1 + 2**-8 + 2**-20,
+            -2.5,
+            3.4028235e38,
+            np.inf,
+            -np.inf,
+            1e-40,
+            0.0,
+            -0.0,
+            65504.0,
+            1 / 3,
+        ],
+        np.float32,
+    )
+    want = np.array(
+        [
+            1.0,
+            1.0,
+            1 + 2**-6,
+            1 + 2**-7,
+            -2.5,
+            np.inf,
+            np.inf,
+            -np.inf,
+            K.round_bf16(np.float32([1e-40]))[0],
+            0.0,
+            -0.0,
+            65536.0,
+            0.333984375,
+        ],
+        np.float32,
+    )
     np.testing.assert_array_equal(K.round_bf16(x), want)
     got = K.matmul(x.reshape(-1, 1), np.ones((1, 1), np.float32), precision="bf16").ravel()
     np.testing.assert_array_equal(got, want)
@@ -210,7 +244,7 @@ def test_bf16_resume_equals_uninterrupted_run(tmp_path):
 
 
 def test_auto_precision_follows_the_hardware():
-    from loop_tui.train.trainer import resolve_precision
+    from loop_tui.backend import resolve_precision
 
     assert resolve_precision("auto", "c") == ("bf16" if K.has_native_bf16() else "fp32")
     assert resolve_precision("auto", "opencl") == "fp32"

@@ -1,4 +1,5 @@
 """The cache folder's measured-once values (FMA peak, OpenCL autotune use it)."""
+
 import orjson
 
 from loop_tui import cache

@@ -1,4 +1,5 @@
 """Config loading: every validation rule gives one line naming file, field and rule."""
+
 from __future__ import annotations
 
 import subprocess
@@ -9,8 +10,15 @@ import pytest
 
 from loop_tui.config import Config, ConfigError, load_config, shipped_configs
 
-GOOD = {"d_model": 64, "num_heads": 4, "num_layers": 2, "d_ff": 256, "batch_size": 8, "max_length": 32,
-        "vocab_size": 512}
+GOOD = {
+    "d_model": 64,
+    "num_heads": 4,
+    "num_layers": 2,
+    "d_ff": 256,
+    "batch_size": 8,
+    "max_length": 32,
+    "vocab_size": 512,
+}
 
 
 def write(tmp_path, data, name="c.json"):
@@ -20,8 +28,11 @@ def write(tmp_path, data, name="c.json"):
 
 
 def test_shipped_configs_load_with_original_values():
-    expected = {"wiki_gpu_optimized": (512, 8, 6, 2048, 64, 256), "wiki_cache_optimized": (384, 8, 4, 1536, 32, 128),
-                "wiki_performance_tuned": (320, 8, 5, 1280, 40, 96)}
+    expected = {
+        "wiki_gpu_optimized": (512, 8, 6, 2048, 64, 256),
+        "wiki_cache_optimized": (384, 8, 4, 1536, 32, 128),
+        "wiki_performance_tuned": (320, 8, 5, 1280, 40, 96),
+    }
     for name, values in expected.items():
         c = load_config(name)
         assert (c.d_model, c.num_heads, c.num_layers, c.d_ff, c.batch_size, c.max_length) == values
@@ -37,26 +48,29 @@ def test_defaults_fill_training_fields(tmp_path):
     assert c.name == "c" and c.learning_rate == 6e-4 and c.backend == "c" and c.data is None
 
 
-@pytest.mark.parametrize("change,pattern", [
-    ({"d_modle": 1}, r"field 'd_modle': unknown key \(did you mean 'd_model'\?\)"),
-    ({"zzz": 1}, r"field 'zzz': unknown key$"),
-    ({"d_model": None}, r"field 'd_model': must be an integer, got null"),
-    ({"d_model": "64"}, r"field 'd_model': must be an integer"),
-    ({"d_model": 64.0}, r"field 'd_model': must be an integer"),
-    ({"d_model": True}, r"field 'd_model': must be an integer"),
-    ({"learning_rate": "fast"}, r"field 'learning_rate': must be a number"),
-    ({"d_model": 0}, r"field 'd_model': must be positive, got 0"),
-    ({"batch_size": -3}, r"field 'batch_size': must be positive, got -3"),
-    ({"max_length": 0}, r"field 'max_length': must be positive"),
-    ({"d_model": 66}, r"field 'd_model': must be divisible by num_heads \(66 % 4 != 0\)"),
-    ({"vocab_size": 100}, r"field 'vocab_size': must be at least 257"),
-    ({"learning_rate": 0}, r"field 'learning_rate': must be positive"),
-    ({"beta2": 1.0}, r"field 'beta2': must be in \[0, 1\)"),
-    ({"val_fraction": 0}, r"field 'val_fraction': must be in \(0, 1\)"),
-    ({"backend": "cuda"}, r"field 'backend': must be one of c, opencl"),
-    ({"threads": 0}, r"field 'threads': must be positive or null"),
-    ({"warmup_steps": -1}, r"field 'warmup_steps': must not be negative"),
-])
+@pytest.mark.parametrize(
+    "change,pattern",
+    [
+        ({"d_modle": 1}, r"field 'd_modle': unknown key \(did you mean 'd_model'\?\)"),
+        ({"zzz": 1}, r"field 'zzz': unknown key$"),
+        ({"d_model": None}, r"field 'd_model': must be an integer, got null"),
+        ({"d_model": "64"}, r"field 'd_model': must be an integer"),
+        ({"d_model": 64.0}, r"field 'd_model': must be an integer"),
+        ({"d_model": True}, r"field 'd_model': must be an integer"),
+        ({"learning_rate": "fast"}, r"field 'learning_rate': must be a number"),
+        ({"d_model": 0}, r"field 'd_model': must be positive, got 0"),
+        ({"batch_size": -3}, r"field 'batch_size': must be positive, got -3"),
+        ({"max_length": 0}, r"field 'max_length': must be positive"),
+        ({"d_model": 66}, r"field 'd_model': must be divisible by num_heads \(66 % 4 != 0\)"),
+        ({"vocab_size": 100}, r"field 'vocab_size': must be at least 257"),
+        ({"learning_rate": 0}, r"field 'learning_rate': must be positive"),
+        ({"beta2": 1.0}, r"field 'beta2': must be in \[0, 1\)"),
+        ({"val_fraction": 0}, r"field 'val_fraction': must be in \(0, 1\)"),
+        ({"backend": "cuda"}, r"field 'backend': must be one of c, opencl"),
+        ({"threads": 0}, r"field 'threads': must be positive or null"),
+        ({"warmup_steps": -1}, r"field 'warmup_steps': must not be negative"),
+    ],
+)
 def test_invalid_field(tmp_path, change, pattern):
     p = write(tmp_path, {**GOOD, **change})
     with pytest.raises(ConfigError, match=pattern) as e:
@@ -64,14 +78,23 @@ def test_invalid_field(tmp_path, change, pattern):
     assert str(p) in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("missing", ["d_model", "num_heads", "num_layers", "d_ff", "batch_size", "max_length", "vocab_size"])
+@pytest.mark.parametrize(
+    "missing", ["d_model", "num_heads", "num_layers", "d_ff", "batch_size", "max_length", "vocab_size"]
+)
 def test_missing_key(tmp_path, missing):
     with pytest.raises(ConfigError, match=f"field '{missing}': missing"):
         load_config(str(write(tmp_path, {k: v for k, v in GOOD.items() if k != missing})))
 
 
-@pytest.mark.parametrize("content,pattern", [(b'{"d_model": 64, ', "not valid JSON"), (b"hello", "not valid JSON"),
-                                             (b"", "not valid JSON"), (b"[1, 2]", "must be a JSON object")])
+@pytest.mark.parametrize(
+    "content,pattern",
+    [
+        (b'{"d_model": 64, ', "not valid JSON"),
+        (b"hello", "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+    ],
+)
 def test_bad_file_content(tmp_path, content, pattern):
     with pytest.raises(ConfigError, match=pattern):
         load_config(str(write(tmp_path, content)))
@@ -100,8 +123,23 @@ def test_cli_bad_data_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "blob.bin").write_bytes(b"\0\1\2")
     for data, msg in ((tmp_path / "empty", "no usable text files"), (tmp_path / "missing", "does not exist")):
-        r = subprocess.run([sys.executable, "-m", "loop_tui", "train", "smoke", "--no-tui", "--data", str(data),
-                            "--out", str(tmp_path / "run")], capture_output=True, text=True, cwd=tmp_path)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "loop_tui",
+                "train",
+                "smoke",
+                "--no-tui",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "run"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
 
 

@@ -1,5 +1,6 @@
 """The whole GPT-2: loss and every parameter gradient against references; memorisation; no
 allocation inside a step."""
+
 from __future__ import annotations
 
 import tracemalloc
@@ -92,7 +93,7 @@ def test_overfits_one_batch():
 
     cfg = load_config("smoke")
     data = prepare(builtin_corpus(), cfg.vocab_size, cfg.val_fraction, cfg.max_length + 1)
-    x = np.stack([data.train[i * 1000:i * 1000 + cfg.max_length + 1] for i in range(cfg.batch_size)]).astype(np.int32)
+    x = np.stack([data.train[i * 1000 : i * 1000 + cfg.max_length + 1] for i in range(cfg.batch_size)]).astype(np.int32)
     m = GPT(cfg, CBackend())
     m.init_weights(0)
     mom, var = np.zeros(m.params.size, np.float32), np.zeros(m.params.size, np.float32)

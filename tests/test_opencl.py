@@ -1,5 +1,6 @@
 """The OpenCL backend on PoCL (or whatever device is chosen): every kernel against numpy and the
 C backend, the 8x8/16x16 tile switch, and whole training steps against the C backend."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,8 +51,16 @@ def test_gemm_against_numpy(be, variant, ta, tb):
         b = rand(N, K) if tb else rand(K, N)
         bias, c0 = rand(N), rand(M, N)
         out = dev(be, c0)
-        be.matmul(dev(be, a), dev(be, b), out=out, transpose_a=bool(ta), transpose_b=bool(tb), bias=dev(be, bias),
-                  accumulate=True, variant=variant)
+        be.matmul(
+            dev(be, a),
+            dev(be, b),
+            out=out,
+            transpose_a=bool(ta),
+            transpose_b=bool(tb),
+            bias=dev(be, bias),
+            accumulate=True,
+            variant=variant,
+        )
         want = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64) + bias + c0
         np.testing.assert_allclose(out.get(), want, rtol=1e-4, atol=1e-4 * np.sqrt(K), err_msg=f"{M}x{N}x{K} {variant}")
 
@@ -67,7 +76,7 @@ def test_gemm_on_views_with_offsets(be):
     be.write(b, hb)
     be.matmul(a, b, out=out)
     np.testing.assert_allclose(out.get(), ha @ hb, rtol=1e-5, atol=1e-5)
-    assert np.all(be.to_numpy(flat)[:64] == 0) and np.all(be.to_numpy(flat)[2048 + 200:] == 0)
+    assert np.all(be.to_numpy(flat)[:64] == 0) and np.all(be.to_numpy(flat)[2048 + 200 :] == 0)
 
 
 def test_gemm_bad_shapes_raise_like_the_c_backend(be):
@@ -84,8 +93,22 @@ def test_the_original_8x8_launch_of_a_16x16_kernel_is_refused(be):
     M = N = K = 32
     a, b = dev(be, rand(M, K)), dev(be, rand(K, N))
     out = be.cla.empty(be.queue, (M, N), np.float32)
-    args = [np.int32(M), np.int32(N), np.int32(K), *be._a(a), np.int32(K), np.int32(0), *be._a(b), np.int32(N),
-            np.int32(0), *be._a(out), np.int32(N), *be._a(be.dummy), np.int32(0), np.int32(0)]
+    args = [
+        np.int32(M),
+        np.int32(N),
+        np.int32(K),
+        *be._a(a),
+        np.int32(K),
+        np.int32(0),
+        *be._a(b),
+        np.int32(N),
+        np.int32(0),
+        *be._a(out),
+        np.int32(N),
+        *be._a(be.dummy),
+        np.int32(0),
+        np.int32(0),
+    ]
     with pytest.raises(cl.Error):
         be.k16.gemm_tiled(be.queue, (32, 32), (8, 8), *args).wait()
     # and the 8x8 kernel with 8x8 groups fills its whole 8x8 tile: exact on a non-multiple shape
@@ -115,8 +138,15 @@ def test_attention_forward_and_backward(be, B, T, C, NH):
     want, _ = ref.attention(qkv.astype(np.float64), NH)
     np.testing.assert_allclose(d_out.get(), want, rtol=1e-4, atol=1e-5)
     dq = np.empty_like(qkv)
-    compare_op(be, "attention_backward", [dq, dout, qkv, att, NH],
-               [dev(be, dq), dev(be, dout), dev(be, qkv), d_att, NH], [0], rtol=1e-4, atol=1e-5)
+    compare_op(
+        be,
+        "attention_backward",
+        [dq, dout, qkv, att, NH],
+        [dev(be, dq), dev(be, dout), dev(be, qkv), d_att, NH],
+        [0],
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("N,C", [(1, 3), (17, 64), (130, 383)])
@@ -126,8 +156,15 @@ def test_row_ops(be, N, C):
     d = [dev(be, v) for v in (out, mean, rstd, x, w, b)]
     compare_op(be, "layernorm_forward", [out, mean, rstd, x, w, b], d, [0, 1, 2], rtol=1e-4, atol=1e-5)
     dx, dw, db = rand(N, C), rand(C), rand(C)
-    compare_op(be, "layernorm_backward", [*both(dx, dw, db), dy, x, w, mean, rstd],
-               [dev(be, dx), dev(be, dw), dev(be, db), dev(be, dy), d[3], d[4], d[1], d[2]], [0, 1, 2], rtol=1e-4, atol=1e-4)
+    compare_op(
+        be,
+        "layernorm_backward",
+        [*both(dx, dw, db), dy, x, w, mean, rstd],
+        [dev(be, dx), dev(be, dw), dev(be, db), dev(be, dy), d[3], d[4], d[1], d[2]],
+        [0, 1, 2],
+        rtol=1e-4,
+        atol=1e-4,
+    )
     pre, hid, bias = rand(N, C, scale=3), np.empty((N, C), np.float32), rand(C)
     compare_op(be, "bias_gelu_forward", [pre.copy(), hid, bias], [dev(be, pre), dev(be, hid), dev(be, bias)], [0, 1])
     g = np.empty_like(pre)
@@ -141,16 +178,37 @@ def test_embedding_crossentropy_adamw_norm(be):
     V, C, B, T = 300, 17, 2, 9
     wte, wpe, tok = rand(V, C), rand(T, C), RNG.integers(0, V, (B, T)).astype(np.int32)
     out = np.empty((B, T, C), np.float32)
-    compare_op(be, "encoder_forward", [out, tok, wte, wpe], [dev(be, out), dev(be, tok), dev(be, wte), dev(be, wpe)], [0])
+    compare_op(
+        be, "encoder_forward", [out, tok, wte, wpe], [dev(be, out), dev(be, tok), dev(be, wte), dev(be, wpe)], [0]
+    )
     dwte, dwpe, dy = rand(V, C), rand(T, C), rand(B, T, C)
-    compare_op(be, "encoder_backward", [dwte.copy(), dwpe.copy(), dy, tok],
-               [dev(be, dwte), dev(be, dwpe), dev(be, dy), dev(be, tok)], [0, 1], atol=1e-5)
+    compare_op(
+        be,
+        "encoder_backward",
+        [dwte.copy(), dwpe.copy(), dy, tok],
+        [dev(be, dwte), dev(be, dwpe), dev(be, dy), dev(be, tok)],
+        [0, 1],
+        atol=1e-5,
+    )
     logits, tg, losses = rand(7, V, scale=3), RNG.integers(0, V, 7).astype(np.int32), np.empty(7, np.float32)
-    compare_op(be, "crossentropy", [logits.copy(), tg, losses, 0.25, True],
-               [dev(be, logits), dev(be, tg), dev(be, losses), 0.25, True], [0, 2], rtol=1e-4, atol=1e-6)
+    compare_op(
+        be,
+        "crossentropy",
+        [logits.copy(), tg, losses, 0.25, True],
+        [dev(be, logits), dev(be, tg), dev(be, losses), 0.25, True],
+        [0, 2],
+        rtol=1e-4,
+        atol=1e-6,
+    )
     p, g, m, v = rand(5000), rand(5000), rand(5000) * 0.1, np.abs(rand(5000)) * 0.01
-    compare_op(be, "adamw", [*both(p), g, *both(m, v), 1e-3, 0.9, 0.95, 1e-8, 0.1, 3, 0.5],
-               [dev(be, p), dev(be, g), dev(be, m), dev(be, v), 1e-3, 0.9, 0.95, 1e-8, 0.1, 3, 0.5], [0, 2, 3], atol=1e-6)
+    compare_op(
+        be,
+        "adamw",
+        [*both(p), g, *both(m, v), 1e-3, 0.9, 0.95, 1e-8, 0.1, 3, 0.5],
+        [dev(be, p), dev(be, g), dev(be, m), dev(be, v), 1e-3, 0.9, 0.95, 1e-8, 0.1, 3, 0.5],
+        [0, 2, 3],
+        atol=1e-6,
+    )
     x = rand(100_003)
     assert be.sum_squares(dev(be, x)) == pytest.approx(float((x.astype(np.float64) ** 2).sum()), rel=1e-5)
 
@@ -160,8 +218,9 @@ def test_twenty_smoke_steps_match_the_c_backend(tmp_path):
 
     losses = {}
     for backend in ("c", "opencl"):
-        cfg = load_config("smoke").replace(backend=backend, eval_every=1000, sample_every=1000, checkpoint_every=1000,
-                                           max_steps=20)
+        cfg = load_config("smoke").replace(
+            backend=backend, eval_every=1000, sample_every=1000, checkpoint_every=1000, max_steps=20
+        )
         t = Trainer(cfg, tmp_path / backend)
         t.setup()
         losses[backend] = [t.train_step().loss for _ in range(20)]

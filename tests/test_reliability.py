@@ -1,6 +1,7 @@
 """Every failure a user can cause ends in one line and a documented exit code, with the run folder
 intact: a second trainer, a diverging run, damaged checkpoints, a full disk, an unwritable
 folder, other data on resume, a model too large for the machine, and nonsense options."""
+
 from __future__ import annotations
 
 import errno
@@ -21,11 +22,16 @@ SMOKE_DATA = Path(__file__).resolve().parent / "snapshot_apps"  # any small fold
 
 
 @pytest.fixture(autouse=True)
-def _restore_signals():
+def _restore_process_state():
+    """cli.main sets signal handlers and the kernels' thread count; later tests need them as they were."""
+    from loop_tui import kernels
+
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    threads = kernels.get_num_threads()
     yield
     for s, h in before.items():
         signal.signal(s, h)
+    kernels.set_num_threads(threads)
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -41,16 +47,22 @@ def one_line_error(err: str) -> str:
 
 
 def write_config(tmp_path: Path, **fields) -> str:
-    raw = {**orjson.loads((Path(cli.__file__).parent.parent / "configs" / "smoke.json").read_bytes()),
-           "log_every": 1, "eval_every": 1000, "sample_every": 1000, **fields}
+    raw = {
+        **orjson.loads((Path(cli.__file__).parent.parent / "configs" / "smoke.json").read_bytes()),
+        "log_every": 1,
+        "eval_every": 1000,
+        "sample_every": 1000,
+        **fields,
+    }
     path = tmp_path / f"cfg-{abs(hash(orjson.dumps(raw)))}.json"
     path.write_bytes(orjson.dumps(raw))
     return str(path)
 
 
 def train_steps(tmp_path, run: Path, steps: int, *extra: str, **fields) -> None:
-    code = cli.main(["train", write_config(tmp_path, **fields), "--out", str(run), "--no-tui", "--steps", str(steps),
-                     *extra])
+    code = cli.main(
+        ["train", write_config(tmp_path, **fields), "--out", str(run), "--no-tui", "--steps", str(steps), *extra]
+    )
     assert code == 0
 
 
@@ -107,8 +119,17 @@ def test_damaged_latest_checkpoint_falls_back_with_a_warning(tmp_path, capsys, d
     assert code == 0 and "Traceback" not in err
     if damage != "truncate optimizer":  # generate reads no optimizer state
         assert "damaged" in err and last.name in err
-    code, out, err = run_cli(capsys, "train", write_config(tmp_path, checkpoint_every=2), "--out", str(run), "--no-tui",
-                             "--resume", "--steps", "1")
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        write_config(tmp_path, checkpoint_every=2),
+        "--out",
+        str(run),
+        "--no-tui",
+        "--resume",
+        "--steps",
+        "1",
+    )
     assert code == 0 and f"using {first.name}" in out + err
     assert "resumed from" in out and first.name in out
 
@@ -135,8 +156,17 @@ def test_full_disk_during_checkpoint(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(checkpoint, "_write_synced", full)
     capsys.readouterr()
-    code, _, err = run_cli(capsys, "train", write_config(tmp_path, checkpoint_every=2), "--out", str(run), "--no-tui",
-                           "--resume", "--steps", "2")
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        write_config(tmp_path, checkpoint_every=2),
+        "--out",
+        str(run),
+        "--no-tui",
+        "--resume",
+        "--steps",
+        "2",
+    )
     line = one_line_error(err)
     assert code == errors.EXIT_CHECKPOINT and "No space left on device" in line and str(run) in line
     assert not list((run / "checkpoints").glob(".tmp-*")) and not list(run.glob("*.tmp*"))
@@ -144,8 +174,17 @@ def test_full_disk_during_checkpoint(tmp_path, capsys, monkeypatch):
     checkpoint.load(good[-1])
     assert (run / "metrics.jsonl").read_bytes().startswith(metrics_before)
     monkeypatch.undo()  # space is back
-    code, _, _ = run_cli(capsys, "train", write_config(tmp_path, checkpoint_every=2), "--out", str(run), "--no-tui",
-                         "--resume", "--steps", "2")
+    code, _, _ = run_cli(
+        capsys,
+        "train",
+        write_config(tmp_path, checkpoint_every=2),
+        "--out",
+        str(run),
+        "--no-tui",
+        "--resume",
+        "--steps",
+        "2",
+    )
     assert code == 0 and checkpoint.latest(run).name == "step_00000004"
 
 
@@ -162,8 +201,18 @@ def test_resume_with_other_data_is_refused_unless_new_data(tmp_path, capsys):
     other.mkdir()
     (other / "a.txt").write_text("Completely different text about sailing boats and harbours. " * 400)
     capsys.readouterr()
-    args = ["train", write_config(tmp_path), "--out", str(run), "--no-tui", "--resume", "--steps", "1",
-            "--data", str(other)]
+    args = [
+        "train",
+        write_config(tmp_path),
+        "--out",
+        str(run),
+        "--no-tui",
+        "--resume",
+        "--steps",
+        "1",
+        "--data",
+        str(other),
+    ]
     code, _, err = run_cli(capsys, *args)
     assert code == errors.EXIT_USAGE and "--new-data" in one_line_error(err)
     code, out, _ = run_cli(capsys, *args, "--new-data")
@@ -174,8 +223,17 @@ def test_changed_settings_on_resume_are_shown_and_kept(tmp_path, capsys):
     run = tmp_path / "run"
     train_steps(tmp_path, run, 2, learning_rate=0.001)
     capsys.readouterr()
-    code, out, _ = run_cli(capsys, "train", write_config(tmp_path, learning_rate=0.0005), "--out", str(run),
-                           "--no-tui", "--resume", "--steps", "1")
+    code, out, _ = run_cli(
+        capsys,
+        "train",
+        write_config(tmp_path, learning_rate=0.0005),
+        "--out",
+        str(run),
+        "--no-tui",
+        "--resume",
+        "--steps",
+        "1",
+    )
     assert code == 0 and "learning_rate 0.001 → 0.0005" in out
     history = [orjson.loads(x) for x in (run / "config_history.jsonl").read_bytes().splitlines()]
     assert history[-1]["changes"]["learning_rate"] == {"from": 0.001, "to": 0.0005}
@@ -198,22 +256,26 @@ def test_model_too_large_for_memory_is_refused_before_allocating(tmp_path, capsy
     assert code == errors.EXIT_USAGE and "needs about" in line and "available" in line and "--force" in line
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["train", "smoke", "--checkpoint-every", "0", "--no-tui"], "--checkpoint-every"),
-    (["generate", "nowhere", "--tokens", "-5"], "--tokens"),
-    (["generate", "nowhere", "--temperature", "-1"], "--temperature"),
-    (["generate", "nowhere", "--top-k", "-2"], "--top-k"),
-    (["generate", "nowhere"], "no checkpoint found"),
-    (["train", "smoke", "--new-data", "--no-tui"], "--resume"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["train", "smoke", "--checkpoint-every", "0", "--no-tui"], "--checkpoint-every"),
+        (["generate", "nowhere", "--tokens", "-5"], "--tokens"),
+        (["generate", "nowhere", "--temperature", "-1"], "--temperature"),
+        (["generate", "nowhere", "--top-k", "-2"], "--top-k"),
+        (["generate", "nowhere"], "no checkpoint found"),
+        (["train", "smoke", "--new-data", "--no-tui"], "--resume"),
+    ],
+)
 def test_nonsense_options_are_one_line_usage_errors(capsys, argv, needle):
     code, _, err = run_cli(capsys, *argv)
     assert code == errors.EXIT_USAGE and needle in one_line_error(err)
 
 
 def test_more_threads_than_cores_warns(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "train", "smoke", "--out", str(tmp_path / "run"), "--no-tui", "--steps", "1",
-                           "--threads", "64")
+    code, _, err = run_cli(
+        capsys, "train", "smoke", "--out", str(tmp_path / "run"), "--no-tui", "--steps", "1", "--threads", "64"
+    )
     assert code == 0 and "more than the" in err and "usable cores" in err
 
 
@@ -242,12 +304,13 @@ def test_internal_errors_are_one_line_unless_debug(capsys, monkeypatch):
 # ---------------------------------------------------------------- data in bounded memory
 def make_folder(path: Path, files: int, words: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
-    vocab = np.array(["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), size=rng.integers(2, 9)))
-                      for _ in range(3000)])
+    vocab = np.array(
+        ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), size=rng.integers(2, 9))) for _ in range(3000)]
+    )
     path.mkdir(parents=True, exist_ok=True)
     for i in range(files):
         text = " ".join(vocab[rng.zipf(1.3, size=words) % len(vocab)])
-        (path / f"doc{i:04d}.txt").write_text("\n".join(text[j:j + 80] for j in range(0, len(text), 80)) + "\n")
+        (path / f"doc{i:04d}.txt").write_text("\n".join(text[j : j + 80] for j in range(0, len(text), 80)) + "\n")
     return path
 
 
@@ -289,8 +352,9 @@ def test_interrupted_preparation_leaves_no_partial_cache_entry(tmp_path, monkeyp
     c = load_corpus(make_folder(tmp_path / "d", 40, 3000))
     seen: list[str] = []
     with pytest.raises(Interrupted, match="stopped while"):
-        prepare(c, 500, 0.1, 33, progress=lambda phase, done, total: seen.append(phase),
-                should_stop=lambda: stop_in in seen)
+        prepare(
+            c, 500, 0.1, 33, progress=lambda phase, done, total: seen.append(phase), should_stop=lambda: stop_in in seen
+        )
     left = sorted(p.name for p in cache_dir().iterdir())
     assert not any(name.startswith(".") or "tmp" in name for name in left), left
     assert not any(name.startswith("tokens-") for name in left), left
@@ -314,9 +378,24 @@ def test_sigterm_while_tokenizing_stops_promptly_in_one_line(tmp_path):
 
     folder = make_folder(tmp_path / "big", 20, 300_000)  # ~40 MB: tokenizing takes many seconds
     env = {**__import__("os").environ, "RAYON_NUM_THREADS": "1", "LOOP_CACHE_DIR": str(tmp_path / "cache")}
-    p = subprocess.Popen([sys.executable, "-m", "loop_tui", "train", "smoke", "--data", str(folder), "--out",
-                          str(tmp_path / "run"), "--no-tui"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env=env, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "loop_tui",
+            "train",
+            "smoke",
+            "--data",
+            str(folder),
+            "--out",
+            str(tmp_path / "run"),
+            "--no-tui",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
     line = p.stdout.readline()  # the corpus summary: scanning is done and tokenizer training starts
     assert "20 documents" in line, line
     time.sleep(1)

@@ -1,4 +1,5 @@
 """Training as a user runs it: exact resume, signals, kill -9 safety, learning on real text."""
+
 from __future__ import annotations
 
 import math
@@ -89,8 +90,14 @@ def test_pause_and_save_requests(tmp_path):
 
 def _start(args, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "loop_tui", "train", "smoke", "--no-tui", *args],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "loop_tui", "train", "smoke", "--no-tui", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_steps(proc, n=1):
@@ -117,14 +124,17 @@ def test_signal_finishes_step_saves_and_exits_zero(tmp_path, sig):
     assert state["step"] >= 10 and state["reason"] == "quit"
 
 
-def test_kill_9_leaves_previous_checkpoint_loadable(tmp_path):
+@pytest.mark.parametrize("delay", [0.0, 0.013, 0.029])
+def test_kill_9_leaves_previous_checkpoint_loadable(tmp_path, delay):
+    """A checkpoint every step, so a kill lands inside a save more often than not; three runs
+    killed at different moments of the save cycle."""
     run = tmp_path / "run"
-    p = _start(["--steps", "100000", "--out", str(run), "--checkpoint-every", "3"], tmp_path)
-    _wait_for_steps(p, 3)
-    for delay in (0.0, 0.13, 0.29):  # kill at different moments of the save cycle
-        time.sleep(delay)
+    p = _start(["--steps", "100000", "--out", str(run), "--checkpoint-every", "1"], tmp_path)
+    _wait_for_steps(p, 1)
+    time.sleep(delay)
     p.kill()
     p.wait()
+    assert not [x for x in checkpoint.list_checkpoints(run) if x.name.startswith(".")]
     ck = checkpoint.latest(run)
     assert ck is not None
     checkpoint.load(ck)  # every file complete and parseable

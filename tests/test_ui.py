@@ -1,7 +1,7 @@
 """The Textual app: Pilot flows, snapshots of both screens, and the real app in tmux."""
+
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
@@ -131,10 +131,24 @@ async def test_resize_never_crashes(tmp_path):
 
 # ---------------------------------------------------------------- snapshots (no live timers)
 def recorded_state() -> RunState:
-    s = RunState(config_name="smoke", run_dir="runs/smoke-example", device="CPU, avx512, 2 threads", status="training",
-                 step=120, total_steps=200, loss=5.12, lr=1.2e-3, tokens_per_s_now=85000, tokens_per_s_avg=84000,
-                 mfu=0.146, elapsed_s=3.2, eta_s=2.1, val_loss=5.24, sample="The list of the object is returned.",
-                 tokens_per_step=256)
+    s = RunState(
+        config_name="smoke",
+        run_dir="runs/smoke-example",
+        device="CPU, avx512, 2 threads",
+        status="training",
+        step=120,
+        total_steps=200,
+        loss=5.12,
+        lr=1.2e-3,
+        tokens_per_s_now=85000,
+        tokens_per_s_avg=84000,
+        mfu=0.146,
+        elapsed_s=3.2,
+        eta_s=2.1,
+        val_loss=5.24,
+        sample="The list of the object is returned.",
+        tokens_per_step=256,
+    )
     s.loss_history = [(i, 6.2 - 1.1 * (1 - 0.97**i)) for i in range(1, 121)]
     s.val_history = [(50, 5.32), (100, 5.24)]
     s.speed_history.extend([80000 + (i * 37) % 9000 for i in range(60)])
@@ -143,8 +157,9 @@ def recorded_state() -> RunState:
 
 
 def dashboard_app():
-    return LoopApp(lambda: DashboardScreen(None, FIXED_CACHES, state=recorded_state(), live=False,
-                                           cfg=load_config("smoke")))
+    return LoopApp(
+        lambda: DashboardScreen(None, FIXED_CACHES, state=recorded_state(), live=False, cfg=load_config("smoke"))
+    )
 
 
 def picker_app():
@@ -173,7 +188,9 @@ def test_real_app_in_tmux(tmp_path):
         screen = ""
         for _ in range(120):
             time.sleep(0.5)
-            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+            screen = subprocess.run(
+                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+            ).stdout
             # a step has finished (on a fresh clone the tokenizer is trained first; quitting
             # before any step leaves nothing to save)
             if re.search(r"step [1-9]\d*/100000", screen) and "tok/s" in screen and "kernel" in screen:

@@ -3,6 +3,7 @@
 The generator's state is part of every checkpoint, so a resumed run draws the same batches as
 one that never stopped. Validation batches use a fixed seed, so every evaluation sees the same
 windows and val losses compare step to step."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +18,7 @@ class BatchSampler:
 
     def next(self) -> tuple[np.ndarray, np.ndarray]:
         starts = self.rng.integers(0, len(self.ids) - self.seq, size=self.batch)
-        window = np.stack([self.ids[s:s + self.seq + 1] for s in starts]).astype(np.int32)
+        window = np.stack([self.ids[s : s + self.seq + 1] for s in starts]).astype(np.int32)
         return window[:, :-1], window[:, 1:]
 
     @property

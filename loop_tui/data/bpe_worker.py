@@ -5,6 +5,7 @@ once, and its memory is returned to the OS when it ends.
 
 SPEC holds the vocabulary size and the documents (file paths, or texts for the built-in
 corpus). Progress goes to stdout as one line per piece read: the bytes read so far."""
+
 from __future__ import annotations
 
 import sys
@@ -20,14 +21,20 @@ def main(spec_path: str, out_path: str) -> None:
     from .tokens import EOT
 
     spec = orjson.loads(Path(spec_path).read_bytes())
-    docs = [Doc(d["name"], d["size"], path=Path(d["path"]) if d.get("path") else None, text=d.get("text"))
-            for d in spec["docs"]]
+    docs = [
+        Doc(d["name"], d["size"], path=Path(d["path"]) if d.get("path") else None, text=d.get("text"))
+        for d in spec["docs"]
+    ]
     corpus = Corpus(spec["name"], docs, digest="")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=spec["vocab_size"], special_tokens=[EOT], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec["vocab_size"],
+        special_tokens=[EOT],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     done = 0
 
     def texts():

@@ -6,13 +6,14 @@ Later passes (tokenizer training, encoding) stream each document as pieces of ab
 at line breaks (`pieces`). Only an empty result is an error, and it says why every file was
 skipped. With no folder, the corpus is Python's own documentation (pydoc_data.topics), which
 every Python ships, so a demo needs no download."""
+
 from __future__ import annotations
 
 import codecs
 import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from ..errors import LoopError
 
@@ -89,7 +90,7 @@ def builtin_corpus() -> Corpus:
     return Corpus("builtin:pydoc (Python's documentation topics)", docs, h.hexdigest()[:16])
 
 
-def _scan(path: Path, h_doc: "hashlib._Hash") -> str | None:
+def _scan(path: Path, h_doc: hashlib._Hash) -> str | None:
     """Feed the file's bytes into h_doc; the reason to skip it, or None if it is usable text."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     blank = True
@@ -114,9 +115,13 @@ def _scan(path: Path, h_doc: "hashlib._Hash") -> str | None:
     return "empty" if blank else None
 
 
-HINTS = {"not UTF-8": "convert them to UTF-8 (e.g. iconv -f latin1 -t utf-8)",
-         "binary": "give a folder of plain text", "hidden": "names starting with '.' are skipped",
-         "empty": "the files hold no text", "unreadable": "check their permissions"}
+HINTS = {
+    "not UTF-8": "convert them to UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+    "binary": "give a folder of plain text",
+    "hidden": "names starting with '.' are skipped",
+    "empty": "the files hold no text",
+    "unreadable": "check their permissions",
+}
 
 
 def load_folder(path: str | Path) -> Corpus:
@@ -125,7 +130,8 @@ def load_folder(path: str | Path) -> Corpus:
         raise DataError(f"{root}: data folder does not exist")
     if not root.is_dir():
         raise DataError(f"{root}: is not a folder (give a folder of text files)")
-    docs, skipped = [], {}
+    docs: list[Doc] = []
+    skipped: dict[str, int] = {}
     digest = hashlib.sha256()
 
     def skip(reason: str) -> None:
@@ -151,7 +157,9 @@ def load_folder(path: str | Path) -> Corpus:
         docs.append(Doc(str(rel), size, path=p))
     if not docs:
         why = "; ".join(f"{n} {r}: {HINTS.get(r, '')}" for r, n in sorted(skipped.items()))
-        raise DataError(f"{root}: no usable text files" + (f" (skipped {why})" if skipped else " (the folder is empty)"))
+        raise DataError(
+            f"{root}: no usable text files" + (f" (skipped {why})" if skipped else " (the folder is empty)")
+        )
     return Corpus(str(root), docs, digest.hexdigest()[:16], skipped)
 
 

@@ -11,17 +11,17 @@ and encoding runs in batches of ~1 MiB written straight into the cache file. Bot
 progress through `progress(phase, done_bytes, total_bytes)` and stop within about a second when
 `should_stop()` turns true, raising Interrupted; a cache entry is renamed into place only once
 complete, so an interruption never leaves half of one."""
+
 from __future__ import annotations
 
 import os
 import random
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer
 
 from ..cache import atomic_write_bytes, cache_dir
 from ..errors import EXIT_ABORTED, LoopError
@@ -49,8 +49,9 @@ def _never() -> bool:
     return False
 
 
-def train_tokenizer(corpus: Corpus, vocab_size: int, progress: Progress = _no_progress,
-                    should_stop: Callable[[], bool] = _never) -> Tokenizer:
+def train_tokenizer(
+    corpus: Corpus, vocab_size: int, progress: Progress = _no_progress, should_stop: Callable[[], bool] = _never
+) -> Tokenizer:
     """Byte-level BPE trained on the corpus by a worker process (bpe_worker.py), which Ctrl-C
     stops at once: the merge phase runs in Rust and would not see a signal until it ended."""
     import subprocess
@@ -63,12 +64,25 @@ def train_tokenizer(corpus: Corpus, vocab_size: int, progress: Progress = _no_pr
     total = corpus.bytes
     with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".bpe-") as work:
         spec, out = Path(work) / "spec.json", Path(work) / "tokenizer.json"
-        spec.write_bytes(orjson.dumps({"name": corpus.name, "vocab_size": vocab_size, "docs": [
-            {"name": d.name, "size": d.size, "path": str(d.path) if d.path else None, "text": d.text}
-            for d in corpus.docs]}))
-        child = subprocess.Popen([sys.executable, "-m", "loop_tui.data.bpe_worker", str(spec), str(out)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 env={**os.environ, "RAYON_NUM_THREADS": os.environ.get("RAYON_NUM_THREADS", "1")})
+        spec.write_bytes(
+            orjson.dumps(
+                {
+                    "name": corpus.name,
+                    "vocab_size": vocab_size,
+                    "docs": [
+                        {"name": d.name, "size": d.size, "path": str(d.path) if d.path else None, "text": d.text}
+                        for d in corpus.docs
+                    ],
+                }
+            )
+        )
+        child = subprocess.Popen(
+            [sys.executable, "-m", "loop_tui.data.bpe_worker", str(spec), str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "RAYON_NUM_THREADS": os.environ.get("RAYON_NUM_THREADS", "1")},
+        )
         done = [0]
 
         def read_progress() -> None:
@@ -98,8 +112,9 @@ def train_tokenizer(corpus: Corpus, vocab_size: int, progress: Progress = _no_pr
             reader.join(1)
 
 
-def get_tokenizer(corpus: Corpus, vocab_size: int, progress: Progress = _no_progress,
-                  should_stop: Callable[[], bool] = _never) -> tuple[Tokenizer, Path]:
+def get_tokenizer(
+    corpus: Corpus, vocab_size: int, progress: Progress = _no_progress, should_stop: Callable[[], bool] = _never
+) -> tuple[Tokenizer, Path]:
     path = cache_dir() / f"tokenizer-{corpus.digest}-{vocab_size}.json"
     if path.exists():
         return Tokenizer.from_file(str(path)), path
@@ -129,9 +144,16 @@ class TokenData:
     note: str  # how the split was made
 
 
-def encode_to_file(tok: Tokenizer, corpus: Corpus, indices: list[int], path: Path, dtype,
-                   progress: Progress = _no_progress, should_stop: Callable[[], bool] = _never,
-                   phase: str = "encoding") -> None:
+def encode_to_file(
+    tok: Tokenizer,
+    corpus: Corpus,
+    indices: list[int],
+    path: Path,
+    dtype,
+    progress: Progress = _no_progress,
+    should_stop: Callable[[], bool] = _never,
+    phase: str = "encoding",
+) -> None:
     """Token ids of the documents (each followed by EOT) into `path`, in ~1 MiB batches; the
     file appears only when complete."""
     eot = np.array([tok.token_to_id(EOT)], dtype)
@@ -146,7 +168,7 @@ def encode_to_file(tok: Tokenizer, corpus: Corpus, indices: list[int], path: Pat
 
             def flush() -> None:
                 nonlocal done, size
-                for enc, end in zip(tok.encode_batch(batch), ends):
+                for enc, end in zip(tok.encode_batch(batch), ends, strict=True):
                     f.write(np.asarray(enc.ids, dtype).tobytes())
                     if end:
                         f.write(eot.tobytes())
@@ -156,8 +178,9 @@ def encode_to_file(tok: Tokenizer, corpus: Corpus, indices: list[int], path: Pat
                 size = 0
                 progress(phase, done, total)
                 if should_stop():
-                    raise Interrupted(f"stopped while {phase}; nothing was trained (the token cache keeps only "
-                                      "complete entries)")
+                    raise Interrupted(
+                        f"stopped while {phase}; nothing was trained (the token cache keeps only complete entries)"
+                    )
 
             for i in indices:
                 doc = corpus.docs[i]
@@ -188,9 +211,15 @@ def _cached_ids(path: Path, make: Callable[[Path], None], dtype) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
 
 
-def prepare(corpus: Corpus, vocab_size: int, val_fraction: float, min_tokens: int,
-            tokenizer_file: Path | None = None, progress: Progress = _no_progress,
-            should_stop: Callable[[], bool] = _never) -> TokenData:
+def prepare(
+    corpus: Corpus,
+    vocab_size: int,
+    val_fraction: float,
+    min_tokens: int,
+    tokenizer_file: Path | None = None,
+    progress: Progress = _no_progress,
+    should_stop: Callable[[], bool] = _never,
+) -> TokenData:
     """Token ids of the corpus, split into train and validation. With tokenizer_file (a resumed
     run's own tokenizer), encode with it instead of training one on this corpus."""
     if tokenizer_file is not None:
@@ -206,6 +235,7 @@ def prepare(corpus: Corpus, vocab_size: int, val_fraction: float, min_tokens: in
     train_idx, val_idx = split_docs(corpus, val_fraction)
     key = f"{corpus.digest}-{vocab_size}-{val_fraction}{tok_key}"
     d = cache_dir()
+
     def encoder(indices: list[int], phase: str):
         return lambda path: encode_to_file(tok, corpus, indices, path, dtype, progress, should_stop, phase)
 
@@ -222,6 +252,8 @@ def prepare(corpus: Corpus, vocab_size: int, val_fraction: float, min_tokens: in
         train, val = train[:cut], train[cut:]
         note += f" (too short; using the last {min_tokens} training tokens)"
     if len(train) < min_tokens:
-        raise DataError(f"{corpus.name}: only {len(train)} training tokens, a batch window needs {min_tokens}; "
-                        f"add text or lower max_length")
+        raise DataError(
+            f"{corpus.name}: only {len(train)} training tokens, a batch window needs {min_tokens}; "
+            f"add text or lower max_length"
+        )
     return TokenData(train, val, tok, tok_path, tok.get_vocab_size(), note)

@@ -8,6 +8,7 @@ Environment: LOOP_ISA=avx512|avx2|generic forces an instruction set; LOOP_BF16=a
 portable (or emu-amx|emu-avx512bf16, the native paths emulated in C, for tests) forces the bf16
 GEMM path; LOOP_THREADS=n sets the thread count (default: all usable cores).
 """
+
 from __future__ import annotations
 
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import machine
+from ..backend import KernelStat, matmul_dims
 
 _PKG = Path(__file__).resolve().parent.parent
 
@@ -35,7 +37,7 @@ def _check_fresh() -> None:
 
 try:
     _check_fresh()
-    from .._kernels import ffi, lib  # type: ignore
+    from .._kernels import ffi, lib
 except ModuleNotFoundError as e:  # pragma: no cover - message for a checkout never built
     raise ImportError("loop_tui C kernels are not built: run `make build` (or pip install -e .)") from e
 
@@ -164,28 +166,12 @@ class ThreadStat:
     busy_ns: int  # time inside kernel work, barrier waits excluded
 
 
-@dataclass(frozen=True)
-class KernelStat:
-    name: str
-    calls: int
-    ns: int
-    flops: float
-    bytes: float
-
-    @property
-    def gflops(self) -> float:
-        return self.flops / self.ns if self.ns else 0.0
-
-    @property
-    def gbytes(self) -> float:
-        return self.bytes / self.ns if self.ns else 0.0
-
-
 def thread_stats() -> list[ThreadStat]:
     n = 256
     tids, busy = ffi.new("int64_t[]", n), ffi.new("uint64_t[]", n)
     used = lib.loop_thread_stats(tids, busy, n)
-    return [ThreadStat(i, int(tids[i]), int(busy[i])) for i in range(used) if tids[i]]
+    active = min(used, get_num_threads())  # slots of threads from an earlier, larger count stay filled
+    return [ThreadStat(i, int(tids[i]), int(busy[i])) for i in range(active) if tids[i]]
 
 
 def kernel_stats() -> list[KernelStat]:
@@ -193,8 +179,10 @@ def kernel_stats() -> list[KernelStat]:
     calls, ns = ffi.new("uint64_t[]", n), ffi.new("uint64_t[]", n)
     flops, nbytes = ffi.new("double[]", n), ffi.new("double[]", n)
     lib.loop_kernel_stats(calls, ns, flops, nbytes)
-    return [KernelStat(ffi.string(lib.loop_kernel_name(i)).decode(), int(calls[i]), int(ns[i]), flops[i], nbytes[i])
-            for i in range(n)]
+    return [
+        KernelStat(ffi.string(lib.loop_kernel_name(i)).decode(), int(calls[i]), int(ns[i]), flops[i], nbytes[i])
+        for i in range(n)
+    ]
 
 
 def reset_stats() -> None:
@@ -275,25 +263,20 @@ def empty(shape, dtype=np.float32) -> np.ndarray:
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     raw = np.empty(nbytes + ALIGN, np.uint8)
     start = -raw.ctypes.data % ALIGN
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
 # ---------------------------------------------------------------- GEMM
-def matmul_dims(a_shape, b_shape, transpose_a: bool, transpose_b: bool, has_out: bool,
-                accumulate: bool) -> tuple[int, int, int]:
-    """(M, N, K) of op(a) @ op(b), or ValueError naming the shapes (shared by every backend)."""
-    M, K = (a_shape[1], a_shape[0]) if transpose_a else a_shape
-    Kb, N = (b_shape[1], b_shape[0]) if transpose_b else b_shape
-    if K != Kb:
-        raise ValueError(f"matmul shapes do not agree: op(a) is {M}x{K} (a {tuple(a_shape)}, transpose_a={transpose_a}), "
-                         f"op(b) is {Kb}x{N} (b {tuple(b_shape)}, transpose_b={transpose_b})")
-    if accumulate and not has_out:
-        raise ValueError("accumulate=True needs out")
-    return M, N, K
-
-
-def matmul(a, b, out=None, transpose_a: bool = False, transpose_b: bool = False, bias=None,
-           accumulate: bool = False, precision: str = "fp32") -> np.ndarray:
+def matmul(
+    a,
+    b,
+    out=None,
+    transpose_a: bool = False,
+    transpose_b: bool = False,
+    bias=None,
+    accumulate: bool = False,
+    precision: str = "fp32",
+) -> np.ndarray:
     """out = op(a) @ op(b) (+ bias) (+ out if accumulate); op transposes when asked. precision
     "bf16" rounds a and b to bf16 (in the packing copy; the arrays are not touched) and sums the
     products in fp32; the bias and accumulation stay fp32."""
@@ -309,8 +292,21 @@ def matmul(a, b, out=None, transpose_a: bool = False, transpose_b: bool = False,
         _shape("bias", bias, (N,))
     if np.shares_memory(out, a) or np.shares_memory(out, b):
         raise ValueError("out must not overlap a or b")
-    gemm(int(transpose_a), int(transpose_b), M, N, K, _p(a), a.shape[1], _p(b), b.shape[1],
-         _p(out), N, _p(bias) if bias is not None else ffi.NULL, int(accumulate))
+    gemm(
+        int(transpose_a),
+        int(transpose_b),
+        M,
+        N,
+        K,
+        _p(a),
+        a.shape[1],
+        _p(b),
+        b.shape[1],
+        _p(out),
+        N,
+        _p(bias) if bias is not None else ffi.NULL,
+        int(accumulate),
+    )
     return out
 
 
@@ -369,8 +365,9 @@ def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd) -> N
     _shape("dinp", dinp, inp.shape)
     _shape("dweight", dweight, (C,))
     _shape("dbias", dbias, (C,))
-    lib.loop_layernorm_backward(_p(dinp), _p(dweight), _p(dbias), _p(dout), _p(inp), _p(weight), _p(mean),
-                                _p(rstd), N, C)
+    lib.loop_layernorm_backward(
+        _p(dinp), _p(dweight), _p(dbias), _p(dout), _p(inp), _p(weight), _p(mean), _p(rstd), N, C
+    )
 
 
 def bias_gelu_forward(pre, out, bias=None) -> None:
@@ -447,20 +444,46 @@ def crossentropy(logits, targets, losses, grad_scale: float = 0.0, write_grad: b
     targets = _tokens("targets", targets, V)
     losses = _out("losses", losses)
     if targets.size != N or losses.size != N:
-        raise ValueError(f"targets {targets.shape} and losses {losses.shape} need {N} elements for logits {logits.shape}")
+        raise ValueError(
+            f"targets {targets.shape} and losses {losses.shape} need {N} elements for logits {logits.shape}"
+        )
     lib.loop_crossentropy(_p(logits), _p(losses), _p(targets, "int32_t *"), N, V, float(grad_scale), int(write_grad))
 
 
-def adamw(param, grad, m, v, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
-          step: int, grad_scale: float = 1.0) -> None:
+def adamw(
+    param,
+    grad,
+    m,
+    v,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    step: int,
+    grad_scale: float = 1.0,
+) -> None:
     """One AdamW step (decoupled decay, bias correction for step >= 1) on flat float32 buffers."""
     param, grad, m, v = _out("param", param), _arr("grad", grad), _out("m", m), _out("v", v)
     for name, x in (("grad", grad), ("m", m), ("v", v)):
         _shape(name, x, param.shape)
     if step < 1:
         raise ValueError(f"step must be >= 1, got {step}")
-    lib.loop_adamw(_p(param), _p(grad), _p(m), _p(v), param.size, lr, beta1, beta2, eps, weight_decay,
-                   1.0 - beta1**step, 1.0 - beta2**step, grad_scale)
+    lib.loop_adamw(
+        _p(param),
+        _p(grad),
+        _p(m),
+        _p(v),
+        param.size,
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        1.0 - beta1**step,
+        1.0 - beta2**step,
+        grad_scale,
+    )
 
 
 def sum_squares(x) -> float:

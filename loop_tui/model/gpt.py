@@ -4,6 +4,7 @@ embeddings, biases) as llm.c-style forward/backward pairs over a backend's ops.
 Parameters, gradients, AdamW moments and activations live in arenas allocated once; a step
 allocates nothing. Shapes: B batch, T sequence, d model width, f MLP width, V vocabulary,
 N = B*T rows."""
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,14 @@ class Arena:
 
 
 class GPT:
-    def __init__(self, cfg: Config, backend, batch_size: int | None = None, seq_len: int | None = None,
-                 params: Arena | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        backend,
+        batch_size: int | None = None,
+        seq_len: int | None = None,
+        params: Arena | None = None,
+    ):
         """A model for batches of (batch_size, seq_len). Given `params` (another model's), it shares
         those weights and has no gradients: an inference view for sampling and evaluation."""
         self.cfg, self.ops = cfg, backend
@@ -61,6 +68,13 @@ class GPT:
         self.plain_range = self.params.range_of(plain[0], plain[-1])
         self.chunk = head_chunk_rows(cfg, self.B * self.T)
 
+    @property
+    def gradients(self) -> Arena:
+        """The gradient arena (an inference view, sharing another model's weights, has none)."""
+        if self.grads is None:
+            raise RuntimeError("this model is an inference view: it has no gradients")
+        return self.grads
+
     # ------------------------------------------------------------------ init
     def init_weights(self, seed: int) -> None:
         """GPT-2 init: N(0, 0.02); residual projections N(0, 0.02/sqrt(2L)); LN w=1; biases 0."""
@@ -68,7 +82,7 @@ class GPT:
         host = np.zeros(self.params.size, np.float32)
         for s in self.param_specs:
             off = self.params.offsets[s.name]
-            view = host[off:off + s.size]
+            view = host[off : off + s.size]
             if len(s.shape) == 2:
                 std = 0.02 / math.sqrt(2 * self.cfg.num_layers) if s.residual_proj else 0.02
                 view[:] = rng.standard_normal(s.size, dtype=np.float32) * std
@@ -97,19 +111,21 @@ class GPT:
             o.matmul(A[h + "atty"], P[h + "proj_w"], out=A["proj_out"], bias=P[h + "proj_b"])
             o.residual_forward(A[h + "residual2"], x, A["proj_out"])
             # MLP block: x3 = x2 + fcproj(gelu(fc(ln2(x2))))
-            o.layernorm_forward(A[h + "ln2"], A[h + "ln2_mean"], A[h + "ln2_rstd"], A[h + "residual2"],
-                                P[h + "ln2_w"], P[h + "ln2_b"])
+            o.layernorm_forward(
+                A[h + "ln2"], A[h + "ln2_mean"], A[h + "ln2_rstd"], A[h + "residual2"], P[h + "ln2_w"], P[h + "ln2_b"]
+            )
             o.matmul(A[h + "ln2"], P[h + "fc_w"], out=A[h + "fc_pre"])
             o.bias_gelu_forward(A[h + "fc_pre"], A[h + "fc_gelu"], P[h + "fc_b"])
             o.matmul(A[h + "fc_gelu"], P[h + "fcproj_w"], out=A["proj_out"], bias=P[h + "fcproj_b"])
             o.residual_forward(A[f"residual{l + 1}"], A[h + "residual2"], A["proj_out"])
-        o.layernorm_forward(A["lnf"], A["lnf_mean"], A["lnf_rstd"], A[f"residual{cfg.num_layers}"],
-                            P["lnf_w"], P["lnf_b"])
+        o.layernorm_forward(
+            A["lnf"], A["lnf_mean"], A["lnf_rstd"], A[f"residual{cfg.num_layers}"], P["lnf_w"], P["lnf_b"]
+        )
 
     def head(self, with_grad: bool) -> float:
         """Tied LM head + softmax cross-entropy, over row chunks so the N x V logits never exist.
         With grad: also dlnf = dlogits . wte and dwte += dlogits^T . lnf. Returns the mean loss."""
-        o, P, A, G = self.ops, self.params, self.acts, self.grads
+        o, P, A = self.ops, self.params, self.acts
         N = self.B * self.T
         targets = self.targets.reshape(N)
         for r0 in range(0, N, self.chunk):
@@ -119,7 +135,7 @@ class GPT:
             o.crossentropy(logits, targets[r0:r1], A["losses"][r0:r1], grad_scale=1.0 / N, write_grad=with_grad)
             if with_grad:
                 o.matmul(logits, P["wte"], out=A["dlnf"][r0:r1])
-                o.matmul(logits, A["lnf"][r0:r1], out=G["wte"], transpose_a=True, accumulate=True)
+                o.matmul(logits, A["lnf"][r0:r1], out=self.gradients["wte"], transpose_a=True, accumulate=True)
         return float(np.mean(o.to_numpy(A["losses"]), dtype=np.float64))
 
     def loss(self, tokens: np.ndarray, targets: np.ndarray) -> float:
@@ -132,7 +148,7 @@ class GPT:
     def forward_backward(self, tokens: np.ndarray, targets: np.ndarray) -> float:
         """Loss of the batch; gradients of its mean land in self.grads (zeroed first)."""
         self.load_batch(tokens, targets)
-        self.ops.zero_(self.grads.flat)
+        self.ops.zero_(self.gradients.flat)
         self.forward_body()
         loss = self.head(with_grad=True)
         self.backward_body()
@@ -140,13 +156,14 @@ class GPT:
 
     def backward_body(self) -> None:
         """dlnf[N,d] -> every parameter gradient. dres carries d(loss)/d(residual stream)."""
-        o, P, A, G, cfg = self.ops, self.params, self.acts, self.grads, self.cfg
+        o, P, A, G, cfg = self.ops, self.params, self.acts, self.gradients, self.cfg
         NH, L = cfg.num_heads, cfg.num_layers
         dres, dtmp, dff = A["dres"], A["dtmp"], A["dff"]
         dqkv2 = A["dqkv"].reshape(self.B * self.T, -1)
         o.zero_(dres)
-        o.layernorm_backward(dres, G["lnf_w"], G["lnf_b"], A["dlnf"], A[f"residual{L}"], P["lnf_w"],
-                             A["lnf_mean"], A["lnf_rstd"])
+        o.layernorm_backward(
+            dres, G["lnf_w"], G["lnf_b"], A["dlnf"], A[f"residual{L}"], P["lnf_w"], A["lnf_mean"], A["lnf_rstd"]
+        )
         for l in reversed(range(L)):
             h = f"h{l}."
             # MLP block
@@ -157,8 +174,16 @@ class GPT:
             o.matmul(A[h + "ln2"], dff, out=G[h + "fc_w"], transpose_a=True, accumulate=True)
             o.bias_backward(G[h + "fc_b"], dff)
             o.matmul(dff, P[h + "fc_w"], out=dtmp, transpose_b=True)
-            o.layernorm_backward(dres, G[h + "ln2_w"], G[h + "ln2_b"], dtmp, A[h + "residual2"], P[h + "ln2_w"],
-                                 A[h + "ln2_mean"], A[h + "ln2_rstd"])
+            o.layernorm_backward(
+                dres,
+                G[h + "ln2_w"],
+                G[h + "ln2_b"],
+                dtmp,
+                A[h + "residual2"],
+                P[h + "ln2_w"],
+                A[h + "ln2_mean"],
+                A[h + "ln2_rstd"],
+            )
             # attention block
             o.matmul(A[h + "atty"], dres, out=G[h + "proj_w"], transpose_a=True, accumulate=True)
             o.bias_backward(G[h + "proj_b"], dres)
@@ -167,8 +192,16 @@ class GPT:
             o.matmul(A[h + "ln1"], dqkv2, out=G[h + "qkv_w"], transpose_a=True, accumulate=True)
             o.bias_backward(G[h + "qkv_b"], dqkv2)
             o.matmul(dqkv2, P[h + "qkv_w"], out=dtmp, transpose_b=True)
-            o.layernorm_backward(dres, G[h + "ln1_w"], G[h + "ln1_b"], dtmp, A[f"residual{l}"], P[h + "ln1_w"],
-                                 A[h + "ln1_mean"], A[h + "ln1_rstd"])
+            o.layernorm_backward(
+                dres,
+                G[h + "ln1_w"],
+                G[h + "ln1_b"],
+                dtmp,
+                A[f"residual{l}"],
+                P[h + "ln1_w"],
+                A[h + "ln1_mean"],
+                A[h + "ln1_rstd"],
+            )
         o.encoder_backward(G["wte"], G["wpe"], dres.reshape(self.B, self.T, -1), self.tokens)
 
     # ------------------------------------------------------------------ inference
@@ -180,7 +213,7 @@ class GPT:
         window[0, :n] = context
         self.load_batch(window)
         self.forward_body()
-        row = self.acts["lnf"][n - 1:n]
+        row = self.acts["lnf"][n - 1 : n]
         logits = self.acts["logits"][:1]
         self.ops.matmul(row, self.params["wte"], out=logits, transpose_b=True)
         return np.array(self.ops.to_numpy(logits)[0])

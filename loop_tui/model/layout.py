@@ -1,5 +1,6 @@
 """Every tensor a GPT-2 training step owns, by name and shape: the single source of truth for the
 model's arenas and for `loop analyze`. Weights are stored (in, out) so forward GEMMs are NN."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,11 +34,22 @@ def parameter_specs(cfg: Config) -> list[Spec]:
     decayed = [Spec("wte", (cfg.vocab_size, d), True), Spec("wpe", (cfg.max_length, d), True)]
     plain = []
     for l in range(L):
-        decayed += [Spec(f"h{l}.qkv_w", (d, 3 * d), True), Spec(f"h{l}.proj_w", (d, d), True, True),
-                    Spec(f"h{l}.fc_w", (d, f), True), Spec(f"h{l}.fcproj_w", (f, d), True, True)]
-        plain += [Spec(f"h{l}.ln1_w", (d,)), Spec(f"h{l}.ln1_b", (d,)), Spec(f"h{l}.qkv_b", (3 * d,)),
-                  Spec(f"h{l}.proj_b", (d,)), Spec(f"h{l}.ln2_w", (d,)), Spec(f"h{l}.ln2_b", (d,)),
-                  Spec(f"h{l}.fc_b", (f,)), Spec(f"h{l}.fcproj_b", (d,))]
+        decayed += [
+            Spec(f"h{l}.qkv_w", (d, 3 * d), True),
+            Spec(f"h{l}.proj_w", (d, d), True, True),
+            Spec(f"h{l}.fc_w", (d, f), True),
+            Spec(f"h{l}.fcproj_w", (f, d), True, True),
+        ]
+        plain += [
+            Spec(f"h{l}.ln1_w", (d,)),
+            Spec(f"h{l}.ln1_b", (d,)),
+            Spec(f"h{l}.qkv_b", (3 * d,)),
+            Spec(f"h{l}.proj_b", (d,)),
+            Spec(f"h{l}.ln2_w", (d,)),
+            Spec(f"h{l}.ln2_b", (d,)),
+            Spec(f"h{l}.fc_b", (f,)),
+            Spec(f"h{l}.fcproj_b", (d,)),
+        ]
     plain += [Spec("lnf_w", (d,)), Spec("lnf_b", (d,))]
     return decayed + plain
 
@@ -53,17 +65,35 @@ def activation_specs(cfg: Config, batch: int, seq: int) -> list[Spec]:
     d, f, NH, L, N = cfg.d_model, cfg.d_ff, cfg.num_heads, cfg.num_layers, batch * seq
     specs = [Spec("residual0", (N, d))]
     for l in range(L):
-        specs += [Spec(f"h{l}.ln1", (N, d)), Spec(f"h{l}.ln1_mean", (N,)), Spec(f"h{l}.ln1_rstd", (N,)),
-                  Spec(f"h{l}.qkv", (batch, seq, 3 * d)), Spec(f"h{l}.att", (batch, NH, seq, seq)),
-                  Spec(f"h{l}.atty", (N, d)), Spec(f"h{l}.residual2", (N, d)),
-                  Spec(f"h{l}.ln2", (N, d)), Spec(f"h{l}.ln2_mean", (N,)), Spec(f"h{l}.ln2_rstd", (N,)),
-                  Spec(f"h{l}.fc_pre", (N, f)), Spec(f"h{l}.fc_gelu", (N, f)),
-                  Spec(f"residual{l + 1}", (N, d))]
-    specs += [Spec("lnf", (N, d)), Spec("lnf_mean", (N,)), Spec("lnf_rstd", (N,)), Spec("losses", (N,)),
-              Spec("logits", (head_chunk_rows(cfg, N), cfg.vocab_size)),
-              # scratch: projection outputs (forward) and gradients (backward), reused by every layer
-              Spec("proj_out", (N, d)), Spec("dres", (N, d)), Spec("dtmp", (N, d)), Spec("dlnf", (N, d)),
-              Spec("dqkv", (batch, seq, 3 * d)), Spec("dff", (N, f))]
+        specs += [
+            Spec(f"h{l}.ln1", (N, d)),
+            Spec(f"h{l}.ln1_mean", (N,)),
+            Spec(f"h{l}.ln1_rstd", (N,)),
+            Spec(f"h{l}.qkv", (batch, seq, 3 * d)),
+            Spec(f"h{l}.att", (batch, NH, seq, seq)),
+            Spec(f"h{l}.atty", (N, d)),
+            Spec(f"h{l}.residual2", (N, d)),
+            Spec(f"h{l}.ln2", (N, d)),
+            Spec(f"h{l}.ln2_mean", (N,)),
+            Spec(f"h{l}.ln2_rstd", (N,)),
+            Spec(f"h{l}.fc_pre", (N, f)),
+            Spec(f"h{l}.fc_gelu", (N, f)),
+            Spec(f"residual{l + 1}", (N, d)),
+        ]
+    specs += [
+        Spec("lnf", (N, d)),
+        Spec("lnf_mean", (N,)),
+        Spec("lnf_rstd", (N,)),
+        Spec("losses", (N,)),
+        Spec("logits", (head_chunk_rows(cfg, N), cfg.vocab_size)),
+        # scratch: projection outputs (forward) and gradients (backward), reused by every layer
+        Spec("proj_out", (N, d)),
+        Spec("dres", (N, d)),
+        Spec("dtmp", (N, d)),
+        Spec("dlnf", (N, d)),
+        Spec("dqkv", (batch, seq, 3 * d)),
+        Spec("dff", (N, f)),
+    ]
     return specs
 
 

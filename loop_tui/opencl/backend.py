@@ -1,15 +1,17 @@
 """The OpenCL backend: the C backend's op set on device buffers (pyopencl.array views of one flat
 buffer per arena). Weights, activations, gradients and AdamW moments never leave the device; a
 step uploads the token batch and downloads the per-row losses."""
+
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ..backend import KernelStat, matmul_dims  # one record type and one shape check for both backends
 from ..cache import measured
-from ..kernels import KernelStat, matmul_dims  # one record type and one shape check for both backends
 from .device import NoOpenCL, choose
 
 KERNELS = Path(__file__).with_name("kernels.cl")
@@ -23,6 +25,7 @@ def gemm_tile(M: int, N: int) -> int:
 
 class OpenCLBackend:
     name = "opencl"
+    precision = "fp32"
 
     def __init__(self, device_name: str | None = None, autotune: bool = True):
         import pyopencl as cl
@@ -45,7 +48,7 @@ class OpenCLBackend:
         self.pending: list = []
         self.stats: dict[str, list] = {}
         self.norm_partial = self.empty(NORM_CHUNKS)
-        self.scratch_D = None
+        self.scratch_D: Any = None  # a pyopencl array once attention_backward first runs
         self.dummy = self.empty(1)
         self.large_gemm = self._autotune() if autotune else "tiled16"
 
@@ -62,7 +65,7 @@ class OpenCLBackend:
 
     @staticmethod
     def view(flat, offset: int, shape):
-        return flat[offset:offset + int(np.prod(shape))].reshape(shape)
+        return flat[offset : offset + int(np.prod(shape))].reshape(shape)
 
     def zero_(self, buf) -> None:
         buf.fill(0)
@@ -81,7 +84,7 @@ class OpenCLBackend:
 
     @property
     def device(self) -> str:
-        kind = self.cl.device_type.to_string(self.dev.type)
+        kind = self.cl.device_type.to_string(self.dev.type)  # type: ignore[operator]
         return f"OpenCL {kind} {self.dev.name.strip()} ({self.why})"
 
     # ------------------------------------------------------------------ launching
@@ -136,16 +139,29 @@ class OpenCLBackend:
             raise ValueError(f"out has shape {out.shape}, expected {(M, N)}")
         variant = variant or (f"tiled{gemm_tile(M, N)}" if gemm_tile(M, N) == 8 else self.large_gemm)
         has_bias = bias is not None
-        args = [np.int32(M), np.int32(N), np.int32(K), a, np.int32(a.shape[1]), np.int32(transpose_a),
-                b, np.int32(b.shape[1]), np.int32(transpose_b), out, np.int32(N),
-                bias if has_bias else self.dummy, np.int32(has_bias), np.int32(accumulate)]
+        args = [
+            np.int32(M),
+            np.int32(N),
+            np.int32(K),
+            a,
+            np.int32(a.shape[1]),
+            np.int32(transpose_a),
+            b,
+            np.int32(b.shape[1]),
+            np.int32(transpose_b),
+            out,
+            np.int32(N),
+            bias if has_bias else self.dummy,
+            np.int32(has_bias),
+            np.int32(accumulate),
+        ]
         flops = 2.0 * M * N * K
         if variant == "rb4":
             self._run("gemm_rb4", self.k16, (self._g(N, 64) // 4, self._g(M, 64) // 4), (16, 16), args, flops)
         elif variant == "direct4":
             self._run("gemm_direct4", self.k16, (self._g(N, 16), self._g((M + 3) // 4, 4)), (16, 4), args, flops)
         else:
-            t = int(variant[len("tiled"):])
+            t = int(variant[len("tiled") :])
             self._run("gemm_tiled", self.programs[t], (self._g(N, t), self._g(M, t)), (t, t), args, flops)
         return out
 
@@ -170,52 +186,101 @@ class OpenCLBackend:
             self.queue.finish()
             timings[v] = (time.perf_counter() - t0) / 3
         self.pending.clear()
-        return {"large_gemm": min(timings, key=timings.get), "seconds": timings}
+        return {"large_gemm": min(timings, key=lambda v: timings[v]), "seconds": timings}
 
     # ------------------------------------------------------------------ ops (same signatures as the C backend)
     def encoder_forward(self, out, tokens, wte, wpe):
         B, T = tokens.shape
         C = wte.shape[1]
-        self._run("encoder_forward", self.k16, (self._g(C, 64), B * T), (64, 1),
-                  [out, tokens, wte, wpe, np.int32(T), np.int32(C)], B * T * C, 12.0 * B * T * C)
+        self._run(
+            "encoder_forward",
+            self.k16,
+            (self._g(C, 64), B * T),
+            (64, 1),
+            [out, tokens, wte, wpe, np.int32(T), np.int32(C)],
+            B * T * C,
+            12.0 * B * T * C,
+        )
 
     def encoder_backward(self, dwte, dwpe, dout, tokens):
         B, T = tokens.shape
         C = dwte.shape[1]
-        self._run("encoder_backward", self.k16, (self._g(C, 64),), (64,),
-                  [dwte, dwpe, dout, tokens, np.int32(B * T), np.int32(T), np.int32(C)], 2 * B * T * C, 20.0 * B * T * C)
+        self._run(
+            "encoder_backward",
+            self.k16,
+            (self._g(C, 64),),
+            (64,),
+            [dwte, dwpe, dout, tokens, np.int32(B * T), np.int32(T), np.int32(C)],
+            2 * B * T * C,
+            20.0 * B * T * C,
+        )
 
     def layernorm_forward(self, out, mean, rstd, inp, weight, bias):
         C = inp.shape[-1]
         N = inp.size // C
-        self._run("layernorm_forward", self.k16, (self._g(N, 64),), (64,),
-                  [out, mean, rstd, inp, weight, bias, np.int32(N), np.int32(C)], 7.0 * N * C, 8.0 * N * C)
+        self._run(
+            "layernorm_forward",
+            self.k16,
+            (self._g(N, 64),),
+            (64,),
+            [out, mean, rstd, inp, weight, bias, np.int32(N), np.int32(C)],
+            7.0 * N * C,
+            8.0 * N * C,
+        )
 
     def layernorm_backward(self, dinp, dweight, dbias, dout, inp, weight, mean, rstd):
         C = inp.shape[-1]
         N = inp.size // C
-        self._run("layernorm_backward_input", self.k16, (self._g(N, 64),), (64,),
-                  [dinp, dout, inp, weight, mean, rstd, np.int32(N), np.int32(C)], 10.0 * N * C, 16.0 * N * C)
-        self._run("layernorm_backward_params", self.k16, (self._g(C, 64),), (64,),
-                  [dweight, dbias, dout, inp, mean, rstd, np.int32(N), np.int32(C)], 4.0 * N * C, 8.0 * N * C)
+        self._run(
+            "layernorm_backward_input",
+            self.k16,
+            (self._g(N, 64),),
+            (64,),
+            [dinp, dout, inp, weight, mean, rstd, np.int32(N), np.int32(C)],
+            10.0 * N * C,
+            16.0 * N * C,
+        )
+        self._run(
+            "layernorm_backward_params",
+            self.k16,
+            (self._g(C, 64),),
+            (64,),
+            [dweight, dbias, dout, inp, mean, rstd, np.int32(N), np.int32(C)],
+            4.0 * N * C,
+            8.0 * N * C,
+        )
 
     def bias_gelu_forward(self, pre, out, bias=None):
         C = pre.shape[-1]
         n = pre.size
-        self._run("bias_gelu_forward", self.k16, (self._g(n, 256),), (256,),
-                  [pre, out, bias if bias is not None else self.dummy, np.int32(bias is not None), np.int32(C),
-                   np.uint64(n)], 12.0 * n, 12.0 * n)
+        self._run(
+            "bias_gelu_forward",
+            self.k16,
+            (self._g(n, 256),),
+            (256,),
+            [pre, out, bias if bias is not None else self.dummy, np.int32(bias is not None), np.int32(C), np.uint64(n)],
+            12.0 * n,
+            12.0 * n,
+        )
 
     def gelu_backward(self, dinp, pre, dout):
         n = pre.size
-        self._run("gelu_backward", self.k16, (self._g(n, 256),), (256,), [dinp, pre, dout, np.uint64(n)], 20.0 * n, 12.0 * n)
+        self._run(
+            "gelu_backward", self.k16, (self._g(n, 256),), (256,), [dinp, pre, dout, np.uint64(n)], 20.0 * n, 12.0 * n
+        )
 
     def attention_forward(self, out, att, qkv, num_heads):
         B, T, C3 = qkv.shape
         C = C3 // 3
-        self._run("attention_forward", self.k16, (self._g(T, 32), B * num_heads), (32, 1),
-                  [out, att, qkv, np.int32(T), np.int32(C), np.int32(num_heads)], 2.0 * B * T * (T + 1) * C,
-                  4.0 * (4 * B * T * C + B * num_heads * T * T))
+        self._run(
+            "attention_forward",
+            self.k16,
+            (self._g(T, 32), B * num_heads),
+            (32, 1),
+            [out, att, qkv, np.int32(T), np.int32(C), np.int32(num_heads)],
+            2.0 * B * T * (T + 1) * C,
+            4.0 * (4 * B * T * C + B * num_heads * T * T),
+        )
 
     def attention_backward(self, dqkv, dout, qkv, att, num_heads):
         B, T, C3 = qkv.shape
@@ -225,11 +290,23 @@ class OpenCLBackend:
             self.scratch_D = self.empty(n)
         D = self.scratch_D[:n]
         g = (self._g(T, 32), B * num_heads)
-        self._run("attention_backward_rowsum", self.k16, g, (32, 1), [D, dout, qkv, att, np.int32(T), np.int32(C),
-                                                                      np.int32(num_heads)], 1.0 * B * T * (T + 1) * C)
-        self._run("attention_backward", self.k16, g, (32, 1), [dqkv, D, dout, qkv, att, np.int32(T), np.int32(C),
-                                                               np.int32(num_heads)], 4.0 * B * T * (T + 1) * C,
-                  4.0 * (7 * B * T * C + B * num_heads * T * T))
+        self._run(
+            "attention_backward_rowsum",
+            self.k16,
+            g,
+            (32, 1),
+            [D, dout, qkv, att, np.int32(T), np.int32(C), np.int32(num_heads)],
+            1.0 * B * T * (T + 1) * C,
+        )
+        self._run(
+            "attention_backward",
+            self.k16,
+            g,
+            (32, 1),
+            [dqkv, D, dout, qkv, att, np.int32(T), np.int32(C), np.int32(num_heads)],
+            4.0 * B * T * (T + 1) * C,
+            4.0 * (7 * B * T * C + B * num_heads * T * T),
+        )
 
     def residual_forward(self, out, a, b):
         n = a.size
@@ -238,25 +315,65 @@ class OpenCLBackend:
     def bias_backward(self, dbias, dout):
         C = dout.shape[-1]
         N = dout.size // C
-        self._run("bias_backward", self.k16, (self._g(C, 64),), (64,), [dbias, dout, np.int32(N), np.int32(C)], N * C, 4.0 * N * C)
+        self._run(
+            "bias_backward",
+            self.k16,
+            (self._g(C, 64),),
+            (64,),
+            [dbias, dout, np.int32(N), np.int32(C)],
+            N * C,
+            4.0 * N * C,
+        )
 
     def crossentropy(self, logits, targets, losses, grad_scale=0.0, write_grad=False):
         V = logits.shape[-1]
         N = logits.size // V
-        self._run("crossentropy", self.k16, (self._g(N, 32),), (32,),
-                  [logits, losses, targets, np.int32(N), np.int32(V), np.float32(grad_scale), np.int32(write_grad)],
-                  5.0 * N * V, 8.0 * N * V)
+        self._run(
+            "crossentropy",
+            self.k16,
+            (self._g(N, 32),),
+            (32,),
+            [logits, losses, targets, np.int32(N), np.int32(V), np.float32(grad_scale), np.int32(write_grad)],
+            5.0 * N * V,
+            8.0 * N * V,
+        )
 
     def adamw(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, grad_scale=1.0):
         n = param.size
-        self._run("adamw", self.k16, (self._g(n, 256),), (256,),
-                  [param, grad, m, v, np.uint64(n), np.float32(lr), np.float32(beta1), np.float32(beta2),
-                   np.float32(eps), np.float32(weight_decay), np.float32(1 - beta1**step), np.float32(1 - beta2**step),
-                   np.float32(grad_scale)], 14.0 * n, 28.0 * n)
+        self._run(
+            "adamw",
+            self.k16,
+            (self._g(n, 256),),
+            (256,),
+            [
+                param,
+                grad,
+                m,
+                v,
+                np.uint64(n),
+                np.float32(lr),
+                np.float32(beta1),
+                np.float32(beta2),
+                np.float32(eps),
+                np.float32(weight_decay),
+                np.float32(1 - beta1**step),
+                np.float32(1 - beta2**step),
+                np.float32(grad_scale),
+            ],
+            14.0 * n,
+            28.0 * n,
+        )
 
     def sum_squares(self, x) -> float:
         n = x.size
         chunks = min(NORM_CHUNKS, n)
-        self._run("sum_squares", self.k16, (self._g(chunks, 64),), (64,),
-                  [self.norm_partial.base_data, x, np.uint64(n), np.int32(chunks)], 2.0 * n, 4.0 * n)
+        self._run(
+            "sum_squares",
+            self.k16,
+            (self._g(chunks, 64),),
+            (64,),
+            [self.norm_partial.base_data, x, np.uint64(n), np.int32(chunks)],
+            2.0 * n,
+            4.0 * n,
+        )
         return float(self.to_numpy(self.norm_partial)[:chunks].astype(np.float64).sum())

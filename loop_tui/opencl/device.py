@@ -2,6 +2,7 @@
 
 Chosen in code, never by platform index: with several platforms installed, index 0 is whatever
 the ICD loader lists first."""
+
 from __future__ import annotations
 
 import os
@@ -39,7 +40,7 @@ def choose(name: str | None = None):
     cl = _cl()
     devices = all_devices()
     if not devices:
-        raise NoOpenCL("no OpenCL platform found: install a driver, or `pip install \"pyopencl[pocl]\"` for the CPU")
+        raise NoOpenCL('no OpenCL platform found: install a driver, or `pip install "pyopencl[pocl]"` for the CPU')
     if name:
         hits = [(p, d) for p, d in devices if name.lower() in (d.name + " " + p.name).lower()]
         if not hits:
@@ -60,11 +61,13 @@ def describe_platforms(name: str | None = None) -> str:
     lines = ["OpenCL:"]
     devices = all_devices()
     if not devices:
-        return "OpenCL: no platform found (pip install \"pyopencl[pocl]\" gives a CPU one)"
+        return 'OpenCL: no platform found (pip install "pyopencl[pocl]" gives a CPU one)'
     for p, d in devices:
         kind = cl.device_type.to_string(d.type)
-        lines.append(f"  {p.name.strip()} | {d.name.strip()} | {kind} | {d.max_compute_units} compute units | "
-                     f"{d.global_mem_size / 2**30:.1f} GiB")
+        lines.append(
+            f"  {p.name.strip()} | {d.name.strip()} | {kind} | {d.max_compute_units} compute units | "
+            f"{d.global_mem_size / 2**30:.1f} GiB"
+        )
     dev, why = choose(name)
     lines.append(f"  chosen: {dev.name.strip()} ({why})")
     return "\n".join(lines)

@@ -7,13 +7,14 @@ kept. state.json records a SHA-256 per file; `load` verifies them (and that ever
 finite), and `load_newest_intact` falls back past a damaged checkpoint to the newest whole one.
 A failed write (disk full, read-only folder) removes its temporary folder and raises
 CheckpointError naming the path and the OS reason; the earlier checkpoints stay as they were."""
+
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import orjson
@@ -56,7 +57,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     if not d.is_dir():
         return []
     done = [p for p in d.iterdir() if p.name.startswith(PREFIX) and (p / "state.json").exists()]
-    return sorted(done, key=lambda p: int(p.name[len(PREFIX):]))
+    return sorted(done, key=lambda p: int(p.name[len(PREFIX) :]))
 
 
 def latest(run_dir: Path) -> Path | None:
@@ -64,8 +65,15 @@ def latest(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save(run_dir: Path, step: int, params: dict[str, np.ndarray], optimizer: dict[str, np.ndarray],
-         state: dict, keep: int, extra_files: dict[str, Path] | None = None) -> Path:
+def save(
+    run_dir: Path,
+    step: int,
+    params: dict[str, np.ndarray],
+    optimizer: dict[str, np.ndarray],
+    state: dict,
+    keep: int,
+    extra_files: dict[str, Path] | None = None,
+) -> Path:
     root = Path(run_dir) / "checkpoints"
     final = root / f"{PREFIX}{step:08d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
@@ -76,8 +84,10 @@ def save(run_dir: Path, step: int, params: dict[str, np.ndarray], optimizer: dic
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        blobs = {"model.safetensors": st_save({k: np.ascontiguousarray(v) for k, v in params.items()}),
-                 "optimizer.safetensors": st_save({k: np.ascontiguousarray(v) for k, v in optimizer.items()})}
+        blobs = {
+            "model.safetensors": st_save({k: np.ascontiguousarray(v) for k, v in params.items()}),
+            "optimizer.safetensors": st_save({k: np.ascontiguousarray(v) for k, v in optimizer.items()}),
+        }
         blobs.update({name: Path(src).read_bytes() for name, src in (extra_files or {}).items()})
         for name, data in blobs.items():
             _write_synced(tmp / name, data)

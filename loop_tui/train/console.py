@@ -1,4 +1,5 @@
 """Headless progress: one line per log interval, plus a live status line on a terminal."""
+
 from __future__ import annotations
 
 import math
@@ -32,15 +33,20 @@ class ConsoleReporter:
             self.last_status = time.monotonic()
             frac = p["step"] / max(1, self.total)
             bar = "█" * int(frac * 30) + "░" * (30 - int(frac * 30))
-            self.stream.write(f"\r\033[K{bar} {p['step']}/{self.total} loss {p['loss']:.3f} "
-                              f"{p['tokens_per_s']:,.0f} tok/s ETA {fmt_duration(p['eta_s'])}")
+            self.stream.write(
+                f"\r\033[K{bar} {p['step']}/{self.total} loss {p['loss']:.3f} "
+                f"{p['tokens_per_s']:,.0f} tok/s ETA {fmt_duration(p['eta_s'])}"
+            )
             self.stream.flush()
         elif kind == "progress":
             pct = 100 * p["done"] / max(1, p["total"])
             merging = p["phase"] == "training tokenizer" and p["done"] >= p["total"]
-            text = (f"{p['phase']}: all {p['total'] / 1e6:,.1f} MB read, computing merges…" if merging else
-                    f"{p['phase']}: {pct:3.0f}% of {p['total'] / 1e6:,.1f} MB, {p['bytes_per_s'] / 1e6:,.1f} MB/s, "
-                    f"ETA {fmt_duration(p['eta_s'])}")
+            text = (
+                f"{p['phase']}: all {p['total'] / 1e6:,.1f} MB read, computing merges…"
+                if merging
+                else f"{p['phase']}: {pct:3.0f}% of {p['total'] / 1e6:,.1f} MB, {p['bytes_per_s'] / 1e6:,.1f} MB/s, "
+                f"ETA {fmt_duration(p['eta_s'])}"
+            )
             if self.tty:
                 self.stream.write("\r\033[K" + text)
                 self.stream.flush()
@@ -49,9 +55,11 @@ class ConsoleReporter:
                 self._line(text)
         elif kind == "log":
             mfu = f"{100 * p['mfu']:.1f}%" if math.isfinite(p["mfu"]) else "n/a"
-            self._line(f"step {p['step']:>6}/{self.total} | loss {p['loss']:.4f} | lr {p['lr']:.2e} | "
-                       f"{p['tokens_per_s']:,.0f} tok/s | MFU {mfu} | elapsed {fmt_duration(p['elapsed_s'])} | "
-                       f"ETA {fmt_duration(p['eta_s'])}")
+            self._line(
+                f"step {p['step']:>6}/{self.total} | loss {p['loss']:.4f} | lr {p['lr']:.2e} | "
+                f"{p['tokens_per_s']:,.0f} tok/s | MFU {mfu} | elapsed {fmt_duration(p['elapsed_s'])} | "
+                f"ETA {fmt_duration(p['eta_s'])}"
+            )
         elif kind == "eval":
             self._line(f"eval  step {p['step']}: val loss {p['val_loss']:.4f}, perplexity {p['val_ppl']:.1f}")
         elif kind == "sample":

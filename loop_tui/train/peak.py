@@ -4,6 +4,7 @@ The GEMM micro-kernel's instruction in a register-resident loop (FMA for fp32 an
 bf16 path, VDPBF16PS or TDPBF16PS for native bf16; c/kernels_*.c, c/gemm_bf16.c) runs on every
 kernel thread for about 0.3 s at first use; the result is cached per CPU model, instruction set,
 bf16 path and thread count."""
+
 from __future__ import annotations
 
 from .. import kernels

@@ -4,6 +4,7 @@ A Trainer is driven from one thread (the kernels' OpenMP pool belongs to it). Ot
 to it only through `request()` (pause, resume, save, sample, quit) and the `on_event` callback it
 calls with ("step" | "log" | "eval" | "sample" | "checkpoint" | "info" | "warning" | "done", dict).
 """
+
 from __future__ import annotations
 
 import math
@@ -12,18 +13,19 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import orjson
 
+from ..backend import make_backend, resolve_precision
 from ..config import Config, ConfigError
-from ..errors import NonFiniteError, RunLocked, StorageError
 from ..data.batches import BatchSampler, eval_batches
 from ..data.corpus import load_corpus
 from ..data.tokens import prepare
+from ..errors import NonFiniteError, RunLocked, StorageError
 from ..model.gpt import GPT
 from ..model.layout import parameter_count, training_flops_per_token
 from . import checkpoint
@@ -32,9 +34,28 @@ from .sample import generate
 
 MODEL_FIELDS = ("d_model", "num_heads", "num_layers", "d_ff", "max_length", "vocab_size")
 # settings a resumed run may change; each change is printed and appended to config_history.jsonl
-TRAINING_FIELDS = ("batch_size", "max_steps", "learning_rate", "min_lr_ratio", "warmup_steps", "weight_decay", "beta1",
-                   "beta2", "adam_eps", "grad_clip", "eval_every", "eval_batches", "sample_every", "sample_tokens",
-                   "log_every", "checkpoint_every", "keep_checkpoints", "val_fraction", "seed", "precision")
+TRAINING_FIELDS = (
+    "batch_size",
+    "max_steps",
+    "learning_rate",
+    "min_lr_ratio",
+    "warmup_steps",
+    "weight_decay",
+    "beta1",
+    "beta2",
+    "adam_eps",
+    "grad_clip",
+    "eval_every",
+    "eval_batches",
+    "sample_every",
+    "sample_tokens",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "val_fraction",
+    "seed",
+    "precision",
+)
 MEMORY_HEADROOM = 0.9  # refuse a run whose arenas need more than this share of the available RAM
 WARMUP_STEPS_EXCLUDED = 2  # first steps after (re)start: page faults, thread pool start, caches
 SPEED_WINDOW = 10
@@ -47,33 +68,6 @@ def lr_at(cfg: Config, step: int) -> float:
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
     floor = cfg.learning_rate * cfg.min_lr_ratio
     return floor + 0.5 * (cfg.learning_rate - floor) * (1 + math.cos(math.pi * progress))
-
-
-def resolve_precision(requested: str, backend: str) -> str:
-    """The GEMM precision a run uses: `auto` is bf16 where the CPU multiplies bf16 natively
-    (AVX512-BF16 or AMX, with the avx512 ISA active), else fp32."""
-    if requested != "auto":
-        return requested
-    if backend != "c":
-        return "fp32"
-    from .. import kernels
-    return "bf16" if kernels.has_native_bf16() else "fp32"
-
-
-def make_backend(name: str, threads: int | None, device: str | None = None, precision: str = "fp32"):
-    if name == "c":
-        from ..kernels.backend import CBackend
-        return CBackend(threads, resolve_precision(precision, "c"))
-    if resolve_precision(precision, name) != "fp32":
-        raise ConfigError(f"--precision {precision}: the {name} backend runs fp32 only")
-    if name == "opencl":
-        from ..opencl.backend import OpenCLBackend
-        from ..opencl.device import NoOpenCL
-        try:
-            return OpenCLBackend(device)
-        except NoOpenCL as e:
-            raise ConfigError(f"--backend opencl: {e}") from None
-    raise ConfigError(f"unknown backend {name!r} (choose c or opencl)")
 
 
 @dataclass
@@ -90,9 +84,18 @@ class StepStats:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: Path, data: str | None = None, resume: bool = False,
-                 threads: int | None = None, on_event: Callable[[str, dict], None] | None = None,
-                 device: str | None = None, force: bool = False, new_data: bool = False):
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        data: str | None = None,
+        resume: bool = False,
+        threads: int | None = None,
+        on_event: Callable[[str, dict], None] | None = None,
+        device: str | None = None,
+        force: bool = False,
+        new_data: bool = False,
+    ):
         """force: start even if the memory estimate exceeds the available RAM. new_data: on
         resume, accept a corpus other than the run's and encode it with the run's tokenizer."""
         self.cfg, self.run_dir, self.resume, self.device_name = cfg, Path(run_dir), resume, device
@@ -131,8 +134,9 @@ class Trainer:
             f.seek(0)
             pid = f.read().strip() or "unknown"
             f.close()
-            raise RunLocked(f"{self.run_dir}: in use by another trainer (PID {pid}); wait for it to finish "
-                            "or give another --out") from None
+            raise RunLocked(
+                f"{self.run_dir}: in use by another trainer (PID {pid}); wait for it to finish or give another --out"
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
@@ -154,20 +158,35 @@ class Trainer:
         need = training_memory(self.cfg)["total"]
         avail = psutil.virtual_memory().available
         if need > MEMORY_HEADROOM * avail and not self.force:
-            raise ConfigError(f"{self.cfg.name}: training needs about {human_bytes(need)} of memory but only "
-                              f"{human_bytes(avail)} is available (`loop analyze` breaks it down); use a smaller "
-                              "model or batch, or --force to try anyway")
+            raise ConfigError(
+                f"{self.cfg.name}: training needs about {human_bytes(need)} of memory but only "
+                f"{human_bytes(avail)} is available (`loop analyze` breaks it down); use a smaller "
+                "model or batch, or --force to try anyway"
+            )
 
     def _settings_changed(self, saved: dict, step: int) -> None:
-        changes = {f: (saved.get(f), getattr(self.cfg, f)) for f in TRAINING_FIELDS if saved.get(f) != getattr(self.cfg, f)}
+        changes = {
+            f: (saved.get(f), getattr(self.cfg, f)) for f in TRAINING_FIELDS if saved.get(f) != getattr(self.cfg, f)
+        }
         if not changes:
             return
-        self.emit("info", message="resuming with changed settings: "
-                  + ", ".join(f"{f} {old} → {new}" for f, (old, new) in changes.items()))
+        self.emit(
+            "info",
+            message="resuming with changed settings: "
+            + ", ".join(f"{f} {old} → {new}" for f, (old, new) in changes.items()),
+        )
         try:
             with open(self.run_dir / "config_history.jsonl", "ab") as f:
-                f.write(orjson.dumps({"step": step, "changes": {k: {"from": a, "to": b} for k, (a, b) in changes.items()},
-                                      "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + b"\n")
+                f.write(
+                    orjson.dumps(
+                        {
+                            "step": step,
+                            "changes": {k: {"from": a, "to": b} for k, (a, b) in changes.items()},
+                            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        }
+                    )
+                    + b"\n"
+                )
         except OSError as e:
             raise StorageError(f"{self.run_dir / 'config_history.jsonl'}: cannot write: {e.strerror or e}") from None
 
@@ -177,12 +196,15 @@ class Trainer:
         self._lock_run_dir()
         state, ckpt = None, None
         if not self.resume and checkpoint.latest(self.run_dir) is not None:
-            raise ConfigError(f"{self.run_dir}: already has checkpoints; pass --resume to continue it or --out for a new run")
+            raise ConfigError(
+                f"{self.run_dir}: already has checkpoints; pass --resume to continue it or --out for a new run"
+            )
         if self.resume:
             if checkpoint.latest(self.run_dir) is None:
                 raise ConfigError(f"{self.run_dir}: no checkpoint to resume from")
             ckpt, params, optim, state = checkpoint.load_newest_intact(
-                self.run_dir, lambda m: self.emit("warning", message=m))
+                self.run_dir, lambda m: self.emit("warning", message=m)
+            )
             saved = state["config"]
             for f in MODEL_FIELDS:
                 if saved[f] != getattr(cfg, f):
@@ -196,28 +218,47 @@ class Trainer:
             self.emit("info", message="no --data given: training on Python's built-in documentation (pydoc topics)")
         if state is not None and state.get("corpus_digest") not in (None, corpus.digest):
             if not self.new_data:
-                raise ConfigError(f"--resume: {corpus.name} is not the text this run trained on (its corpus digest "
-                                  "differs); pass --new-data to continue training on it with the run's own tokenizer")
+                raise ConfigError(
+                    f"--resume: {corpus.name} is not the text this run trained on (its corpus digest "
+                    "differs); pass --new-data to continue training on it with the run's own tokenizer"
+                )
             self.emit("info", message=f"continuing on new text ({corpus.name}) with the run's own tokenizer")
         t0 = time.perf_counter()
         run_tokenizer = ckpt / "tokenizer.json" if ckpt is not None and (ckpt / "tokenizer.json").exists() else None
-        self.tokens = prepare(corpus, cfg.vocab_size, cfg.val_fraction, cfg.max_length + 1, run_tokenizer,
-                              self._progress, self.stop_event.is_set)
+        self.tokens = prepare(
+            corpus,
+            cfg.vocab_size,
+            cfg.val_fraction,
+            cfg.max_length + 1,
+            run_tokenizer,
+            self._progress,
+            self.stop_event.is_set,
+        )
         self.corpus_digest = corpus.digest
-        self.emit("info", message=f"tokenizer: byte-level BPE, {self.tokens.vocab_used} ids "
-                                  f"({time.perf_counter() - t0:.1f}s); {len(self.tokens.train):,} train tokens, "
-                                  f"{len(self.tokens.val):,} validation tokens; {self.tokens.note}")
+        self.emit(
+            "info",
+            message=f"tokenizer: byte-level BPE, {self.tokens.vocab_used} ids "
+            f"({time.perf_counter() - t0:.1f}s); {len(self.tokens.train):,} train tokens, "
+            f"{len(self.tokens.val):,} validation tokens; {self.tokens.note}",
+        )
         if self.tokens.vocab_used < cfg.vocab_size:
-            self.emit("warning", message=f"corpus supports only {self.tokens.vocab_used} BPE ids; "
-                                         f"the other {cfg.vocab_size - self.tokens.vocab_used} embedding rows stay unused")
+            self.emit(
+                "warning",
+                message=f"corpus supports only {self.tokens.vocab_used} BPE ids; "
+                f"the other {cfg.vocab_size - self.tokens.vocab_used} embedding rows stay unused",
+            )
         self._check_memory()
         self.precision = resolve_precision(cfg.precision, cfg.backend)
         self.backend = make_backend(cfg.backend, self.threads, self.device_name, self.precision)
         if self.precision == "bf16":
             from .. import kernels
+
             if not kernels.has_native_bf16():
-                self.emit("warning", message=f"bf16 on this CPU runs the portable path (no AVX512-BF16 or AMX with "
-                                             f"ISA {kernels.isa()}): inputs rounded to bf16 on fp32 FMAs, slower than fp32")
+                self.emit(
+                    "warning",
+                    message=f"bf16 on this CPU runs the portable path (no AVX512-BF16 or AMX with "
+                    f"ISA {kernels.isa()}): inputs rounded to bf16 on fp32 FMAs, slower than fp32",
+                )
         self.model = GPT(cfg, self.backend)
         self.sampler_model = GPT(cfg, self.backend, batch_size=1, params=self.model.params)
         self.m = self.backend.zeros(self.model.params.size)
@@ -240,10 +281,18 @@ class Trainer:
         # MFU is against the peak of the precision the GEMMs run in
         peaks = {p: peak_gflops(p) for p in ("fp32", self.precision)} if cfg.backend == "c" else {}
         self.peak = peaks[self.precision] * 1e9 if peaks else None
-        self.emit("info", message=f"model: {parameter_count(cfg) / 1e6:.2f} M parameters, "
-                                  f"{self.flops_per_step / 1e9:.1f} GFLOP per step; backend {self.backend.device}"
-                                  + ("; measured peak " + ", ".join(f"{p} {v:.0f}" for p, v in peaks.items())
-                                     + f" GFLOP/s (MFU against {self.precision})" if peaks else ""))
+        self.emit(
+            "info",
+            message=f"model: {parameter_count(cfg) / 1e6:.2f} M parameters, "
+            f"{self.flops_per_step / 1e9:.1f} GFLOP per step; backend {self.backend.device}"
+            + (
+                "; measured peak "
+                + ", ".join(f"{p} {v:.0f}" for p, v in peaks.items())
+                + f" GFLOP/s (MFU against {self.precision})"
+                if peaks
+                else ""
+            ),
+        )
         try:
             self.metrics_file = open(self.run_dir / "metrics.jsonl", "ab")
         except OSError as e:
@@ -278,18 +327,31 @@ class Trainer:
         t0 = time.perf_counter()
         inputs, targets = self.sampler.next()
         loss = model.forward_backward(inputs, targets)
-        grad_norm = math.sqrt(o.sum_squares(model.grads.flat))
+        grad_norm = math.sqrt(o.sum_squares(model.gradients.flat))
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):  # before AdamW: the weights stay good
             what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {grad_norm}"
-            raise NonFiniteError(f"step {self.step + 1}: {what}: training diverged and stopped; lower learning_rate "
-                                 f"(now {cfg.learning_rate:g}) or raise warmup_steps (now {cfg.warmup_steps}); "
-                                 f"the weights of step {self.step} are kept")
+            raise NonFiniteError(
+                f"step {self.step + 1}: {what}: training diverged and stopped; lower learning_rate "
+                f"(now {cfg.learning_rate:g}) or raise warmup_steps (now {cfg.warmup_steps}); "
+                f"the weights of step {self.step} are kept"
+            )
         clip = min(1.0, cfg.grad_clip / (grad_norm + 1e-6)) if cfg.grad_clip > 0 else 1.0
         lr = lr_at(cfg, self.step)
-        P, G = model.params.flat, model.grads.flat
+        P, G = model.params.flat, model.gradients.flat
         for (a, b), wd in ((model.decay_range, cfg.weight_decay), (model.plain_range, 0.0)):
-            o.adamw(P[a:b], G[a:b], self.m[a:b], self.v[a:b], lr, cfg.beta1, cfg.beta2, cfg.adam_eps, wd,
-                    self.step + 1, clip)
+            o.adamw(
+                P[a:b],
+                G[a:b],
+                self.m[a:b],
+                self.v[a:b],
+                lr,
+                cfg.beta1,
+                cfg.beta2,
+                cfg.adam_eps,
+                wd,
+                self.step + 1,
+                clip,
+            )
         dt = time.perf_counter() - t0
         self.step += 1
         self.elapsed += dt
@@ -298,9 +360,17 @@ class Trainer:
             self.step_times.append(dt)
         avg = float(np.mean(self.step_times)) if self.step_times else dt
         tps = cfg.tokens_per_step / avg
-        stats = StepStats(self.step, loss, lr, grad_norm, dt, tps,
-                          self.flops_per_step / avg / self.peak if self.peak else float("nan"),
-                          self.elapsed, avg * (self.total_steps - self.step))
+        stats = StepStats(
+            self.step,
+            loss,
+            lr,
+            grad_norm,
+            dt,
+            tps,
+            self.flops_per_step / avg / self.peak if self.peak else float("nan"),
+            self.elapsed,
+            avg * (self.total_steps - self.step),
+        )
         self.last = stats
         return stats
 
@@ -311,8 +381,9 @@ class Trainer:
 
     def sample(self, prompt: str = "", tokens: int | None = None) -> str:
         rng = np.random.default_rng(self.cfg.seed * 1000003 + self.step)
-        self.last_sample = generate(self.sampler_model, self.tokens.tokenizer, prompt,
-                                    tokens or self.cfg.sample_tokens, rng=rng)
+        self.last_sample = generate(
+            self.sampler_model, self.tokens.tokenizer, prompt, tokens or self.cfg.sample_tokens, rng=rng
+        )
         return self.last_sample
 
     # ------------------------------------------------------------------ persistence
@@ -347,17 +418,34 @@ class Trainer:
         o, model = self.backend, self.model
         params = {s.name: np.array(o.to_numpy(model.params[s.name])) for s in model.param_specs}
         optim = {"m": np.array(o.to_numpy(self.m)), "v": np.array(o.to_numpy(self.v))}
-        state = {"step": self.step, "elapsed_s": self.elapsed, "sampler": self.sampler.state,
-                 "config": self.cfg.to_dict(), "data": self.data_path, "corpus_digest": self.corpus_digest,
-                 "tokenizer": "tokenizer.json", "val_loss": self.last_val_loss, "reason": reason,
-                 "precision": self.precision}
-        path = checkpoint.save(self.run_dir, self.step, params, optim, state, self.cfg.keep_checkpoints,
-                               {"tokenizer.json": self.tokens.tokenizer_path})
+        state = {
+            "step": self.step,
+            "elapsed_s": self.elapsed,
+            "sampler": self.sampler.state,
+            "config": self.cfg.to_dict(),
+            "data": self.data_path,
+            "corpus_digest": self.corpus_digest,
+            "tokenizer": "tokenizer.json",
+            "val_loss": self.last_val_loss,
+            "reason": reason,
+            "precision": self.precision,
+        }
+        path = checkpoint.save(
+            self.run_dir,
+            self.step,
+            params,
+            optim,
+            state,
+            self.cfg.keep_checkpoints,
+            {"tokenizer.json": self.tokens.tokenizer_path},
+        )
         from ..cache import atomic_write_bytes
 
         try:
             atomic_write_bytes(self.run_dir / "tokenizer.json", self.tokens.tokenizer_path.read_bytes())
-            atomic_write_bytes(self.run_dir / "config.json", orjson.dumps(self.cfg.to_dict(), option=orjson.OPT_INDENT_2))
+            atomic_write_bytes(
+                self.run_dir / "config.json", orjson.dumps(self.cfg.to_dict(), option=orjson.OPT_INDENT_2)
+            )
         except OSError as e:
             raise StorageError(f"{e.filename or self.run_dir}: cannot write: {e.strerror or e}") from None
         self.emit("checkpoint", step=self.step, path=str(path), reason=reason)
@@ -390,8 +478,9 @@ class Trainer:
                     self.emit("log", **rec)
                 if s.step % cfg.eval_every == 0 or s.step == self.total_steps:
                     val = self.evaluate()
-                    self._record({"step": s.step, "val_loss": val, "val_ppl": math.exp(min(val, 50)),
-                                  "elapsed_s": self.elapsed})
+                    self._record(
+                        {"step": s.step, "val_loss": val, "val_ppl": math.exp(min(val, 50)), "elapsed_s": self.elapsed}
+                    )
                     self.emit("eval", step=s.step, val_loss=val, val_ppl=math.exp(min(val, 50)))
                 if s.step % cfg.sample_every == 0 or s.step == self.total_steps:
                     self.emit("sample", step=s.step, text=self.sample())
@@ -404,9 +493,10 @@ class Trainer:
         finally:
             try:
                 if self.step > saved_at and not self.abort:
-                    self.save_checkpoint("quit" if quit_requested else "final" if self.step >= self.total_steps
-                                         else "interrupted")
-            except Exception as e:  # noqa: BLE001 - the error already under way is the one to report
+                    self.save_checkpoint(
+                        "quit" if quit_requested else "final" if self.step >= self.total_steps else "interrupted"
+                    )
+            except Exception as e:
                 if not failed:
                     raise
                 self.emit("warning", message=f"final checkpoint not saved: {e}")

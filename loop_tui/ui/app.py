@@ -1,16 +1,17 @@
 """loop_tui's terminal app: pick a config, start training, watch it.
 
-    loop tui                 -> PickerScreen
-    loop train CONFIG        -> DashboardScreen, training starts at once (on a terminal)
+loop tui                 -> PickerScreen
+loop train CONFIG        -> DashboardScreen, training starts at once (on a terminal)
 """
+
 from __future__ import annotations
 
-import os
-import sys
-
 import math
+import os
 import re
+import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 from rich.table import Table
@@ -20,8 +21,19 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import (Button, DataTable, Footer, Header, Input, Label, OptionList, ProgressBar, RichLog,
-                             Sparkline, Static)
+from textual.widgets import (
+    Button,
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    Label,
+    OptionList,
+    ProgressBar,
+    RichLog,
+    Sparkline,
+    Static,
+)
 from textual_plotext import PlotextPlot
 
 from .. import analyze, machine
@@ -31,12 +43,21 @@ from .runner import TrainingRunner
 from .state import RunState
 from .widgets import CpuPanel, CpuSampler, SpeedPanel, kernel_table
 
-EDITABLE = ("d_model", "num_heads", "num_layers", "d_ff", "batch_size", "max_length", "vocab_size", "max_steps",
-            "learning_rate")
+EDITABLE = (
+    "d_model",
+    "num_heads",
+    "num_layers",
+    "d_ff",
+    "batch_size",
+    "max_length",
+    "vocab_size",
+    "max_steps",
+    "learning_rate",
+)
 
 
 def cache_fit_table(cfg: Config, caches: machine.Caches) -> DataTable:
-    t = DataTable(zebra_stripes=True, cursor_type="none", id="cachefit")
+    t: DataTable = DataTable(zebra_stripes=True, cursor_type="none", id="cachefit")
     t.add_columns("buffer", "size", "fits")
     fill_cache_fit(t, cfg, caches)
     return t
@@ -46,10 +67,17 @@ def fill_cache_fit(t: DataTable, cfg: Config, caches: machine.Caches) -> None:
     t.clear()
     colors = {"L1d": "green", "L2": "cyan", "L3": "yellow", "DRAM": "red"}
     for b in analyze.report(cfg, caches)["buffers"]:
-        group = {"weights": "w", "optimizer": "opt", "activations (sequence)": "seq", "activations (batch)": "batch",
-                 "gemm": "gemm"}[b["group"]]
+        group = {
+            "weights": "w",
+            "optimizer": "opt",
+            "activations (sequence)": "seq",
+            "activations (batch)": "batch",
+            "gemm": "gemm",
+        }[b["group"]]
         count = f" ×{b['count']}" if b["count"] > 1 else ""
-        t.add_row(f"{group}: {b['name']}{count}", analyze.human_bytes(b["bytes"]), Text(b["fits"], style=colors[b["fits"]]))
+        t.add_row(
+            f"{group}: {b['name']}{count}", analyze.human_bytes(b["bytes"]), Text(b["fits"], style=colors[b["fits"]])
+        )
 
 
 def summary(cfg: Config) -> Table:
@@ -82,8 +110,9 @@ class PickerScreen(Screen):
         with Horizontal(id="picker"):
             with Vertical(id="picker-left"):
                 yield Label("Configs", classes="title")
-                yield OptionList(*[p.stem if p.parent == CONFIG_DIR else str(p) for p in self.configs],
-                                 id="config-list")
+                yield OptionList(
+                    *[p.stem if p.parent == CONFIG_DIR else str(p) for p in self.configs], id="config-list"
+                )
                 yield Label("Data folder", classes="title")
                 yield Input(placeholder="blank: Python's docs", id="data")
                 yield Label("Save edited config as", classes="title")
@@ -100,7 +129,7 @@ class PickerScreen(Screen):
                         field.border_title = name
                         yield field
                 yield Label("Cache fit on this machine", classes="title")
-                table = DataTable(zebra_stripes=True, cursor_type="none", id="cachefit")
+                table: DataTable = DataTable(zebra_stripes=True, cursor_type="none", id="cachefit")
                 table.add_columns("buffer", "size", "fits")
                 yield table
         yield Footer()
@@ -109,8 +138,9 @@ class PickerScreen(Screen):
         self.title = "loop_tui — pick a config"
         names = [p.stem for p in self.configs]
         extra = len(self.configs) > len(shipped_configs())
-        self.query_one(OptionList).highlighted = (len(names) - 1 if extra else
-                                                  names.index("default") if "default" in names else 0)
+        self.query_one(OptionList).highlighted = (
+            len(names) - 1 if extra else names.index("default") if "default" in names else 0
+        )
 
     @on(OptionList.OptionHighlighted)
     def chosen(self, event: OptionList.OptionHighlighted) -> None:
@@ -127,9 +157,10 @@ class PickerScreen(Screen):
 
     @on(Input.Changed)
     def edited(self, event: Input.Changed) -> None:
-        if not (event.input.id or "").startswith("f-") or self.cfg is None:
+        input_id = event.input.id or ""
+        if not input_id.startswith("f-") or self.cfg is None:
             return
-        name = event.input.id[2:]
+        name = input_id[2:]
         raw = event.value.strip()
         try:
             value = float(raw) if name == "learning_rate" else int(raw)
@@ -149,6 +180,8 @@ class PickerScreen(Screen):
     def save(self) -> None:
         name = self.query_one("#save-name", Input).value.strip()
         err = self.query_one("#picker-error", Label)
+        if self.cfg is None:
+            return
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name or ""):
             err.update("[red]save as: use letters, digits, _ and - only[/]")
             return
@@ -168,9 +201,11 @@ class PickerScreen(Screen):
         if data and not Path(data).is_dir():
             self.query_one("#picker-error", Label).update(f"[red]data folder {data} does not exist[/]")
             return
-        from ..cli import default_run_dir
-        self.app.push_screen(DashboardScreen(TrainingRunner(self.cfg, default_run_dir(self.cfg.name), data=data),
-                                             self.caches))
+        from ..train.runs import default_run_dir
+
+        self.app.push_screen(
+            DashboardScreen(TrainingRunner(self.cfg, default_run_dir(self.cfg.name), data=data), self.caches)
+        )
 
 
 # ---------------------------------------------------------------------------- dashboard
@@ -183,15 +218,24 @@ class DashboardScreen(Screen):
         Binding("ctrl+c", "quit_training", "Quit", show=False, priority=True),
     ]
 
-    def __init__(self, runner: TrainingRunner | None, caches: machine.Caches, state: RunState | None = None,
-                 live: bool = True, cfg: Config | None = None):
+    def __init__(
+        self,
+        runner: TrainingRunner | None,
+        caches: machine.Caches,
+        state: RunState | None = None,
+        live: bool = True,
+        cfg: Config | None = None,
+    ):
         """live=False (snapshot tests): render `state` once, start no thread and no timer."""
         super().__init__()
         self.runner, self.caches, self.live = runner, caches, live
-        self.state = runner.state if runner else state
-        self.cfg = runner.trainer.cfg if runner else cfg
+        shown_state, shown_cfg = (runner.state, runner.trainer.cfg) if runner else (state, cfg)
+        if shown_state is None or shown_cfg is None:
+            raise ValueError("DashboardScreen needs a runner, or a state and a config to show")
+        self.state: RunState = shown_state
+        self.cfg: Config = shown_cfg
         self.shown_events = 0
-        self.sampler = None
+        self.sampler: CpuSampler | None = None
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -228,6 +272,7 @@ class DashboardScreen(Screen):
         if self.runner:
             self.runner.start()
             from .. import kernels
+
             self.sampler = CpuSampler(kernels.thread_stats)
         self.refresh_view()
         if self.live:
@@ -239,17 +284,32 @@ class DashboardScreen(Screen):
             self.refresh_view()
             if self.runner and self.runner.quit_requested and not self.runner.running:
                 self.app.exit(0)
-        except Exception as e:  # pragma: no cover - defensive
+        except Exception as e:  # noqa: BLE001 - an exception in a timer callback would kill the app
             self.query_one("#events", RichLog).write(f"UI error: {type(e).__name__}: {e}")
 
     def refresh_view(self) -> None:
         st = self.state
         with st.lock:
-            snap = dict(step=st.step, total=st.total_steps, status=st.status, now=st.tokens_per_s_now,
-                        avg=st.tokens_per_s_avg, mfu=st.mfu, eta=st.eta_s, elapsed=st.elapsed_s, loss=st.loss,
-                        lr=st.lr, val=st.val_loss, sample=st.sample, device=st.device, error=st.error,
-                        losses=list(st.loss_history), vals=list(st.val_history), speeds=list(st.speed_history),
-                        events=st.events[self.shown_events:])
+            snap: dict[str, Any] = dict(
+                step=st.step,
+                total=st.total_steps,
+                status=st.status,
+                now=st.tokens_per_s_now,
+                avg=st.tokens_per_s_avg,
+                mfu=st.mfu,
+                eta=st.eta_s,
+                elapsed=st.elapsed_s,
+                loss=st.loss,
+                lr=st.lr,
+                val=st.val_loss,
+                sample=st.sample,
+                device=st.device,
+                error=st.error,
+                losses=list(st.loss_history),
+                vals=list(st.val_history),
+                speeds=list(st.speed_history),
+                events=st.events[self.shown_events :],
+            )
             self.shown_events = len(st.events)
         info = Text()
         info.append(f"{self.cfg.name}", style="bold")
@@ -260,19 +320,25 @@ class DashboardScreen(Screen):
         val = f" · val {snap['val']:.3f}" if snap["val"] is not None else ""
         loss = "" if math.isnan(snap["loss"]) else f" · loss {snap['loss']:.3f}"
         preparing = f"preparing data: {st.preparing}…" if st.preparing else "preparing data…"
-        status = {"starting": preparing, "stopping": "finishing the step and saving…"}.get(snap["status"], snap["status"])
-        self.query_one("#status", Label).update(f"  step {snap['step']}/{snap['total']}{loss}{val} · {status}"
-                                                 + (f" · {snap['error']}" if snap["error"] else ""))
+        status = {"starting": preparing, "stopping": "finishing the step and saving…"}.get(
+            snap["status"], snap["status"]
+        )
+        self.query_one("#status", Label).update(
+            f"  step {snap['step']}/{snap['total']}{loss}{val} · {status}"
+            + (f" · {snap['error']}" if snap["error"] else "")
+        )
         sp = self.query_one(SpeedPanel)
         sp.now, sp.avg, sp.mfu, sp.eta, sp.elapsed = snap["now"], snap["avg"], snap["mfu"], snap["eta"], snap["elapsed"]
         self.query_one("#speed-history", Sparkline).data = snap["speeds"] or [0]
         self.draw_loss(snap["losses"], snap["vals"])
-        if self.sampler:
+        if self.sampler and self.runner:
             cores, threads = self.sampler.sample()
             cpu = self.query_one(CpuPanel)
             cpu.cores, cpu.threads = cores, threads
             self.query_one("#kernels", Static).update(kernel_table(self.runner.kernel_stats(), self.size.width))
-        self.query_one("#sample", Static).update(snap["sample"] or "(first sample after sample_every steps; g for one now)")
+        self.query_one("#sample", Static).update(
+            snap["sample"] or "(first sample after sample_every steps; g for one now)"
+        )
         log = self.query_one("#events", RichLog)
         for e in snap["events"]:
             log.write(e)
@@ -294,10 +360,6 @@ class DashboardScreen(Screen):
         if vals:
             plt.scatter([s for s, _ in vals], [v for _, v in vals], color="cyan", marker="●")
         widget.refresh()
-
-    def set_state(self, state: RunState) -> None:
-        self.state = state
-        self.refresh_view()
 
     # -- keys
     def action_pause(self) -> None:
@@ -337,11 +399,14 @@ class LoopApp(App):
         self.push_screen(self.screen_factory())
 
 
-def run_dashboard(cfg: Config, run_dir: Path, data=None, resume=False, steps=None, checkpoint_every=None,
-                  device=None) -> int:
+def run_dashboard(
+    cfg: Config, run_dir: Path, data=None, resume=False, steps=None, checkpoint_every=None, device=None
+) -> RunState:
+    """Run the dashboard until it closes; the run's final state (cli.py prints the summary)."""
     caches = machine.detect_caches()
-    runner = TrainingRunner(cfg, run_dir, data=data, resume=resume, steps=steps, checkpoint_every=checkpoint_every,
-                            device=device)
+    runner = TrainingRunner(
+        cfg, run_dir, data=data, resume=resume, steps=steps, checkpoint_every=checkpoint_every, device=device
+    )
     app = LoopApp(lambda: DashboardScreen(runner, caches))
     app.run()
     if runner.aborted:
@@ -352,14 +417,7 @@ def run_dashboard(cfg: Config, run_dir: Path, data=None, resume=False, steps=Non
     if runner.running:  # the app closed some other way: stop and save like q
         runner.request("quit")
         runner.thread.join()
-    st = runner.state
-    if st.error:
-        print(f"loop: error: {st.error}")
-        return 1
-    print(f"stopped at step {st.step}, loss {st.loss:.4f}; run folder {run_dir}")
-    if st.sample:
-        print("latest sample: " + st.sample.replace("\n", " ")[:400])
-    return 0
+    return runner.state
 
 
 def run_picker(extra: list[Path] | None = None) -> int:

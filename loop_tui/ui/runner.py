@@ -1,24 +1,40 @@
 """Runs a Trainer on one long-lived thread (libgomp keeps its pool, and so the OpenMP thread ids
 the dashboard shows, per calling thread) and publishes into a RunState."""
+
 from __future__ import annotations
 
 import threading
 import traceback
 from pathlib import Path
 
+from ..backend import KernelStat
 from ..config import Config
 from ..train.trainer import Trainer
 from .state import RunState
 
 
 class TrainingRunner:
-    def __init__(self, cfg: Config, run_dir: Path, data: str | None = None, resume: bool = False,
-                 steps: int | None = None, checkpoint_every: int | None = None, threads: int | None = None,
-                 device: str | None = None):
-        self.state = RunState(config_name=cfg.name, run_dir=str(run_dir), backend=cfg.backend,
-                              total_steps=steps or cfg.max_steps, tokens_per_step=cfg.tokens_per_step)
-        self.trainer = Trainer(cfg, run_dir, data=data, resume=resume, threads=threads, on_event=self.state.on_event,
-                               device=device)
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        data: str | None = None,
+        resume: bool = False,
+        steps: int | None = None,
+        checkpoint_every: int | None = None,
+        threads: int | None = None,
+        device: str | None = None,
+    ):
+        self.state = RunState(
+            config_name=cfg.name,
+            run_dir=str(run_dir),
+            backend=cfg.backend,
+            total_steps=steps or cfg.max_steps,
+            tokens_per_step=cfg.tokens_per_step,
+        )
+        self.trainer = Trainer(
+            cfg, run_dir, data=data, resume=resume, threads=threads, on_event=self.state.on_event, device=device
+        )
         self.steps, self.checkpoint_every = steps, checkpoint_every
         self.thread = threading.Thread(target=self._main, name="loop-train", daemon=True)
         self.ready = threading.Event()
@@ -33,12 +49,13 @@ class TrainingRunner:
             self.trainer.setup()
             with self.state.lock:
                 self.state.device = self.trainer.backend.device
-                self.state.total_steps = (self.trainer.step + self.steps if self.steps
-                                          else max(self.trainer.cfg.max_steps, self.trainer.step))
+                self.state.total_steps = (
+                    self.trainer.step + self.steps if self.steps else max(self.trainer.cfg.max_steps, self.trainer.step)
+                )
                 self.state.step = self.trainer.step
             self.ready.set()
             self.trainer.run(steps=self.steps, checkpoint_every=self.checkpoint_every)
-        except Exception as e:  # shown in the UI; the run folder keeps the last checkpoint
+        except Exception as e:  # noqa: BLE001 - shown in the UI; the run folder keeps the last checkpoint
             with self.state.lock:
                 self.state.status = "error"
                 self.state.error = f"{type(e).__name__}: {e}"
@@ -58,9 +75,6 @@ class TrainingRunner:
     def running(self) -> bool:
         return self.thread.is_alive()
 
-    def kernel_stats(self):
-        backend = getattr(self.trainer, "backend", None)
-        if backend is not None and hasattr(backend, "kernel_stats"):
-            return backend.kernel_stats()
-        from .. import kernels
-        return kernels.kernel_stats()
+    def kernel_stats(self) -> list[KernelStat]:
+        backend = getattr(self.trainer, "backend", None)  # set once setup has made it
+        return backend.kernel_stats() if backend is not None else []

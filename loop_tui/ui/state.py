@@ -2,6 +2,7 @@
 
 The UI is a view of the run: the same events also write metrics.jsonl, so nothing here is a
 second source of truth."""
+
 from __future__ import annotations
 
 import threading

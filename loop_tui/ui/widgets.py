@@ -1,4 +1,5 @@
 """Dashboard widgets. Names avoid Textual's own (a class named `Bar` would take ProgressBar's CSS)."""
+
 from __future__ import annotations
 
 import math
@@ -56,10 +57,15 @@ class CpuSampler:
         now, cores = time.monotonic(), psutil.cpu_times(percpu=True)
         wall = max(now - self.last_time, 1e-6)
         out_cores = []
-        for a, b in zip(self.last_cores, cores):
+        for a, b in zip(self.last_cores, cores, strict=False):
             total = max(sum(b) - sum(a), 1e-9)
-            out_cores.append(CoreSample((b.user - a.user + b.nice - a.nice) / total, (b.system - a.system) / total,
-                                        (getattr(b, "steal", 0) - getattr(a, "steal", 0)) / total))
+            out_cores.append(
+                CoreSample(
+                    (b.user - a.user + b.nice - a.nice) / total,
+                    (b.system - a.system) / total,
+                    (getattr(b, "steal", 0) - getattr(a, "steal", 0)) / total,
+                )
+            )
         os_times = {t.id: t.user_time + t.system_time for t in self.proc.threads()}
         threads = []
         for ts in self.thread_stats():
@@ -134,7 +140,7 @@ def kernel_table(stats, width: int) -> Table:
     total = sum(s.ns for s in stats) or 1
     tbl = Table(expand=True, box=None, padding=(0, 1), header_style="bold")
     for col, j in (("kernel", "left"), ("calls", "right"), ("time", "right"), ("GFLOP/s", "right"), ("GB/s", "right")):
-        tbl.add_column(col, justify=j)
+        tbl.add_column(col, justify=j)  # type: ignore[arg-type]
     for s in sorted(stats, key=lambda s: -s.ns):
         if not s.calls:
             continue
