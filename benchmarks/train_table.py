@@ -150,6 +150,13 @@ def main() -> None:
     ap.add_argument("--torch-compile", action="store_true", help="also time torch.compile (slow to compile)")
     ap.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16 (default both)")
     ap.add_argument("--rounds", type=int, default=1, help="run every implementation N times, alternating; median")
+    ap.add_argument(
+        "--child-timeout",
+        type=float,
+        default=900,
+        help="seconds one implementation may take (PyTorch's bf16 autocast on a CPU without native "
+        "bf16 runs a reference GEMM at ~1 GFLOP/s)",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -197,23 +204,32 @@ def main() -> None:
         runs: dict[str, list] = {}
         for r_i in range(args.rounds):
             for impl in impls if r_i % 2 == 0 else impls[::-1]:
-                out = subprocess.run(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--child",
-                        impl,
-                        "--config",
-                        name,
-                        "--steps",
-                        str(args.steps),
-                        "--threads",
-                        str(args.threads),
-                    ],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                )
+                try:
+                    out = subprocess.run(
+                        [
+                            sys.executable,
+                            __file__,
+                            "--child",
+                            impl,
+                            "--config",
+                            name,
+                            "--steps",
+                            str(args.steps),
+                            "--threads",
+                            str(args.threads),
+                        ],
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=args.child_timeout,
+                    )
+                except subprocess.TimeoutExpired:
+                    per_step = args.child_timeout / (args.steps + WARMUP)
+                    print(
+                        f"{name:24s} {impl:20s} timed out: {args.steps + WARMUP} steps took over "
+                        f"{args.child_timeout:.0f} s (over {per_step:.0f} s per step)"
+                    )
+                    continue
                 if out.returncode:
                     print(f"{name:24s} {impl:20s} failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
                     continue

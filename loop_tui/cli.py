@@ -348,7 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("RAYON_NUM_THREADS", "1")  # tokenizers: keep its pool off the kernel cores
+    # tokenizers' thread pool in this process (decoding samples) stays off the kernel cores; data
+    # preparation runs in a worker process that uses every core (data/tokens.py)
+    os.environ.setdefault("RAYON_NUM_THREADS", "1")
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("LOOP_DEBUG") == "1"
     from .config import ConfigError

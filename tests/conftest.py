@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("RAYON_NUM_THREADS", "1")
+os.environ.setdefault("LOOP_DATA_THREADS", "1")  # the data-preparation worker's tokenizer threads
 
 WIKI = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "wiki"
 

@@ -405,3 +405,42 @@ def test_sigterm_while_tokenizing_stops_promptly_in_one_line(tmp_path):
     assert p.returncode == errors.EXIT_ABORTED, (out, err)
     assert "stopped while" in one_line_error(err)
     assert not list((tmp_path / "cache").glob("tokens-*")) and not list((tmp_path / "cache").glob(".*"))
+
+
+def test_second_ctrl_c_aborts_without_saving(tmp_path):
+    """Headless: the first SIGINT asks to finish the step and save; a second one before that is
+    done aborts at once, exit 130, and writes no checkpoint."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    cfg = write_config(
+        tmp_path,
+        d_model=256,
+        num_heads=4,
+        num_layers=6,
+        d_ff=1024,
+        batch_size=16,
+        max_length=128,
+        log_every=1,
+        checkpoint_every=100000,
+    )
+    run = tmp_path / "run"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "loop_tui", "train", cfg, "--out", str(run), "--no-tui", "--steps", "100000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    for line in p.stdout:  # type: ignore[union-attr]
+        if line.startswith("step"):
+            break
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.02)  # a step of this model takes far longer: the second Ctrl-C lands inside it
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == errors.EXIT_ABORTED, err
+    assert "aborted without saving" in err and "Traceback" not in err
+    assert not checkpoint.list_checkpoints(run)

@@ -1,10 +1,12 @@
-"""Tokenizer training in its own process (tokens.train_tokenizer starts it): Ctrl-C can stop it at
-once, and its memory is returned to the OS when it ends.
+"""Data preparation in its own process (tokens.py starts it): Ctrl-C can stop it at once, it may
+use every core, and its memory goes back to the OS when it ends.
 
-    python -m loop_tui.data.bpe_worker SPEC.json OUT.json
+    python -m loop_tui.data.bpe_worker SPEC.json
 
-SPEC holds the vocabulary size and the documents (file paths, or texts for the built-in
-corpus). Progress goes to stdout as one line per piece read: the bytes read so far."""
+SPEC holds the documents (file paths, or texts for the built-in corpus) and the job: "train" a
+byte-level BPE of `vocab_size` ids into `out`, or "encode" documents `indices` with the
+tokenizer file `tokenizer` into the ids file `out` (`dtype`). Progress goes to stdout, one line
+per piece done: the bytes of text processed so far."""
 
 from __future__ import annotations
 
@@ -14,18 +16,16 @@ from pathlib import Path
 import orjson
 
 
-def main(spec_path: str, out_path: str) -> None:
+def report(done: int) -> None:
+    sys.stdout.write(f"{done}\n")
+    sys.stdout.flush()
+
+
+def train(corpus, spec: dict) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from .corpus import Corpus, Doc
-    from .tokens import EOT
+    from .tokens import ENCODE_PIECE_BYTES, EOT
 
-    spec = orjson.loads(Path(spec_path).read_bytes())
-    docs = [
-        Doc(d["name"], d["size"], path=Path(d["path"]) if d.get("path") else None, text=d.get("text"))
-        for d in spec["docs"]
-    ]
-    corpus = Corpus(spec["name"], docs, digest="")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -40,17 +40,45 @@ def main(spec_path: str, out_path: str) -> None:
     def texts():
         nonlocal done
         for doc in corpus.docs:
-            for piece in corpus.pieces(doc, 1 << 16):  # short strings: see tokens.ENCODE_PIECE_BYTES
+            for piece in corpus.pieces(doc, ENCODE_PIECE_BYTES):  # short strings: see ENCODE_PIECE_BYTES
                 yield piece
                 done += len(piece.encode())
-                sys.stdout.write(f"{done}\n")
-                sys.stdout.flush()
+                report(done)
 
     tok.train_from_iterator(texts(), trainer=trainer)
-    tmp = Path(out_path + ".part")
+    tmp = Path(spec["out"] + ".part")
     tmp.write_text(tok.to_str())
-    tmp.replace(out_path)
+    tmp.replace(spec["out"])
+
+
+def encode(corpus, spec: dict) -> None:
+    from tokenizers import Tokenizer
+
+    from .tokens import encode_to_file
+
+    tok = Tokenizer.from_file(spec["tokenizer"])
+    encode_to_file(
+        tok,
+        corpus,
+        spec["indices"],
+        Path(spec["out"]),
+        spec["dtype"],
+        progress=lambda phase, done, total: report(done),
+        phase=spec["phase"],
+    )
+
+
+def main(spec_path: str) -> None:
+    from .corpus import Corpus, Doc
+
+    spec = orjson.loads(Path(spec_path).read_bytes())
+    docs = [
+        Doc(d["name"], d["size"], path=Path(d["path"]) if d.get("path") else None, text=d.get("text"))
+        for d in spec["docs"]
+    ]
+    corpus = Corpus(spec["name"], docs, digest="")
+    {"train": train, "encode": encode}[spec["job"]](corpus, spec)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1])

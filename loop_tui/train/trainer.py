@@ -53,7 +53,6 @@ TRAINING_FIELDS = (
     "checkpoint_every",
     "keep_checkpoints",
     "val_fraction",
-    "seed",
     "precision",
 )
 MEMORY_HEADROOM = 0.9  # refuse a run whose arenas need more than this share of the available RAM
@@ -165,6 +164,12 @@ class Trainer:
             )
 
     def _settings_changed(self, saved: dict, step: int) -> None:
+        if saved.get("seed") != self.cfg.seed:
+            self.emit(
+                "warning",
+                message=f"seed {self.cfg.seed} has no effect on a resumed run: the weights and the "
+                f"batch order continue from the checkpoint (seed {saved.get('seed')})",
+            )
         changes = {
             f: (saved.get(f), getattr(self.cfg, f)) for f in TRAINING_FIELDS if saved.get(f) != getattr(self.cfg, f)
         }
