@@ -58,6 +58,7 @@ static inline void store_tile(float *c, long ldc, const float *acc, int mr, int 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx512bf16,avx2,fma")
 #include <immintrin.h>
+#include "avx512_tile.h"
 #define ISA_FN(name) name##_avx512bf16
 #include "gemm_pack_bf16.h"
 
@@ -65,10 +66,7 @@ static void ukernel_avx512bf16(int kc, const void *a_, const void *b_, float *re
                                int accumulate) {
     const uint32_t *restrict a = a_;
     const __m512i *restrict b = b_;
-    for (int i = 0; i < 12 && accumulate != LOOP_STORE_STREAM; i++) {
-        _mm_prefetch((const char *)(c + (long)i * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + (long)i * ldc + 16), _MM_HINT_T0);
-    }
+    TILE12X32_PREFETCH()
 #define ROW_INIT(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
     ROW_INIT(0) ROW_INIT(1) ROW_INIT(2) ROW_INIT(3) ROW_INIT(4) ROW_INIT(5)
     ROW_INIT(6) ROW_INIT(7) ROW_INIT(8) ROW_INIT(9) ROW_INIT(10) ROW_INIT(11)
@@ -85,28 +83,7 @@ static void ukernel_avx512bf16(int kc, const void *a_, const void *b_, float *re
         a += 12;
         b += 2;
     }
-    if (accumulate == LOOP_STORE_STREAM) {
-#define ROW_STREAM(i)                                                                              \
-        _mm512_stream_ps(c + (long)(i) * ldc, c##i##0);                                            \
-        _mm512_stream_ps(c + (long)(i) * ldc + 16, c##i##1);
-        ROW_STREAM(0) ROW_STREAM(1) ROW_STREAM(2) ROW_STREAM(3) ROW_STREAM(4) ROW_STREAM(5)
-        ROW_STREAM(6) ROW_STREAM(7) ROW_STREAM(8) ROW_STREAM(9) ROW_STREAM(10) ROW_STREAM(11)
-        return;
-    }
-#define ROW_STORE(i)                                                                               \
-    {                                                                                              \
-        float *ci = c + (long)(i) * ldc;                                                           \
-        if (accumulate) {                                                                          \
-            c##i##0 = _mm512_add_ps(c##i##0, _mm512_loadu_ps(ci));                                 \
-            c##i##1 = _mm512_add_ps(c##i##1, _mm512_loadu_ps(ci + 16));                            \
-        }                                                                                          \
-        _mm512_storeu_ps(ci, c##i##0);                                                             \
-        _mm512_storeu_ps(ci + 16, c##i##1);                                                        \
-    }
-    ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3) ROW_STORE(4) ROW_STORE(5)
-    ROW_STORE(6) ROW_STORE(7) ROW_STORE(8) ROW_STORE(9) ROW_STORE(10) ROW_STORE(11)
-#undef ROW_INIT
-#undef ROW_STORE
+    TILE12X32_STORE()
 }
 
 /* 12 independent VDPBF16PS chains on registers: 16 lanes x 2 products x 2 FLOPs each */

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -34,26 +34,10 @@ from .sample import generate
 
 MODEL_FIELDS = ("d_model", "num_heads", "num_layers", "d_ff", "max_length", "vocab_size")
 # settings a resumed run may change; each change is printed and appended to config_history.jsonl
-TRAINING_FIELDS = (
-    "batch_size",
-    "max_steps",
-    "learning_rate",
-    "min_lr_ratio",
-    "warmup_steps",
-    "weight_decay",
-    "beta1",
-    "beta2",
-    "adam_eps",
-    "grad_clip",
-    "eval_every",
-    "eval_batches",
-    "sample_every",
-    "sample_tokens",
-    "log_every",
-    "checkpoint_every",
-    "keep_checkpoints",
-    "val_fraction",
-    "precision",
+TRAINING_FIELDS = tuple(  # the rest of Config but names, paths and seed (which cannot change a resumed run)
+    f.name
+    for f in fields(Config)
+    if f.name not in MODEL_FIELDS + ("name", "description", "data", "backend", "threads", "seed")
 )
 MEMORY_HEADROOM = 0.9  # refuse a run whose arenas need more than this share of the available RAM
 WARMUP_STEPS_EXCLUDED = 2  # first steps after (re)start: page faults, thread pool start, caches
