@@ -64,6 +64,10 @@ async def test_pick_smoke_start_metrics_pause_save_quit(tmp_path, monkeypatch):
         run_dir = Path(state.run_dir)
         # s saves the paused step (a periodic checkpoint may already exist from an earlier step)
         await wait_for(lambda: (checkpoint.latest(run_dir) or run_dir).name == f"step_{paused_at:08d}", pilot)
+        # the checkpoint reached the events log as a TrainingEvent message (a live dashboard does not
+        # copy polled events into the log)
+        log = dash.query_one("#events")
+        await wait_for(lambda: any("checkpoint (requested)" in line.text for line in log.lines), pilot)
         await pilot.press("p")
         await wait_for(lambda: state.step > paused_at, pilot)
         await pilot.press("q")

@@ -20,6 +20,7 @@ from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import (
     Button,
@@ -209,7 +210,20 @@ class PickerScreen(Screen):
 
 
 # ---------------------------------------------------------------------------- dashboard
+class TrainingEvent(Message):
+    """A rare event of the run (checkpoint, eval, sample, info, warning, done, error), posted by the
+    training thread (post_message is thread-safe); steady metrics are polled from RunState."""
+
+    def __init__(self, kind: str, line: str) -> None:
+        super().__init__()
+        self.kind, self.line = kind, line
+
+
 class DashboardScreen(Screen):
+    """The live dashboard. Training runs on the runner's own long-lived thread rather than a Textual
+    worker: it must outlive the app (run_dashboard waits for its final save after the UI closes),
+    and libgomp keeps its OpenMP pool per calling thread."""
+
     BINDINGS = [
         Binding("p", "pause", "Pause/resume"),
         Binding("s", "save", "Save checkpoint"),
@@ -270,6 +284,7 @@ class DashboardScreen(Screen):
         self.query_one("#cache-box").border_title = "caches"
         self.query_one("#log-box").border_title = "output"
         if self.runner:
+            self.runner.listeners.append(self.post_training_event)
             self.runner.start()
             from .. import kernels
 
@@ -339,9 +354,19 @@ class DashboardScreen(Screen):
         self.query_one("#sample", Static).update(
             snap["sample"] or "(first sample after sample_every steps; g for one now)"
         )
-        log = self.query_one("#events", RichLog)
-        for e in snap["events"]:
-            log.write(e)
+        if not self.runner:  # a static view (snapshots) shows the recorded events; a live one gets messages
+            log = self.query_one("#events", RichLog)
+            for e in snap["events"]:
+                log.write(e)
+
+    def post_training_event(self, kind: str, line: str) -> None:
+        """Called on the training thread; post_message is thread-safe."""
+        self.post_message(TrainingEvent(kind, line))
+
+    def on_training_event(self, event: TrainingEvent) -> None:
+        self.query_one("#events", RichLog).write(event.line)
+        if event.kind in ("sample", "done", "error"):
+            self.refresh_view()
 
     def draw_loss(self, losses, vals) -> None:
         widget = self.query_one("#loss-plot", PlotextPlot)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from ..backend import KernelStat
@@ -33,13 +34,22 @@ class TrainingRunner:
             tokens_per_step=cfg.tokens_per_step,
         )
         self.trainer = Trainer(
-            cfg, run_dir, data=data, resume=resume, threads=threads, on_event=self.state.on_event, device=device
+            cfg, run_dir, data=data, resume=resume, threads=threads, on_event=self._on_event, device=device
         )
+        # called on the training thread with (kind, time-stamped line) for each rare event; the
+        # dashboard posts them to itself as Textual messages
+        self.listeners: list[Callable[[str, str], None]] = []
         self.steps, self.checkpoint_every = steps, checkpoint_every
         self.thread = threading.Thread(target=self._main, name="loop-train", daemon=True)
         self.ready = threading.Event()
         self.quit_requested = False
         self.aborted = False  # a second quit: the process leaves without the final save
+
+    def _on_event(self, kind: str, payload: dict) -> None:
+        line = self.state.on_event(kind, payload)
+        if line is not None:
+            for listener in self.listeners:
+                listener(kind, line)
 
     def start(self) -> None:
         self.thread.start()
@@ -59,7 +69,9 @@ class TrainingRunner:
             with self.state.lock:
                 self.state.status = "error"
                 self.state.error = f"{type(e).__name__}: {e}"
-            self.state.log("error: " + "".join(traceback.format_exception_only(type(e), e)).strip())
+            line = self.state.log("error: " + "".join(traceback.format_exception_only(type(e), e)).strip())
+            for listener in self.listeners:
+                listener("error", line)
         finally:
             self.ready.set()
 

@@ -39,12 +39,14 @@ class RunState:
     tokens_per_step: int = 1
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def log(self, text: str) -> None:
+    def log(self, text: str) -> str:
         with self.lock:
             self.events.append(time.strftime("%H:%M:%S ") + text)
+            return self.events[-1]
 
-    def on_event(self, kind: str, p: dict) -> None:
-        """Trainer callback (runs on the training thread)."""
+    def on_event(self, kind: str, p: dict) -> str | None:
+        """Trainer callback (runs on the training thread). Steady metrics update fields the UI
+        polls; a rare event is also kept as a time-stamped line, which is returned."""
         with self.lock:
             if kind == "step":
                 self.status = "training" if self.status in ("starting", "paused", "training") else self.status
@@ -54,12 +56,12 @@ class RunState:
                 self.elapsed_s, self.eta_s = p["elapsed_s"], p["eta_s"]
                 self.loss_history.append((p["step"], p["loss"]))
                 self.speed_history.append(self.tokens_per_s_now)
-                return
+                return None
             if kind == "progress":
                 pct = 100 * p["done"] / max(1, p["total"])
                 rate = f", {p['bytes_per_s'] / 1e6:.1f} MB/s" if p["bytes_per_s"] else ""
                 self.preparing = f"{p['phase']} {pct:.0f}%{rate}"
-                return
+                return None
             if kind == "eval":
                 self.val_loss = p["val_loss"]
                 self.val_history.append((p["step"], p["val_loss"]))
@@ -77,5 +79,6 @@ class RunState:
                     self.status = "paused" if p["message"] == "paused" else "training"
                 text = ("warning: " if kind == "warning" else "") + p["message"]
             else:
-                return
+                return None
             self.events.append(time.strftime("%H:%M:%S ") + text)
+            return self.events[-1]
