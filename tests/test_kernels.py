@@ -609,8 +609,11 @@ def test_thread_and_kernel_stats():
 
 def test_peak_is_measured():
     """The FMA loop's figure is a peak: a real GEMM on the same threads never beats it (by more than
-    timing noise), and it scales with the thread count the way independent cores do."""
+    timing noise)."""
     import time
+
+    if os.environ.get("LOOP_SANITIZED") == "1":
+        pytest.skip("sanitizer instrumentation distorts the peak loop and the GEMM differently")
 
     peak = K.measure_peak_gflops(0.1)
     a, b = rand(384, 384), rand(384, 384)
