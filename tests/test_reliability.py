@@ -40,6 +40,11 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def resume_cli(capsys, run: Path, config: str, steps: int, *extra: str) -> tuple[int, str, str]:
+    """`loop train CONFIG --out RUN --no-tui --resume --steps N`, through run_cli."""
+    return run_cli(capsys, "train", config, "--out", str(run), "--no-tui", "--resume", "--steps", str(steps), *extra)
+
+
 def one_line_error(err: str) -> str:
     lines = [x for x in err.splitlines() if x.startswith("loop: error:")]
     assert len(lines) == 1 and "Traceback" not in err, err
@@ -119,17 +124,7 @@ def test_damaged_latest_checkpoint_falls_back_with_a_warning(tmp_path, capsys, d
     assert code == 0 and "Traceback" not in err
     if damage != "truncate optimizer":  # generate reads no optimizer state
         assert "damaged" in err and last.name in err
-    code, out, err = run_cli(
-        capsys,
-        "train",
-        write_config(tmp_path, checkpoint_every=2),
-        "--out",
-        str(run),
-        "--no-tui",
-        "--resume",
-        "--steps",
-        "1",
-    )
+    code, out, err = resume_cli(capsys, run, write_config(tmp_path, checkpoint_every=2), 1)
     assert code == 0 and f"using {first.name}" in out + err
     assert "resumed from" in out and first.name in out
 
@@ -156,17 +151,7 @@ def test_full_disk_during_checkpoint(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(checkpoint, "_write_synced", full)
     capsys.readouterr()
-    code, _, err = run_cli(
-        capsys,
-        "train",
-        write_config(tmp_path, checkpoint_every=2),
-        "--out",
-        str(run),
-        "--no-tui",
-        "--resume",
-        "--steps",
-        "2",
-    )
+    code, _, err = resume_cli(capsys, run, write_config(tmp_path, checkpoint_every=2), 2)
     line = one_line_error(err)
     assert code == errors.EXIT_CHECKPOINT and "No space left on device" in line and str(run) in line
     assert not list((run / "checkpoints").glob(".tmp-*")) and not list(run.glob("*.tmp*"))
@@ -174,17 +159,7 @@ def test_full_disk_during_checkpoint(tmp_path, capsys, monkeypatch):
     checkpoint.load(good[-1])
     assert (run / "metrics.jsonl").read_bytes().startswith(metrics_before)
     monkeypatch.undo()  # space is back
-    code, _, _ = run_cli(
-        capsys,
-        "train",
-        write_config(tmp_path, checkpoint_every=2),
-        "--out",
-        str(run),
-        "--no-tui",
-        "--resume",
-        "--steps",
-        "2",
-    )
+    code, _, _ = resume_cli(capsys, run, write_config(tmp_path, checkpoint_every=2), 2)
     assert code == 0 and checkpoint.latest(run).name == "step_00000004"
 
 
@@ -223,17 +198,7 @@ def test_changed_settings_on_resume_are_shown_and_kept(tmp_path, capsys):
     run = tmp_path / "run"
     train_steps(tmp_path, run, 2, learning_rate=0.001)
     capsys.readouterr()
-    code, out, _ = run_cli(
-        capsys,
-        "train",
-        write_config(tmp_path, learning_rate=0.0005),
-        "--out",
-        str(run),
-        "--no-tui",
-        "--resume",
-        "--steps",
-        "1",
-    )
+    code, out, _ = resume_cli(capsys, run, write_config(tmp_path, learning_rate=0.0005), 1)
     assert code == 0 and "learning_rate 0.001 → 0.0005" in out
     history = [orjson.loads(x) for x in (run / "config_history.jsonl").read_bytes().splitlines()]
     assert history[-1]["changes"]["learning_rate"] == {"from": 0.001, "to": 0.0005}
