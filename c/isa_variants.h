@@ -65,7 +65,7 @@ typedef struct {
                                int B, int T, int C, int NH);
     void (*residual_forward)(float *out, const float *a, const float *b, size_t n);
     void (*bias_backward)(float *dbias, const float *dout, int N, int C);
-    void (*crossentropy)(float *logits, float *losses, const int32_t *targets, int N, int V,
+    void (*crossentropy)(float *logits, float *losses, const int32_t *targets, int N, int V, int Vp,
                          float grad_scale, int write_grad);
     void (*adamw)(float *param, const float *grad, float *m, float *v, size_t n, float lr,
                   float beta1, float beta2, float eps, float weight_decay, float bias_corr1,

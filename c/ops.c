@@ -95,9 +95,9 @@ void loop_bias_backward(float *dbias, const float *dout, int N, int C) {
     KSTAT_END(K_BIAS_BWD, (double)N * C, F4 * (double)N * C);
 }
 
-void loop_crossentropy(float *logits, float *losses, const int32_t *targets, int N, int V, float grad_scale, int write_grad) {
+void loop_crossentropy(float *logits, float *losses, const int32_t *targets, int N, int V, int Vp, float grad_scale, int write_grad) {
     KSTAT_BEGIN;
-    OPS->crossentropy(logits, losses, targets, N, V, grad_scale, write_grad);
+    OPS->crossentropy(logits, losses, targets, N, V, Vp, grad_scale, write_grad);
     double n = (double)N * V;
     KSTAT_END(K_CROSSENTROPY, (write_grad ? 5 : 3) * n, F4 * (write_grad ? 2 : 1) * n);
 }

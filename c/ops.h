@@ -29,7 +29,7 @@ void loop_residual_forward(float *out, const float *a, const float *b, size_t n)
 void loop_bias_backward(float *dbias, const float *dout, int N, int C);
 /* losses[N] = cross-entropy of softmax(logits[N,V]) at targets[N]; with write_grad, logits is
  * overwritten by grad_scale * (softmax - onehot) */
-void loop_crossentropy(float *logits, float *losses, const int32_t *targets, int N, int V, float grad_scale, int write_grad);
+void loop_crossentropy(float *logits, float *losses, const int32_t *targets, int N, int V, int Vp, float grad_scale, int write_grad);
 /* one AdamW step over n floats; grad_scale applies clipping; bias_corr_i = 1 - beta_i^t */
 void loop_adamw(float *param, const float *grad, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay, float bias_corr1, float bias_corr2, float grad_scale);
 /* sum of x[n]^2 in double, independent of the thread count */

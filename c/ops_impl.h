@@ -399,17 +399,19 @@ static void ISA_FN(residual_forward)(float *out, const float *a, const float *b,
 }
 
 /* ---- fused softmax + cross-entropy over V, row by row ----
- * losses[n] = logsumexp(logits[n]) - logits[n, targets[n]]. With write_grad, logits[n] is
- * overwritten by d(grad_scale * loss)/dlogits = grad_scale * (softmax - onehot): the
- * probabilities exist only in that one buffer, one row at a time in cache. */
-static void ISA_FN(crossentropy)(float *logits, float *losses, const int32_t *targets, int N, int V,
+ * losses[n] = logsumexp(logits[n, :V]) - logits[n, targets[n]]; rows are Vp >= V floats apart
+ * (the vocabulary padded to a multiple of 64, as llm.c pads GPT-2's 50257 to 50304), and the
+ * padded columns never count. With write_grad, logits[n] is overwritten by
+ * d(grad_scale * loss)/dlogits = grad_scale * (softmax - onehot), zero in the padded columns:
+ * the probabilities exist only in that one buffer, one row at a time in cache. */
+static void ISA_FN(crossentropy)(float *logits, float *losses, const int32_t *targets, int N, int V, int Vp,
                                  float grad_scale, int write_grad) {
     #pragma omp parallel num_threads(loop_nthreads)
     {
         BUSY_BEGIN;
         PAR_FOR
         for (int n = 0; n < N; n++) {
-            float *x = logits + (size_t)n * V;
+            float *x = logits + (size_t)n * Vp;
             float maxv = -INFINITY;
             #pragma omp simd reduction(max : maxv)
             for (int j = 0; j < V; j++) maxv = x[j] > maxv ? x[j] : maxv;
@@ -425,6 +427,7 @@ static void ISA_FN(crossentropy)(float *logits, float *losses, const int32_t *ta
                 float s = grad_scale / sum;
                 #pragma omp simd
                 for (int j = 0; j < V; j++) x[j] *= s;
+                for (int j = V; j < Vp; j++) x[j] = 0.0f;
                 x[targets[n]] -= grad_scale;
             } else {
                 #pragma omp simd reduction(+ : sum)

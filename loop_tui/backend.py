@@ -98,7 +98,13 @@ class Backend(Protocol):
     def residual_forward(self, out: Buffer, a: Buffer, b: Buffer) -> None: ...
     def bias_backward(self, dbias: Buffer, dout: Buffer) -> None: ...
     def crossentropy(
-        self, logits: Buffer, targets: Buffer, losses: Buffer, grad_scale: float = 0.0, write_grad: bool = False
+        self,
+        logits: Buffer,
+        targets: Buffer,
+        losses: Buffer,
+        grad_scale: float = 0.0,
+        write_grad: bool = False,
+        vocab: int | None = None,
     ) -> None: ...
     def adamw(
         self,

@@ -78,6 +78,8 @@ def cmd_train(args) -> int:
         raise ConfigError(f"--checkpoint-every must be positive, got {args.checkpoint_every}")
     if args.new_data and not args.resume:
         raise ConfigError("--new-data continues a run: use it with --resume")
+    if args.init_from and args.resume:
+        raise ConfigError("--init-from starts a new run from a HuggingFace folder; --resume continues a run: give one")
     if args.out:
         run_dir = Path(args.out)
     elif args.resume:
@@ -87,6 +89,7 @@ def cmd_train(args) -> int:
         run_dir = latest
     else:
         run_dir = default_run_dir(cfg.name)
+    cfg = model_shape(cfg, args, run_dir)
     use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
     if use_tui:
         from .ui.app import run_dashboard
@@ -102,6 +105,30 @@ def cmd_train(args) -> int:
         )
         return dashboard_summary(state, run_dir)
     return train_headless(cfg, run_dir, args)
+
+
+def model_shape(cfg, args, run_dir: Path):
+    """cfg with the model shape of --init-from's folder, or, resuming a fine-tune, of its run."""
+    import orjson
+
+    from . import hf
+
+    if args.init_from:
+        folder = Path(args.init_from)
+        cfg, msg = hf.apply_shape(cfg, hf.read_config(folder), str(folder))
+        cfg = cfg.replace(init_from=str(folder.resolve()))
+    elif args.resume and (run_dir / "config.json").exists():
+        saved = orjson.loads((run_dir / "config.json").read_bytes())
+        if not saved.get("init_from"):
+            return cfg
+        shape = {k: saved.get(k) for k in hf.SHAPE_FIELDS}
+        cfg, msg = hf.apply_shape(cfg.replace(max_length=saved["max_length"]), shape, f"the run {run_dir}")
+        cfg = cfg.replace(init_from=saved["init_from"])
+    else:
+        return cfg
+    if msg:
+        print(f"loop: {msg}", file=sys.stderr)
+    return cfg
 
 
 def dashboard_summary(state, run_dir: Path) -> int:
@@ -175,9 +202,9 @@ def cmd_generate(args) -> int:
     from tokenizers import Tokenizer
 
     from .backend import make_backend
-    from .config import ConfigError, from_dict
+    from .config import ConfigError
     from .model.gpt import GPT
-    from .train import checkpoint
+    from .sources import load_model
     from .train.sample import generate
 
     if args.tokens < 1:
@@ -186,28 +213,82 @@ def cmd_generate(args) -> int:
         raise ConfigError(f"--temperature must be 0 (greedy) or positive, got {args.temperature}")
     if args.top_k < 0:
         raise ConfigError(f"--top-k must be 0 (all tokens) or positive, got {args.top_k}")
-    run = Path(args.run_dir)
-    if (run / "checkpoints").is_dir():
-        ckpt, params, _, state = checkpoint.load_newest_intact(run, _warn, with_optimizer=False)
-    elif (run / "state.json").exists():
-        ckpt = run
-        params, _, state = checkpoint.load(run, with_optimizer=False)
-    else:
-        raise ConfigError(f"{run}: no checkpoint found (expected RUN_DIR/checkpoints/step_*/)")
-    cfg = from_dict(state["config"], str(ckpt / "state.json"))
+    src = load_model(args.run_dir, warn=_warn)
+    cfg = src.cfg
     backend = make_backend(
-        cfg.backend if args.backend is None else args.backend,
-        args.threads,
-        args.device,
-        state.get("precision", cfg.precision),
+        cfg.backend if args.backend is None else args.backend, args.threads, args.device, src.precision
     )
     model = GPT(cfg, backend, batch_size=1)
-    for name, arr in params.items():
-        backend.write(model.params[name], arr)
-    tok = Tokenizer.from_file(str(ckpt / "tokenizer.json"))
+    model.load_params(src.params)
+    tok = Tokenizer.from_file(str(src.tokenizer_path))
     rng = np.random.default_rng(args.seed)
     text = generate(model, tok, args.prompt, args.tokens, args.temperature, args.top_k, rng)
     print(args.prompt + text)
+    return 0
+
+
+# ---------------------------------------------------------------- export / eval
+def cmd_export(args) -> int:
+    from . import hf
+    from .sources import load_model
+
+    src = load_model(args.run_dir, args.step, warn=_warn)
+    if hf.is_hf_folder(Path(args.run_dir)):
+        raise hf.InteropError(f"{args.run_dir}: is already a HuggingFace folder; export takes a run folder")
+    out = Path(args.out_dir)
+    hf.export_params(src.cfg, src.params, src.tokenizer_path, out)
+    print(f"exported {src.label} to {out} (transformers GPT2LMHeadModel, safetensors, tokenizer)")
+    print(
+        f"  python -c \"from transformers import pipeline; print(pipeline('text-generation', '{out}')('Hello')[0]"
+        "['generated_text'])\""
+    )
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import orjson
+    from tokenizers import Tokenizer
+
+    from .backend import make_backend
+    from .config import ConfigError
+    from .data.corpus import load_corpus
+    from .evaluate import eval_batch_size, evaluate
+    from .model.gpt import GPT
+    from .sources import load_model
+
+    src = load_model(args.model, args.step, warn=_warn)
+    cfg = src.cfg
+    T = args.context or cfg.max_length
+    if not 1 <= T <= cfg.positions:
+        raise ConfigError(f"--context must be in [1, {cfg.positions}] (the model's positions), got {T}")
+    corpus = load_corpus(args.data)
+    backend = make_backend("c", args.threads, None, src.precision)
+
+    def factory(batch: int, seq: int):
+        m = GPT(cfg.replace(batch_size=batch, max_length=seq, n_positions=cfg.positions), backend, batch, seq)
+        m.load_params(src.params)
+        return m
+
+    tok = Tokenizer.from_file(str(src.tokenizer_path))
+    quiet = args.json or not sys.stderr.isatty()
+
+    def progress(done: int, total: int, took: float) -> None:
+        if quiet:
+            return
+        eta = took / done * (total - done) if done else 0.0
+        print(f"\r  scored {done / 1e6:.2f} of {total / 1e6:.2f} MB, ETA {eta:.0f}s   ", end="", file=sys.stderr)
+
+    r = evaluate(factory, tok, corpus, T, eval_batch_size(cfg, T), progress)
+    if not quiet:
+        print(file=sys.stderr)
+    if args.json:
+        keys = ("loss", "perplexity", "bits_per_byte", "tokens", "bytes", "files")
+        print(orjson.dumps({k: getattr(r, k) for k in keys}).decode())
+    else:
+        print(
+            f"{src.label} on {corpus.name} ({r.files} files, {r.bytes:,} bytes, {r.tokens:,} tokens, context {T}): "
+            f"loss {r.loss:.4f}, perplexity {r.perplexity:.2f}, {r.bits_per_byte:.4f} bits per byte"
+        )
     return 0
 
 
@@ -308,6 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--device", metavar="NAME", help="OpenCL device (substring of its name); default: a GPU, else the CPU"
     )
+    t.add_argument(
+        "--init-from",
+        metavar="HF_DIR",
+        help="fine-tune a local HuggingFace GPT-2 folder (config.json, model.safetensors, tokenizer): the model's "
+        "shape and tokenizer come from it, the training settings from CONFIG (e.g. `loop train gpt2_finetune "
+        "--init-from ./gpt2 --data my_articles/`)",
+    )
     t.add_argument("--no-tui", action="store_true", help="print progress lines instead of the dashboard")
     t.add_argument("--force", action="store_true", help="start even if the memory estimate exceeds the free RAM")
     t.add_argument(
@@ -333,6 +421,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", choices=("c", "opencl"), default=None, help="kernel backend")
     g.add_argument("--device", metavar="NAME", help="OpenCL device (substring of its name)")
     g.set_defaults(func=cmd_generate)
+
+    x = sub.add_parser(
+        "export",
+        help="write a run as a HuggingFace transformers GPT-2 folder",
+        description="Write RUN_DIR's newest intact checkpoint (or --step N's) to OUT_DIR as a folder that "
+        "transformers loads with no custom code: config.json, model.safetensors, generation_config.json and the "
+        "tokenizer (tokenizer.json, tokenizer_config.json, special_tokens_map.json). No pickle.",
+    )
+    x.add_argument("run_dir", metavar="RUN_DIR")
+    x.add_argument("out_dir", metavar="OUT_DIR", help="a new (or empty) folder")
+    x.add_argument("--step", type=int, metavar="N", help="export the checkpoint of step N (default: the newest)")
+    x.set_defaults(func=cmd_export)
+
+    e = sub.add_parser(
+        "eval",
+        help="loss, perplexity and bits per byte of a model on a folder of text",
+        description="Score MODEL (a run folder or a HuggingFace GPT-2 folder) on the text files of --data. "
+        "Each file is tokenized on its own and cut into consecutive non-overlapping windows of T+1 tokens (the "
+        "last one shorter); each window predicts its tokens 2..n from the ones before. loss is the mean "
+        "cross-entropy over every predicted token, perplexity exp(loss), bits per byte loss/ln2 * tokens/bytes.",
+    )
+    e.add_argument("model", metavar="RUN_DIR|HF_DIR")
+    e.add_argument("--data", required=True, metavar="DIR", help="folder of text files (e.g. held-out articles)")
+    e.add_argument("--step", type=int, metavar="N", help="a run's checkpoint of step N (default: the newest)")
+    e.add_argument("--context", type=int, metavar="T", help="window length T (default: the model's max_length)")
+    e.add_argument("--threads", type=int, metavar="N", help="kernel threads (default: all cores)")
+    e.add_argument("--json", action="store_true", help="print loss, perplexity, bits_per_byte, tokens, bytes, files")
+    e.set_defaults(func=cmd_eval)
 
     i = sub.add_parser("info", help="machine, kernels and OpenCL devices (and which one would be used, and why)")
     i.add_argument("--device", metavar="NAME", help="show which OpenCL device NAME selects")

@@ -17,6 +17,7 @@ import orjson
 PACKAGE_ROOT = Path(__file__).resolve().parent
 CONFIG_DIR = PACKAGE_ROOT.parent / "configs"
 DEFAULT_CONFIG = "default"
+VOCAB_ALIGN = 64
 
 
 class ConfigError(ValueError):
@@ -60,10 +61,25 @@ class Config:
     # GEMM inputs: "fp32"; "bf16" (rounded to bf16, summed in fp32; weights, gradients, optimizer and
     # every other op stay fp32); "auto" (bf16 where the CPU has AVX512-BF16 or AMX, else fp32)
     precision: str = "fp32"
+    # rows of the position table: the longest context the model can ever take (None: max_length).
+    # GPT-2 checkpoints have 1024; a fine-tune may train on shorter sequences and keep them all
+    n_positions: int | None = None
+    init_from: str | None = None  # the HuggingFace GPT-2 folder the run started from (set by --init-from)
 
     @property
     def head_size(self) -> int:
         return self.d_model // self.num_heads
+
+    @property
+    def positions(self) -> int:
+        """Rows of the position table (n_positions, or max_length when unset)."""
+        return self.n_positions or self.max_length
+
+    @property
+    def padded_vocab(self) -> int:
+        """vocab_size rounded up to a multiple of 64 inside the arenas (GEMM-friendly rows, as llm.c
+        pads GPT-2's 50257 to 50304); the padded ids never reach the loss, gradients or sampling."""
+        return -(-self.vocab_size // VOCAB_ALIGN) * VOCAB_ALIGN
 
     @property
     def tokens_per_step(self) -> int:
@@ -161,6 +177,8 @@ def from_dict(raw, source: str) -> Config:
         raise fail("precision", f"must be one of {', '.join(PRECISIONS)}, got {raw['precision']!r}")
     if raw.get("precision") == "bf16" and raw.get("backend", "c") != "c":
         raise fail("precision", "bf16 runs on the c backend only (the OpenCL kernels are fp32)")
+    if raw.get("n_positions") is not None and raw["n_positions"] < raw["max_length"]:
+        raise fail("n_positions", f"must be at least max_length ({raw['max_length']}), got {raw['n_positions']}")
     if raw.get("threads") is not None and raw["threads"] <= 0:
         raise fail("threads", f"must be positive or null, got {raw['threads']}")
     return Config(**raw)

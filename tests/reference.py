@@ -74,7 +74,8 @@ def attention_backward(dout, qkv, num_heads):
 
 
 def gpt_loss(p: dict, tokens, targets, cfg) -> float:
-    """Mean cross-entropy of GPT-2 with parameters p (name -> array, float64)."""
+    """Mean cross-entropy of GPT-2 with parameters p (name -> array, float64). wte may carry padded
+    rows past vocab_size: they are no part of the model (no logit, so no gradient)."""
     B, T = tokens.shape
     x = p["wte"][tokens] + p["wpe"][:T]
     for l in range(cfg.num_layers):
@@ -86,7 +87,7 @@ def gpt_loss(p: dict, tokens, targets, cfg) -> float:
         a, _, _ = layernorm(x, p[h + "ln2_w"], p[h + "ln2_b"])
         x = x + gelu(a @ p[h + "fc_w"] + p[h + "fc_b"]) @ p[h + "fcproj_w"] + p[h + "fcproj_b"]
     x, _, _ = layernorm(x, p["lnf_w"], p["lnf_b"])
-    return float(crossentropy(x @ p["wte"].T, targets).mean())
+    return float(crossentropy(x @ p["wte"][: cfg.vocab_size].T, targets).mean())
 
 
 def numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:

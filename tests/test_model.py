@@ -22,7 +22,8 @@ TINY = Config(d_model=8, num_heads=2, num_layers=2, d_ff=16, batch_size=2, max_l
 def tiny_model(seed=0):
     m = GPT(TINY, CBackend())
     m.init_weights(seed)
-    # larger-than-GPT-2 weights so every gradient is well above float32 noise
+    # larger-than-GPT-2 weights so every gradient is well above float32 noise; the padded rows of
+    # wte (23 -> 64) get noise too, to show they never reach the loss or a gradient
     rng = np.random.default_rng(seed)
     for s in m.param_specs:
         m.params[s.name][...] += rng.standard_normal(s.shape).astype(np.float32) * 0.3

@@ -436,18 +436,26 @@ def bias_backward(dbias, dout) -> None:
     lib.loop_bias_backward(_p(dbias), _p(dout), N, C)
 
 
-def crossentropy(logits, targets, losses, grad_scale: float = 0.0, write_grad: bool = False) -> None:
-    """losses[N] = -log softmax(logits)[targets]; with write_grad, logits becomes
-    grad_scale * (softmax - onehot), the gradient of grad_scale * losses."""
+def crossentropy(
+    logits, targets, losses, grad_scale: float = 0.0, write_grad: bool = False, vocab: int | None = None
+) -> None:
+    """losses[N] = -log softmax(logits[:, :vocab])[targets]; with write_grad, logits becomes
+    grad_scale * (softmax - onehot), the gradient of grad_scale * losses. vocab (default: every
+    column) leaves out the padded columns [vocab, Vp): they never count, and their gradient is 0."""
     logits = _out("logits", logits) if write_grad else _arr("logits", logits)
-    N, V = _rows("logits", logits)
+    N, Vp = _rows("logits", logits)
+    V = Vp if vocab is None else int(vocab)
+    if not 0 < V <= Vp:
+        raise ValueError(f"vocab must be in [1, {Vp}] for logits {logits.shape}, got {vocab}")
     targets = _tokens("targets", targets, V)
     losses = _out("losses", losses)
     if targets.size != N or losses.size != N:
         raise ValueError(
             f"targets {targets.shape} and losses {losses.shape} need {N} elements for logits {logits.shape}"
         )
-    lib.loop_crossentropy(_p(logits), _p(losses), _p(targets, "int32_t *"), N, V, float(grad_scale), int(write_grad))
+    lib.loop_crossentropy(
+        _p(logits), _p(losses), _p(targets, "int32_t *"), N, V, Vp, float(grad_scale), int(write_grad)
+    )
 
 
 def adamw(

@@ -92,8 +92,10 @@ class CBackend:
     def bias_backward(self, dbias, dout) -> None:
         kernels.bias_backward(dbias, dout)
 
-    def crossentropy(self, logits, targets, losses, grad_scale: float = 0.0, write_grad: bool = False) -> None:
-        kernels.crossentropy(logits, targets, losses, grad_scale, write_grad)
+    def crossentropy(
+        self, logits, targets, losses, grad_scale: float = 0.0, write_grad: bool = False, vocab: int | None = None
+    ) -> None:
+        kernels.crossentropy(logits, targets, losses, grad_scale, write_grad, vocab)
 
     def adamw(
         self,

@@ -88,7 +88,27 @@ class GPT:
                 view[:] = rng.standard_normal(s.size, dtype=np.float32) * std
             elif s.name.endswith(("ln1_w", "ln2_w", "lnf_w")):
                 view[:] = 1.0
+        wte = self.params.offsets["wte"]
+        host[wte + self.cfg.vocab_size * self.cfg.d_model : wte + self.cfg.padded_vocab * self.cfg.d_model] = 0.0
         self.ops.write(self.params.flat, host)
+
+    def load_params(self, params: dict[str, np.ndarray]) -> None:
+        """Weights by name, as a checkpoint or an import holds them: wte with vocab_size rows (the
+        padded rows are set to zero, so their logits are 0 and, never trained, stay 0)."""
+        V, Vp = self.cfg.vocab_size, self.cfg.padded_vocab
+        for s in self.param_specs:
+            arr = np.asarray(params[s.name], np.float32)
+            if s.name == "wte" and arr.shape[0] == V and Vp != V:
+                arr = np.concatenate([arr, np.zeros((Vp - V, arr.shape[1]), np.float32)])
+            if arr.shape != s.shape:
+                raise ValueError(f"{s.name}: shape {arr.shape}, the model needs {s.shape}")
+            self.ops.write(self.params[s.name], np.ascontiguousarray(arr))
+
+    def export_params(self) -> dict[str, np.ndarray]:
+        """Weights by name, copied to the host, wte stripped of its padded rows."""
+        out = {s.name: np.array(self.ops.to_numpy(self.params[s.name])) for s in self.param_specs}
+        out["wte"] = out["wte"][: self.cfg.vocab_size].copy()
+        return out
 
     # ------------------------------------------------------------------ forward
     def load_batch(self, tokens: np.ndarray, targets: np.ndarray | None = None) -> None:
@@ -132,7 +152,9 @@ class GPT:
             r1 = min(N, r0 + self.chunk)
             logits = A["logits"][: r1 - r0]
             o.matmul(A["lnf"][r0:r1], P["wte"], out=logits, transpose_b=True)
-            o.crossentropy(logits, targets[r0:r1], A["losses"][r0:r1], grad_scale=1.0 / N, write_grad=with_grad)
+            o.crossentropy(
+                logits, targets[r0:r1], A["losses"][r0:r1], 1.0 / N, write_grad=with_grad, vocab=self.cfg.vocab_size
+            )
             if with_grad:
                 o.matmul(logits, P["wte"], out=A["dlnf"][r0:r1])
                 o.matmul(logits, A["lnf"][r0:r1], out=self.gradients["wte"], transpose_a=True, accumulate=True)
@@ -143,6 +165,11 @@ class GPT:
         self.load_batch(tokens, targets)
         self.forward_body()
         return self.head(with_grad=False)
+
+    def token_losses(self, tokens: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Cross-entropy at every position [B, T] of a batch, no gradients."""
+        self.loss(tokens, targets)
+        return np.array(self.ops.to_numpy(self.acts["losses"])).reshape(self.B, self.T)
 
     # ------------------------------------------------------------------ backward
     def forward_backward(self, tokens: np.ndarray, targets: np.ndarray) -> float:
@@ -206,8 +233,8 @@ class GPT:
 
     # ------------------------------------------------------------------ inference
     def next_token_logits(self, context: np.ndarray) -> np.ndarray:
-        """Logits [V] after the last token of `context` (at most T tokens; this model must have
-        been built with B=1). Runs the whole window: no KV cache, fine for short samples."""
+        """Logits [vocab_size] (the padding stripped) after the last token of `context` (at most T
+        tokens; this model must have been built with B=1). Runs the whole window (no KV cache)."""
         n = len(context)
         window = np.zeros((1, self.T), np.int32)
         window[0, :n] = context
@@ -216,4 +243,4 @@ class GPT:
         row = self.acts["lnf"][n - 1 : n]
         logits = self.acts["logits"][:1]
         self.ops.matmul(row, self.params["wte"], out=logits, transpose_b=True)
-        return np.array(self.ops.to_numpy(logits)[0])
+        return np.array(self.ops.to_numpy(logits)[0, : self.cfg.vocab_size])

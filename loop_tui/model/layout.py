@@ -31,7 +31,7 @@ def parameter_specs(cfg: Config) -> list[Spec]:
     """Decayed matrices first, then biases and LayerNorm vectors: each group is one contiguous
     range of the flat parameter buffer, so AdamW runs once per group."""
     d, f, L = cfg.d_model, cfg.d_ff, cfg.num_layers
-    decayed = [Spec("wte", (cfg.vocab_size, d), True), Spec("wpe", (cfg.max_length, d), True)]
+    decayed = [Spec("wte", (cfg.padded_vocab, d), True), Spec("wpe", (cfg.positions, d), True)]
     plain = []
     for l in range(L):
         decayed += [
@@ -56,7 +56,7 @@ def parameter_specs(cfg: Config) -> list[Spec]:
 
 def head_chunk_rows(cfg: Config, rows: int) -> int:
     """Rows of logits computed at once by the LM head (the full matrix never exists)."""
-    per_row = 4 * cfg.vocab_size
+    per_row = 4 * cfg.padded_vocab
     return max(1, min(rows, LOGITS_CHUNK_BYTES // per_row // 64 * 64 or 64))
 
 
@@ -85,7 +85,7 @@ def activation_specs(cfg: Config, batch: int, seq: int) -> list[Spec]:
         Spec("lnf_mean", (N,)),
         Spec("lnf_rstd", (N,)),
         Spec("losses", (N,)),
-        Spec("logits", (head_chunk_rows(cfg, N), cfg.vocab_size)),
+        Spec("logits", (head_chunk_rows(cfg, N), cfg.padded_vocab)),
         # scratch: projection outputs (forward) and gradients (backward), reused by every layer
         Spec("proj_out", (N, d)),
         Spec("dres", (N, d)),

@@ -325,15 +325,25 @@ class OpenCLBackend:
             4.0 * N * C,
         )
 
-    def crossentropy(self, logits, targets, losses, grad_scale=0.0, write_grad=False):
-        V = logits.shape[-1]
-        N = logits.size // V
+    def crossentropy(self, logits, targets, losses, grad_scale=0.0, write_grad=False, vocab=None):
+        Vp = logits.shape[-1]
+        N = logits.size // Vp
+        V = Vp if vocab is None else int(vocab)
         self._run(
             "crossentropy",
             self.k16,
             (self._g(N, 32),),
             (32,),
-            [logits, losses, targets, np.int32(N), np.int32(V), np.float32(grad_scale), np.int32(write_grad)],
+            [
+                logits,
+                losses,
+                targets,
+                np.int32(N),
+                np.int32(V),
+                np.int32(Vp),
+                np.float32(grad_scale),
+                np.int32(write_grad),
+            ],
             5.0 * N * V,
             8.0 * N * V,
         )

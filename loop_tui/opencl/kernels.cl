@@ -317,14 +317,14 @@ __kernel void attention_backward(__global float *dqkv, const ulong dq_off, __glo
     }
 }
 
-/* ---- fused softmax + cross-entropy: one item per row ---- */
+/* ---- fused softmax + cross-entropy: one item per row; rows Vp apart, columns [V, Vp) are padding ---- */
 __kernel void crossentropy(__global float *logits, const ulong l_off, __global float *losses, const ulong s_off,
-                           __global const int *targets, const ulong t_off, const int N, const int V,
+                           __global const int *targets, const ulong t_off, const int N, const int V, const int Vp,
                            const float grad_scale, const int write_grad) {
     logits += l_off; losses += s_off; targets += t_off;
     const int n = get_global_id(0);
     if (n >= N) return;
-    __global float *x = logits + (size_t)n * V;
+    __global float *x = logits + (size_t)n * Vp;
     float maxv = -INFINITY;
     for (int j = 0; j < V; j++) maxv = fmax(maxv, x[j]);
     const int tgt = targets[n];
@@ -335,6 +335,7 @@ __kernel void crossentropy(__global float *logits, const ulong l_off, __global f
     if (write_grad) {
         const float s = grad_scale / sum;
         for (int j = 0; j < V; j++) x[j] = exp(x[j] - maxv) * s;
+        for (int j = V; j < Vp; j++) x[j] = 0.0f;
         x[tgt] -= grad_scale;
     }
 }

@@ -32,12 +32,12 @@ from . import checkpoint
 from .peak import peak_gflops
 from .sample import generate
 
-MODEL_FIELDS = ("d_model", "num_heads", "num_layers", "d_ff", "max_length", "vocab_size")
+MODEL_FIELDS = ("d_model", "num_heads", "num_layers", "d_ff", "max_length", "vocab_size", "n_positions")
 # settings a resumed run may change; each change is printed and appended to config_history.jsonl
 TRAINING_FIELDS = tuple(  # the rest of Config but names, paths and seed (which cannot change a resumed run)
     f.name
     for f in fields(Config)
-    if f.name not in MODEL_FIELDS + ("name", "description", "data", "backend", "threads", "seed")
+    if f.name not in MODEL_FIELDS + ("name", "description", "data", "backend", "threads", "seed", "init_from")
 )
 MEMORY_HEADROOM = 0.9  # refuse a run whose arenas need more than this share of the available RAM
 WARMUP_STEPS_EXCLUDED = 2  # first steps after (re)start: page faults, thread pool start, caches
@@ -196,8 +196,8 @@ class Trainer:
             )
             saved = state["config"]
             for f in MODEL_FIELDS:
-                if saved[f] != getattr(cfg, f):
-                    raise ConfigError(f"{ckpt}: checkpoint has {f}={saved[f]}, config has {getattr(cfg, f)}")
+                if saved.get(f) != getattr(cfg, f):
+                    raise ConfigError(f"{ckpt}: checkpoint has {f}={saved.get(f)}, config has {getattr(cfg, f)}")
             if self.data_path is None:
                 self.data_path = state.get("data")
             self._settings_changed(saved, state["step"])
@@ -214,6 +214,13 @@ class Trainer:
             self.emit("info", message=f"continuing on new text ({corpus.name}) with the run's own tokenizer")
         t0 = time.perf_counter()
         run_tokenizer = ckpt / "tokenizer.json" if ckpt is not None and (ckpt / "tokenizer.json").exists() else None
+        init = None
+        if state is None and cfg.init_from:  # a fine-tune: weights and tokenizer from a HuggingFace folder
+            from ..hf import read_folder
+
+            init = read_folder(cfg.init_from)
+            run_tokenizer = init.tokenizer_path
+            self.emit("info", message=f"starting from {cfg.init_from} (weights and tokenizer)")
         self.tokens = prepare(
             corpus,
             cfg.vocab_size,
@@ -254,11 +261,12 @@ class Trainer:
         self.v = self.backend.zeros(self.model.params.size)
         self.sampler = BatchSampler(self.tokens.train, cfg.batch_size, cfg.max_length, cfg.seed + 1)
         self.val = eval_batches(self.tokens.val, cfg.batch_size, cfg.max_length, cfg.eval_batches)
-        if state is None:
+        if init is not None:
+            self.model.load_params(init.params)
+        elif state is None:
             self.model.init_weights(cfg.seed)
         else:
-            for name, arr in params.items():
-                self.backend.write(self.model.params[name], arr)
+            self.model.load_params(params)
             self.backend.write(self.m, optim["m"])
             self.backend.write(self.v, optim["v"])
             self.step, self.elapsed = state["step"], state["elapsed_s"]
@@ -405,7 +413,7 @@ class Trainer:
 
     def save_checkpoint(self, reason: str) -> Path:
         o, model = self.backend, self.model
-        params = {s.name: np.array(o.to_numpy(model.params[s.name])) for s in model.param_specs}
+        params = model.export_params()
         optim = {"m": np.array(o.to_numpy(self.m)), "v": np.array(o.to_numpy(self.v))}
         state = {
             "step": self.step,

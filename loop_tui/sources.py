@@ -1,0 +1,60 @@
+"""Where a trained model comes from: a run folder's checkpoint (the newest intact one, or a given
+step), a single checkpoint folder, or a HuggingFace GPT-2 folder. `loop generate`, `loop eval`
+and `loop export` all load through `load_model`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config, ConfigError, from_dict
+from .train import checkpoint
+
+
+@dataclass
+class ModelSource:
+    cfg: Config
+    params: dict[str, np.ndarray]  # our names; wte with vocab_size rows
+    tokenizer_path: Path
+    label: str  # what was loaded, for messages: 'runs/x step 300' or an HF folder
+    precision: str = "fp32"
+
+
+def load_model(path: str | Path, step: int | None = None, warn: Callable[[str], None] = print) -> ModelSource:
+    from . import hf
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such run folder or model folder")
+    if hf.is_hf_folder(path):
+        if step is not None:
+            raise ConfigError(f"--step: {path} is a HuggingFace folder; it has no steps")
+        m = hf.read_folder(path)
+        raw = {**m.shape, "batch_size": 1, "max_length": m.shape["n_positions"], "name": path.name}
+        return ModelSource(from_dict(raw, str(path / "config.json")), m.params, m.tokenizer_path, str(path))
+    if (path / "checkpoints").is_dir():
+        if step is None:
+            ckpt, params, _, state = checkpoint.load_newest_intact(path, warn, with_optimizer=False)
+        else:
+            ckpt = path / "checkpoints" / f"{checkpoint.PREFIX}{step:08d}"
+            if not (ckpt / "state.json").exists():
+                have = ", ".join(
+                    p.name[len(checkpoint.PREFIX) :].lstrip("0") for p in checkpoint.list_checkpoints(path)
+                )
+                raise ConfigError(f"--step {step}: {path} has no checkpoint of that step (it has: {have or 'none'})")
+            params, _, state = checkpoint.load(ckpt, with_optimizer=False)
+    elif (path / "state.json").exists():
+        ckpt = path
+        params, _, state = checkpoint.load(path, with_optimizer=False)
+    else:
+        raise ConfigError(
+            f"{path}: no checkpoint found (expected RUN_DIR/checkpoints/step_*/, or a HuggingFace folder "
+            "with config.json)"
+        )
+    cfg = from_dict(state["config"], str(ckpt / "state.json"))
+    return ModelSource(
+        cfg, params, ckpt / "tokenizer.json", f"{path} step {state['step']}", state.get("precision", cfg.precision)
+    )
