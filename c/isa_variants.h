@@ -65,6 +65,10 @@ typedef struct {
                                int B, int T, int C, int NH);
     void (*residual_forward)(float *out, const float *a, const float *b, size_t n);
     void (*bias_backward)(float *dbias, const float *dout, int N, int C);
+    void (*gemv)(float *y, const float *x, const float *W, const float *bias, int K, int N);
+    void (*gemv_t)(float *y, const float *x, const float *W, int K, int N);
+    void (*attention_decode)(float *out, const float *q, const float *kc, const float *vc, int NH, int hs, int n,
+                             int cap);
     void (*crossentropy)(float *logits, float *losses, const int32_t *targets, int N, int V, int Vp,
                          float grad_scale, int write_grad);
     void (*adamw)(float *param, const float *grad, float *m, float *v, size_t n, float lr,
@@ -93,6 +97,7 @@ const loop_gemm_kernel *loop_gemm_kernel_active(int precision);
     .attention_forward = ISA_FN(attention_forward), .attention_backward = ISA_FN(attention_backward), \
     .residual_forward = ISA_FN(residual_forward), .bias_backward = ISA_FN(bias_backward),          \
     .crossentropy = ISA_FN(crossentropy), .adamw = ISA_FN(adamw), .sum_squares = ISA_FN(sum_squares), \
-    .scale = ISA_FN(scale)
+    .scale = ISA_FN(scale), .gemv = ISA_FN(gemv), .gemv_t = ISA_FN(gemv_t),                       \
+    .attention_decode = ISA_FN(attention_decode)
 
 #endif

@@ -95,6 +95,24 @@ void loop_bias_backward(float *dbias, const float *dout, int N, int C) {
     KSTAT_END(K_BIAS_BWD, (double)N * C, F4 * (double)N * C);
 }
 
+void loop_gemv(float *y, const float *x, const float *W, const float *bias, int K, int N) {
+    KSTAT_BEGIN;
+    OPS->gemv(y, x, W, bias, K, N);
+    KSTAT_END(K_GEMV, 2.0 * K * N, F4 * ((double)K * N + K + N));
+}
+
+void loop_gemv_t(float *y, const float *x, const float *W, int K, int N) {
+    KSTAT_BEGIN;
+    OPS->gemv_t(y, x, W, K, N);
+    KSTAT_END(K_GEMV, 2.0 * K * N, F4 * ((double)K * N + K + N));
+}
+
+void loop_attention_decode(float *out, const float *q, const float *kc, const float *vc, int NH, int hs, int n, int cap) {
+    KSTAT_BEGIN;
+    OPS->attention_decode(out, q, kc, vc, NH, hs, n, cap);
+    KSTAT_END(K_ATTENTION_DECODE, 4.0 * NH * hs * n, F4 * (2.0 * NH * hs * n + 2.0 * NH * hs));
+}
+
 void loop_crossentropy(float *logits, float *losses, const int32_t *targets, int N, int V, int Vp, float grad_scale, int write_grad) {
     KSTAT_BEGIN;
     OPS->crossentropy(logits, losses, targets, N, V, Vp, grad_scale, write_grad);

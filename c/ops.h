@@ -30,6 +30,11 @@ void loop_bias_backward(float *dbias, const float *dout, int N, int C);
 /* losses[N] = cross-entropy of softmax(logits[N,V]) at targets[N]; with write_grad, logits is
  * overwritten by grad_scale * (softmax - onehot) */
 void loop_crossentropy(float *logits, float *losses, const int32_t *targets, int N, int V, int Vp, float grad_scale, int write_grad);
+/* decoding with a KV cache: y[N] = x[K].W[K,N] (+bias); y[N] = W[N,K].x[K] (the tied head);
+ * one query per head q[NH*hs] against cached kc, vc [NH, cap, hs], positions 0..n-1 -> out[NH*hs] */
+void loop_gemv(float *y, const float *x, const float *W, const float *bias, int K, int N);
+void loop_gemv_t(float *y, const float *x, const float *W, int K, int N);
+void loop_attention_decode(float *out, const float *q, const float *kc, const float *vc, int NH, int hs, int n, int cap);
 /* one AdamW step over n floats; grad_scale applies clipping; bias_corr_i = 1 - beta_i^t */
 void loop_adamw(float *param, const float *grad, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay, float bias_corr1, float bias_corr2, float grad_scale);
 /* sum of x[n]^2 in double, independent of the thread count */

@@ -398,6 +398,99 @@ static void ISA_FN(residual_forward)(float *out, const float *a, const float *b,
     }
 }
 
+/* ---- decoding one token at a time (the KV cache): GEMV-shaped kernels ----
+ * gemv:   y[N] = x[K] . W[K,N] (+ bias[N]), W stored (in, out) like every weight here. Threads own
+ *         disjoint blocks of columns and sweep the rows of W four at a time, so W is read once,
+ *         sequentially, and each y[j] is summed in the same order for any thread count.
+ * gemv_t: y[N] = W[N,K] . x[K], W stored (out, in): the tied LM head (rows of wte).
+ * attention_decode: one query per head against the cached keys and values of positions 0..n-1,
+ *         q[NH*hs] -> out[NH*hs]; kc, vc are [NH, cap, hs] (each head's rows contiguous). */
+#define GEMV_BLOCK 256
+static void ISA_FN(gemv)(float *y, const float *x, const float *W, const float *bias, int K, int N) {
+    const int nblocks = (N + GEMV_BLOCK - 1) / GEMV_BLOCK;
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        PAR_FOR
+        for (int blk = 0; blk < nblocks; blk++) {
+            const int j0 = blk * GEMV_BLOCK, nj = N - j0 < GEMV_BLOCK ? N - j0 : GEMV_BLOCK;
+            float acc[GEMV_BLOCK];
+            #pragma omp simd
+            for (int j = 0; j < nj; j++) acc[j] = bias ? bias[j0 + j] : 0.0f;
+            int k = 0;
+            for (; k + 4 <= K; k += 4) {
+                const float x0 = x[k], x1 = x[k + 1], x2 = x[k + 2], x3 = x[k + 3];
+                const float *w0 = W + (size_t)k * N + j0, *w1 = w0 + N, *w2 = w1 + N, *w3 = w2 + N;
+                #pragma omp simd
+                for (int j = 0; j < nj; j++) acc[j] += x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j];
+            }
+            for (; k < K; k++) {
+                const float xk = x[k], *wk = W + (size_t)k * N + j0;
+                #pragma omp simd
+                for (int j = 0; j < nj; j++) acc[j] += xk * wk[j];
+            }
+            #pragma omp simd
+            for (int j = 0; j < nj; j++) y[j0 + j] = acc[j];
+        }
+        BUSY_END;
+    }
+}
+
+static void ISA_FN(gemv_t)(float *y, const float *x, const float *W, int K, int N) {
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        PAR_FOR
+        for (int n = 0; n < N; n++) {
+            const float *w = W + (size_t)n * K;
+            float sum = 0.0f;
+            #pragma omp simd reduction(+ : sum)
+            for (int k = 0; k < K; k++) sum += w[k] * x[k];
+            y[n] = sum;
+        }
+        BUSY_END;
+    }
+}
+
+static void ISA_FN(attention_decode)(float *out, const float *q, const float *kc, const float *vc, int NH,
+                                     int hs, int n, int cap) {
+    const float scale = 1.0f / sqrtf((float)hs);
+    float *scratch = loop_scratch(SCRATCH_ATTN, (size_t)loop_nthreads * cap);
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        float *s = scratch + (size_t)omp_get_thread_num() * cap;
+        PAR_FOR
+        for (int h = 0; h < NH; h++) {
+            const float *qh = q + (size_t)h * hs, *k = kc + (size_t)h * cap * hs, *v = vc + (size_t)h * cap * hs;
+            float maxv = -INFINITY;
+            for (int t = 0; t < n; t++) {
+                const float *kt = k + (size_t)t * hs;
+                float dot = 0.0f;
+                #pragma omp simd reduction(+ : dot)
+                for (int i = 0; i < hs; i++) dot += qh[i] * kt[i];
+                s[t] = dot * scale;
+                maxv = s[t] > maxv ? s[t] : maxv;
+            }
+            float sum = 0.0f;
+            for (int t = 0; t < n; t++) {
+                s[t] = fast_expf(s[t] - maxv);
+                sum += s[t];
+            }
+            const float inv = 1.0f / sum;
+            float *o = out + (size_t)h * hs;
+            #pragma omp simd
+            for (int i = 0; i < hs; i++) o[i] = 0.0f;
+            for (int t = 0; t < n; t++) {
+                const float a = s[t] * inv, *vt = v + (size_t)t * hs;
+                #pragma omp simd
+                for (int i = 0; i < hs; i++) o[i] += a * vt[i];
+            }
+        }
+        BUSY_END;
+    }
+}
+
 /* ---- fused softmax + cross-entropy over V, row by row ----
  * losses[n] = logsumexp(logits[n, :V]) - logits[n, targets[n]]; rows are Vp >= V floats apart
  * (the vocabulary padded to a multiple of 64, as llm.c pads GPT-2's 50257 to 50304), and the

@@ -202,17 +202,11 @@ def cmd_generate(args) -> int:
     from tokenizers import Tokenizer
 
     from .backend import make_backend
-    from .config import ConfigError
     from .model.gpt import GPT
     from .sources import load_model
-    from .train.sample import generate
+    from .train.sample import check_sampling, generate
 
-    if args.tokens < 1:
-        raise ConfigError(f"--tokens must be positive, got {args.tokens}")
-    if not args.temperature >= 0:
-        raise ConfigError(f"--temperature must be 0 (greedy) or positive, got {args.temperature}")
-    if args.top_k < 0:
-        raise ConfigError(f"--top-k must be 0 (all tokens) or positive, got {args.top_k}")
+    check_sampling(args.temperature, args.top_k, args.top_p, args.tokens)
     src = load_model(args.run_dir, warn=_warn)
     cfg = src.cfg
     backend = make_backend(
@@ -222,8 +216,27 @@ def cmd_generate(args) -> int:
     model.load_params(src.params)
     tok = Tokenizer.from_file(str(src.tokenizer_path))
     rng = np.random.default_rng(args.seed)
-    text = generate(model, tok, args.prompt, args.tokens, args.temperature, args.top_k, rng)
-    print(args.prompt + text)
+    sys.stdout.write(args.prompt)
+    sys.stdout.flush()
+
+    def stream(piece: str) -> None:  # each piece as soon as it is sampled
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    generate(
+        model,
+        tok,
+        args.prompt,
+        args.tokens,
+        args.temperature,
+        args.top_k,
+        rng,
+        top_p=args.top_p,
+        on_text=stream,
+        on_note=lambda m: print(f"loop: note: {m}", file=sys.stderr),
+        cached=False if args.no_cache else None,
+    )
+    print()
     return 0
 
 
@@ -409,14 +422,30 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser(
         "generate",
         help="sample text from a trained run",
-        description="Continue a prompt with the latest checkpoint of RUN_DIR.",
+        description="Continue a prompt with the newest checkpoint of RUN_DIR (or a HuggingFace GPT-2 folder), "
+        "printing tokens as they are produced. The prompt runs once; then each token runs alone against the "
+        "cached keys and values (KV cache). A prompt longer than the model's window keeps its last tokens.",
     )
-    g.add_argument("run_dir", metavar="RUN_DIR")
+    g.add_argument("run_dir", metavar="RUN_DIR|HF_DIR")
     g.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
     g.add_argument("--tokens", type=int, default=100, metavar="N", help="tokens to generate (default 100)")
     g.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 = greedy (default 0.8)")
-    g.add_argument("--top-k", type=int, default=40, metavar="K", help="sample from the K likeliest (default 40)")
-    g.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    g.add_argument(
+        "--top-k", type=int, default=40, metavar="K", help="sample from the K likeliest; 0 = all (default 40)"
+    )
+    g.add_argument(
+        "--top-p",
+        type=float,
+        default=1.0,
+        metavar="P",
+        help="then from the fewest tokens whose probability reaches P (nucleus); 1 = all (default 1)",
+    )
+    g.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same text")
+    g.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="re-run the whole window for every token instead of using the KV cache (same tokens, slower)",
+    )
     g.add_argument("--threads", type=int, default=None, help="kernel threads")
     g.add_argument("--backend", choices=("c", "opencl"), default=None, help="kernel backend")
     g.add_argument("--device", metavar="NAME", help="OpenCL device (substring of its name)")

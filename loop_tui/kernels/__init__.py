@@ -436,6 +436,42 @@ def bias_backward(dbias, dout) -> None:
     lib.loop_bias_backward(_p(dbias), _p(dout), N, C)
 
 
+def gemv(y, x, W, bias=None) -> None:
+    """y[N] = x[K] . W[K,N] (+ bias[N]): one row through a weight stored (in, out)"""
+    W = _arr("W", W, ndim=2)
+    K, N = W.shape
+    x, y = _arr("x", x), _out("y", y)
+    if x.size != K or y.size != N:
+        raise ValueError(f"x {x.shape} and y {y.shape} need {K} and {N} elements for W {W.shape}")
+    if bias is not None:
+        _shape("bias", _arr("bias", bias), (N,))
+    lib.loop_gemv(_p(y), _p(x), _p(W), _p(bias) if bias is not None else ffi.NULL, K, N)
+
+
+def gemv_t(y, x, W) -> None:
+    """y[N] = W[N,K] . x[K]: one row against every row of W (the tied LM head: rows of wte)"""
+    W = _arr("W", W, ndim=2)
+    N, K = W.shape
+    x, y = _arr("x", x), _out("y", y)
+    if x.size != K or y.size != N:
+        raise ValueError(f"x {x.shape} and y {y.shape} need {K} and {N} elements for W {W.shape}")
+    lib.loop_gemv_t(_p(y), _p(x), _p(W), K, N)
+
+
+def attention_decode(out, q, kcache, vcache, n: int) -> None:
+    """out[NH*hs] = causal attention of one query per head q[NH*hs] over the cached keys and values
+    kcache, vcache [NH, cap, hs] of positions 0..n-1 (the newest token's included)"""
+    kcache, vcache = _arr("kcache", kcache, ndim=3), _arr("vcache", vcache, ndim=3)
+    NH, cap, hs = kcache.shape
+    _shape("vcache", vcache, kcache.shape)
+    q, out = _arr("q", q), _out("out", out)
+    if q.size != NH * hs or out.size != NH * hs:
+        raise ValueError(f"q {q.shape} and out {out.shape} need {NH * hs} elements for a cache {kcache.shape}")
+    if not 1 <= n <= cap:
+        raise ValueError(f"n must be in [1, {cap}] (the cache's positions), got {n}")
+    lib.loop_attention_decode(_p(out), _p(q), _p(kcache), _p(vcache), NH, hs, int(n), cap)
+
+
 def crossentropy(
     logits, targets, losses, grad_scale: float = 0.0, write_grad: bool = False, vocab: int | None = None
 ) -> None:

@@ -1,0 +1,88 @@
+"""Generation with a KV cache: the prompt runs once through the model's ordinary forward pass
+(prefill), then each new token runs alone through every layer against the cached keys and values
+of the tokens before it: GEMV-shaped kernels (`gemv`, `gemv_t`, `attention_decode`), not padded
+GEMMs. Shapes: d model width, f MLP width, NH heads of hs, cap = the window T of the model.
+
+The window: a model sees at most T tokens. When the text outgrows it, the context restarts from
+the last T/2 tokens (one prefill) and decoding goes on from there: `window_start` is that rule,
+shared with the uncached path so both give the same tokens."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import kernels as K
+from .gpt import GPT
+
+
+def window_start(start: int, length: int, T: int) -> int:
+    """Where the context of a text of `length` tokens begins, given it began at `start`: unchanged
+    while the text fits in T tokens from there, else the last T // 2 tokens (at least 1)."""
+    return start if length - start <= T else length - max(1, T // 2)
+
+
+class Decoder:
+    """Next-token logits of a growing text for a B=1 model on the C backend."""
+
+    def __init__(self, model: GPT):
+        if model.B != 1:
+            raise ValueError(f"the decoder needs a model built with batch_size=1, got {model.B}")
+        cfg = model.cfg
+        self.model, self.cfg, self.T = model, cfg, model.T
+        d, f, NH = cfg.d_model, cfg.d_ff, cfg.num_heads
+        self.NH, self.hs = NH, d // NH
+
+        def z(shape):
+            a = K.empty(shape)
+            a.fill(0.0)
+            return a
+
+        self.kc = [z((NH, self.T, self.hs)) for _ in range(cfg.num_layers)]
+        self.vc = [z((NH, self.T, self.hs)) for _ in range(cfg.num_layers)]
+        self.x, self.x2, self.ln, self.proj, self.att = (z((1, d)) for _ in range(5))
+        self.mean, self.rstd = z(1), z(1)
+        self.qkv, self.fc, self.gelu = z(3 * d), z((1, f)), z((1, f))
+        self.logits = z(cfg.padded_vocab)
+        self.tok = np.zeros((1, 1), np.int32)
+        self.n = 0  # positions in the cache
+        self.start = 0  # where the cached context begins in the text
+
+    def prefill(self, context: np.ndarray) -> np.ndarray:
+        """Fill the cache with `context` (1..T tokens); logits [vocab_size] after its last token."""
+        n = len(context)
+        logits = self.model.next_token_logits(context)  # one ordinary forward pass over the window
+        d, A = self.cfg.d_model, self.model.acts
+        for l in range(self.cfg.num_layers):
+            qkv = A[f"h{l}.qkv"][0, :n]  # [n, 3d]
+            self.kc[l][:, :n] = qkv[:, d : 2 * d].reshape(n, self.NH, self.hs).transpose(1, 0, 2)
+            self.vc[l][:, :n] = qkv[:, 2 * d :].reshape(n, self.NH, self.hs).transpose(1, 0, 2)
+        self.n = n
+        return logits
+
+    def step(self, token: int) -> np.ndarray:
+        """Append one token at the next position; logits [vocab_size] after it."""
+        P, cfg, p = self.model.params, self.cfg, self.n
+        if p >= self.T:
+            raise ValueError(f"the cache holds {self.T} positions; start again from a shorter context")
+        d = cfg.d_model
+        self.tok[0, 0] = token
+        K.encoder_forward(self.x.reshape(1, 1, d), self.tok, P["wte"], P["wpe"][p : p + 1])
+        x, x2 = self.x, self.x2
+        for l in range(cfg.num_layers):
+            h = f"h{l}."
+            K.layernorm_forward(self.ln, self.mean, self.rstd, x, P[h + "ln1_w"], P[h + "ln1_b"])
+            K.gemv(self.qkv, self.ln, P[h + "qkv_w"], P[h + "qkv_b"])
+            self.kc[l][:, p] = self.qkv[d : 2 * d].reshape(self.NH, self.hs)
+            self.vc[l][:, p] = self.qkv[2 * d :].reshape(self.NH, self.hs)
+            K.attention_decode(self.att, self.qkv[:d], self.kc[l], self.vc[l], p + 1)
+            K.gemv(self.proj, self.att, P[h + "proj_w"], P[h + "proj_b"])
+            K.residual_forward(x2, x, self.proj)
+            K.layernorm_forward(self.ln, self.mean, self.rstd, x2, P[h + "ln2_w"], P[h + "ln2_b"])
+            K.gemv(self.fc, self.ln, P[h + "fc_w"])
+            K.bias_gelu_forward(self.fc, self.gelu, P[h + "fc_b"])
+            K.gemv(self.proj, self.gelu, P[h + "fcproj_w"], P[h + "fcproj_b"])
+            K.residual_forward(x, x2, self.proj)
+        K.layernorm_forward(self.ln, self.mean, self.rstd, x, P["lnf_w"], P["lnf_b"])
+        K.gemv_t(self.logits, self.ln, P["wte"])
+        self.n = p + 1
+        return self.logits[: cfg.vocab_size].copy()
