@@ -52,6 +52,8 @@ bench: install
 	$(PY) benchmarks/train_table.py --torch-compile
 	$(PY) benchmarks/opencl_table.py
 	$(PY) benchmarks/tokenizer_memory.py
+	$(PY) benchmarks/generate_table.py
+	$(PY) benchmarks/train_table.py --config gpt2_small --steps 2 --precision fp32
 
 # Kernels rebuilt with ASan+UBSan into a separate copy of the package (build/sanitize, so the
 # normal build is untouched), then the kernel tests run there on every ISA this CPU has.

@@ -53,7 +53,7 @@ class Decoder:
         logits = self.model.next_token_logits(context)  # one ordinary forward pass over the window
         d, A = self.cfg.d_model, self.model.acts
         for l in range(self.cfg.num_layers):
-            qkv = A[f"h{l}.qkv"][0, :n]  # [n, 3d]
+            qkv = A.prefix(f"h{l}.qkv", n, 3 * d)
             self.kc[l][:, :n] = qkv[:, d : 2 * d].reshape(n, self.NH, self.hs).transpose(1, 0, 2)
             self.vc[l][:, :n] = qkv[:, 2 * d :].reshape(n, self.NH, self.hs).transpose(1, 0, 2)
         self.n = n

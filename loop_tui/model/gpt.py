@@ -30,10 +30,16 @@ class Arena:
             off += s.size
         self.size = off
         self.flat = backend.zeros(off)
+        self.backend = backend
         self.views = {s.name: backend.view(self.flat, self.offsets[s.name], s.shape) for s in specs}
 
     def __getitem__(self, name: str):
         return self.views[name]
+
+    def prefix(self, name: str, *shape: int):
+        """The first prod(shape) elements of tensor `name`, seen with `shape` (a shorter sequence
+        run in buffers sized for a longer one)."""
+        return self.backend.view(self.flat, self.offsets[name], shape)
 
     def range_of(self, first: str, last: str) -> tuple[int, int]:
         """[start, end) of the flat buffer from tensor `first` through tensor `last`."""
@@ -116,31 +122,36 @@ class GPT:
         if targets is not None:
             self.ops.write(self.targets, targets.astype(np.int32, copy=False))
 
-    def forward_body(self) -> None:
-        """tokens[B,T] -> lnf[N,d]: embeddings, L blocks, final LayerNorm."""
-        o, P, A, cfg = self.ops, self.params, self.acts, self.cfg
-        NH = cfg.num_heads
-        o.encoder_forward(A["residual0"].reshape(self.B, self.T, -1), self.tokens, P["wte"], P["wpe"])
+    def forward_body(self, t: int | None = None) -> None:
+        """tokens[B,t] -> lnf[B*t,d]: embeddings, L blocks, final LayerNorm. t (default T) may be
+        shorter than the arenas were built for: every activation is then the first B*t rows of
+        its buffer (a prompt runs over its own length, not a padded window)."""
+        o, P, cfg, B = self.ops, self.params, self.cfg, self.B
+        t = t or self.T
+        N, d, NH = B * t, cfg.d_model, cfg.num_heads
+        a = self.acts.prefix
+        tokens = self.tokens if t == self.T else self.ops.view(self.tokens.reshape(-1), 0, (B, t))
+        o.encoder_forward(a("residual0", B, t, d), tokens, P["wte"], P["wpe"])
         for l in range(cfg.num_layers):
             h = f"h{l}."
-            x = A[f"residual{l}"]
+            x = a(f"residual{l}", N, d)
+            ln1, ln2, proj_out = a(h + "ln1", N, d), a(h + "ln2", N, d), a("proj_out", N, d)
             # attention block: x2 = x + proj(attn(ln1(x)))
-            o.layernorm_forward(A[h + "ln1"], A[h + "ln1_mean"], A[h + "ln1_rstd"], x, P[h + "ln1_w"], P[h + "ln1_b"])
-            o.matmul(A[h + "ln1"], P[h + "qkv_w"], out=A[h + "qkv"].reshape(self.B * self.T, -1), bias=P[h + "qkv_b"])
-            o.attention_forward(A[h + "atty"].reshape(self.B, self.T, -1), A[h + "att"], A[h + "qkv"], NH)
-            o.matmul(A[h + "atty"], P[h + "proj_w"], out=A["proj_out"], bias=P[h + "proj_b"])
-            o.residual_forward(A[h + "residual2"], x, A["proj_out"])
+            o.layernorm_forward(ln1, a(h + "ln1_mean", N), a(h + "ln1_rstd", N), x, P[h + "ln1_w"], P[h + "ln1_b"])
+            o.matmul(ln1, P[h + "qkv_w"], out=a(h + "qkv", N, 3 * d), bias=P[h + "qkv_b"])
+            o.attention_forward(a(h + "atty", B, t, d), a(h + "att", B, NH, t, t), a(h + "qkv", B, t, 3 * d), NH)
+            o.matmul(a(h + "atty", N, d), P[h + "proj_w"], out=proj_out, bias=P[h + "proj_b"])
+            o.residual_forward(a(h + "residual2", N, d), x, proj_out)
             # MLP block: x3 = x2 + fcproj(gelu(fc(ln2(x2))))
-            o.layernorm_forward(
-                A[h + "ln2"], A[h + "ln2_mean"], A[h + "ln2_rstd"], A[h + "residual2"], P[h + "ln2_w"], P[h + "ln2_b"]
-            )
-            o.matmul(A[h + "ln2"], P[h + "fc_w"], out=A[h + "fc_pre"])
-            o.bias_gelu_forward(A[h + "fc_pre"], A[h + "fc_gelu"], P[h + "fc_b"])
-            o.matmul(A[h + "fc_gelu"], P[h + "fcproj_w"], out=A["proj_out"], bias=P[h + "fcproj_b"])
-            o.residual_forward(A[f"residual{l + 1}"], A[h + "residual2"], A["proj_out"])
-        o.layernorm_forward(
-            A["lnf"], A["lnf_mean"], A["lnf_rstd"], A[f"residual{cfg.num_layers}"], P["lnf_w"], P["lnf_b"]
-        )
+            x2 = a(h + "residual2", N, d)
+            o.layernorm_forward(ln2, a(h + "ln2_mean", N), a(h + "ln2_rstd", N), x2, P[h + "ln2_w"], P[h + "ln2_b"])
+            fc_pre, fc_gelu = a(h + "fc_pre", N, cfg.d_ff), a(h + "fc_gelu", N, cfg.d_ff)
+            o.matmul(ln2, P[h + "fc_w"], out=fc_pre)
+            o.bias_gelu_forward(fc_pre, fc_gelu, P[h + "fc_b"])
+            o.matmul(fc_gelu, P[h + "fcproj_w"], out=proj_out, bias=P[h + "fcproj_b"])
+            o.residual_forward(a(f"residual{l + 1}", N, d), x2, proj_out)
+        x = a(f"residual{cfg.num_layers}", N, d)
+        o.layernorm_forward(a("lnf", N, d), a("lnf_mean", N), a("lnf_rstd", N), x, P["lnf_w"], P["lnf_b"])
 
     def head(self, with_grad: bool) -> float:
         """Tied LM head + softmax cross-entropy, over row chunks so the N x V logits never exist.
@@ -234,13 +245,13 @@ class GPT:
     # ------------------------------------------------------------------ inference
     def next_token_logits(self, context: np.ndarray) -> np.ndarray:
         """Logits [vocab_size] (the padding stripped) after the last token of `context` (at most T
-        tokens; this model must have been built with B=1). Runs the whole window (no KV cache)."""
+        tokens; this model must have been built with B=1). Runs the context's positions (no KV cache)."""
         n = len(context)
         window = np.zeros((1, self.T), np.int32)
         window[0, :n] = context
         self.load_batch(window)
-        self.forward_body()
-        row = self.acts["lnf"][n - 1 : n]
+        self.forward_body(n)  # only the n positions of the context
+        row = self.acts.prefix("lnf", n, self.cfg.d_model)[n - 1 : n]
         logits = self.acts["logits"][:1]
         self.ops.matmul(row, self.params["wte"], out=logits, transpose_b=True)
         return np.array(self.ops.to_numpy(logits)[0, : self.cfg.vocab_size])
