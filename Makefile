@@ -52,6 +52,7 @@ bench: install
 	$(PY) benchmarks/train_table.py --torch-compile
 	$(PY) benchmarks/opencl_table.py
 	$(PY) benchmarks/tokenizer_memory.py
+	$(PY) benchmarks/attention_table.py
 	$(PY) benchmarks/generate_table.py
 	$(PY) benchmarks/train_table.py --config gpt2_small --steps 2 --precision fp32
 
@@ -61,7 +62,7 @@ sanitize: install
 	rm -rf build/sanitize && mkdir -p build/sanitize/loop_tui build/sanitize/tests
 	cp -r configs build_kernels.py build/sanitize/ && mkdir build/sanitize/c && cp c/*.c c/*.h build/sanitize/c/
 	cp -r loop_tui/*.py loop_tui/kernels loop_tui/model loop_tui/data loop_tui/train build/sanitize/loop_tui/
-	cp tests/__init__.py tests/conftest.py tests/reference.py tests/test_kernels.py tests/test_bf16.py tests/test_train.py build/sanitize/tests/
+	cp tests/__init__.py tests/conftest.py tests/reference.py tests/test_kernels.py tests/test_bf16.py tests/test_train.py tests/test_generate.py tests/corpora.py build/sanitize/tests/
 	cd build/sanitize && LOOP_SANITIZE=1 ../../$(PY) build_kernels.py >/dev/null
 	isas="$$($(PY) -c "from loop_tui import kernels; print(' '.join(kernels.available_isas()))")"; \
 	test -n "$$isas" || { echo "sanitize: could not list ISAs"; exit 1; }; \
@@ -69,7 +70,7 @@ sanitize: install
 	  echo "sanitize: kernel tests on $$isa with ASan+UBSan"; \
 	  LOOP_ISA=$$isa LOOP_SANITIZED=1 ASAN_OPTIONS=detect_leaks=0 \
 	  LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
-	  ../../$(PY) -m pytest -q -x -p no:cacheprovider tests/test_kernels.py tests/test_bf16.py -k "not hypothesis" || exit 1; \
+	  ../../$(PY) -m pytest -q -x -p no:cacheprovider tests/test_kernels.py tests/test_bf16.py tests/test_generate.py -k "not hypothesis" || exit 1; \
 	done
 
 clean:

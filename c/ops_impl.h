@@ -238,80 +238,132 @@ static void ISA_FN(gelu_backward)(float *dinp, const float *pre, const float *do
     }
 }
 
-/* ---- causal self-attention from packed qkv[B,T,3C] (q | k | v, heads contiguous in each) ----
- * out[B,T,C]; att[B,NH,T,T] keeps the softmax probabilities (zeros above the diagonal) for the
- * backward pass: B*NH*T*T floats per layer. Each (b, h) first copies its keys (and, backward,
- * values) transposed into per-thread scratch, so the q.k scores for all earlier positions are one
- * loop vectorised over positions instead of a horizontal sum per pair. */
+/* ---- causal self-attention, flash style, from packed qkv[B,T,3C] (q | k | v, heads contiguous) ----
+ * out[B,T,C]; lse[B,NH,T] = log-sum-exp of each query's scaled scores: all backward needs to
+ * recompute the probabilities, so a layer keeps O(T) floats per (b, h) instead of the T x T matrix.
+ *
+ * Each (b, h) belongs to one thread, which packs its Q, K and V once into the GEMM micro-kernel's
+ * panel layouts (gemm_pack.h) and walks square blocks of BS queries x BS keys, skipping blocks
+ * above the diagonal: S = Q K^T and O += P V (backward: dP = dO V^T, dV += P^T dO, dQ += dS K,
+ * dK += dS^T Q) are all micro-kernel tiles, MR x NR at a time; the softmax between them is plain
+ * vectorised C that writes P (and dS) straight into the packed A layout of the next product.
+ * Every sum runs in a fixed order on one thread: bit-identical results for any thread count. */
 
-/* dst[i*T + t2] = x[t2][i] for the head slice x (row stride C3), t2 < T, i < hs */
-static inline void ISA_FN(transpose_head)(float *dst, const float *x, int T, int hs, int C3) {
-    for (int t2 = 0; t2 < T; t2++) {
-        const float *row = x + (size_t)t2 * C3;
-        for (int i = 0; i < hs; i++) dst[(size_t)i * T + t2] = row[i];
+typedef struct {
+    const loop_gemm_kernel *g;
+    int BS, mr, nr, hs, hsp, T, Tp, nblk, C3;
+} attn_geom;
+
+static attn_geom ISA_FN(attn_geometry)(int T, int C, int NH) {
+    attn_geom a;
+    a.g = loop_kernels_active()->gemm_fp32;
+    a.mr = a.g->mr;
+    a.nr = a.g->nr;
+    int l = a.mr;
+    while (l % a.nr) l += a.mr; /* lcm(mr, nr): blocks of whole row panels and whole column panels */
+    a.BS = l;
+    while (a.BS < 48) a.BS += l;
+    a.hs = C / NH;
+    a.hsp = (a.hs + a.nr - 1) / a.nr * a.nr;
+    a.T = T;
+    a.nblk = (T + a.BS - 1) / a.BS;
+    a.Tp = a.nblk * a.BS;
+    a.C3 = 3 * C;
+    return a;
+}
+
+/* rows [r0, r0+n) of X (row stride ld, hs columns) -> A panels, K = hs (one block of BS rows) */
+static inline void ISA_FN(attn_pack_rows)(const attn_geom *a, float *dst, const float *X, long ld, int r0, int n) {
+    a->g->pack_a(dst, X, ld, 0, r0, 0, n, a->hs, a->mr);
+}
+/* X rows as the columns of B^T (S = Q K^T: B[i][key] = K[key][i]): one panel per nr rows, K = hs */
+static inline void ISA_FN(attn_pack_cols)(const attn_geom *a, float *dst, const float *X, long ld) {
+    for (int j0 = 0; j0 < a->T; j0 += a->nr) {
+        int n = a->T - j0 < a->nr ? a->T - j0 : a->nr;
+        a->g->pack_b(dst + (size_t)j0 * a->hs, X, ld, 1, 0, j0, n, a->hs, a->nr);
+    }
+}
+/* X rows [r0, r0+n) as B (K = those rows, columns = the hs channels in panels of nr) */
+static inline void ISA_FN(attn_pack_block)(const attn_geom *a, float *dst, const float *X, long ld, int r0, int n) {
+    for (int cp = 0; cp * a->nr < a->hs; cp++) {
+        int w = a->hs - cp * a->nr < a->nr ? a->hs - cp * a->nr : a->nr;
+        a->g->pack_b(dst + (size_t)cp * n * a->nr, X, ld, 0, r0, cp * a->nr, w, n, a->nr);
     }
 }
 
-/* s[t2] = scale * sum_i w[i] * xT[i][t2] for t2 <= t */
-static inline void ISA_FN(scores)(float *s, const float *w, const float *xT, int t, int T, int hs, float scale) {
-    const int n = t + 1;
-    #pragma omp simd
-    for (int t2 = 0; t2 < n; t2++) s[t2] = 0.0f;
-    int i = 0;
-    for (; i + 4 <= hs; i += 4) {
-        const float w0 = w[i], w1 = w[i + 1], w2 = w[i + 2], w3 = w[i + 3];
-        const float *x0 = xT + (size_t)i * T, *x1 = x0 + T, *x2 = x1 + T, *x3 = x2 + T;
-        #pragma omp simd
-        for (int t2 = 0; t2 < n; t2++) s[t2] += w0 * x0[t2] + w1 * x1[t2] + w2 * x2[t2] + w3 * x3[t2];
-    }
-    for (; i < hs; i++) {
-        const float wi = w[i], *xi = xT + (size_t)i * T;
-        #pragma omp simd
-        for (int t2 = 0; t2 < n; t2++) s[t2] += wi * xi[t2];
-    }
-    #pragma omp simd
-    for (int t2 = 0; t2 < n; t2++) s[t2] *= scale;
+/* C[rows, cols] (+)= A panels (rows in mr panels, K = kc) x B panels (nr columns each, K = kc) */
+static inline void ISA_FN(attn_tiles)(const attn_geom *a, int rows, int cols, int kc, const float *A, const float *B,
+                                      float *C, long ldc, int accumulate) {
+    for (int ip = 0; ip < rows; ip += a->mr)
+        for (int jp = 0; jp < cols; jp += a->nr)
+            a->g->ukernel(kc, A + (size_t)ip * kc, B + (size_t)jp * kc, C + (size_t)ip * ldc + jp, ldc, accumulate);
 }
 
-static void ISA_FN(attention_forward)(float *out, float *att, const float *qkv, int B, int T, int C,
-                                      int NH) {
-    const int hs = C / NH, C3 = 3 * C;
+#define ATTN_ALIGN(n) (((size_t)(n) + 15) / 16 * 16)
+
+static void ISA_FN(attention_forward)(float *out, float *lse, const float *qkv, int B, int T, int C, int NH) {
+    const attn_geom a = ISA_FN(attn_geometry)(T, C, NH);
+    const int BS = a.BS, hs = a.hs, hsp = a.hsp, mr = a.mr, C3 = a.C3;
     const float scale = 1.0f / sqrtf((float)hs);
-    float *scratch = loop_scratch(SCRATCH_ATTN, (size_t)loop_nthreads * 2 * T * hs);
+    const size_t nQ = ATTN_ALIGN((size_t)a.Tp * hs), nK = nQ, nV = ATTN_ALIGN((size_t)a.Tp * hsp),
+                 nS = ATTN_ALIGN((size_t)BS * BS), nO = ATTN_ALIGN((size_t)BS * hsp);
+    const size_t per_thread = nQ + nK + nV + 2 * nS + nO + 2 * ATTN_ALIGN(BS);
+    float *scratch = loop_scratch(SCRATCH_ATTN, (size_t)loop_nthreads * per_thread);
     #pragma omp parallel num_threads(loop_nthreads)
     {
         BUSY_BEGIN;
-        float *kT = scratch + (size_t)omp_get_thread_num() * 2 * T * hs;
+        float *Qa = scratch + (size_t)omp_get_thread_num() * per_thread, *Kb = Qa + nQ, *Vb = Kb + nK, *S = Vb + nV,
+              *Pa = S + nS, *O = Pa + nS, *m = O + nO, *l = m + ATTN_ALIGN(BS);
         PAR_FOR
         for (int bh = 0; bh < B * NH; bh++) {
-            int b = bh / NH, h = bh % NH;
-            const float *base = qkv + (size_t)b * T * C3 + h * hs;
-            ISA_FN(transpose_head)(kT, base + C, T, hs, C3);
-            for (int t = 0; t < T; t++) {
-                float *arow = att + ((size_t)bh * T + t) * T;
-                ISA_FN(scores)(arow, base + (size_t)t * C3, kT, t, T, hs, scale);
-                float maxv = -INFINITY;
-                #pragma omp simd reduction(max : maxv)
-                for (int t2 = 0; t2 <= t; t2++) maxv = arow[t2] > maxv ? arow[t2] : maxv;
-                float sum = 0.0f;
-                #pragma omp simd reduction(+ : sum)
-                for (int t2 = 0; t2 <= t; t2++) {
-                    float e = fast_expf(arow[t2] - maxv);
-                    arow[t2] = e;
-                    sum += e;
+            const int b = bh / NH, h = bh % NH;
+            const float *q = qkv + (size_t)b * T * C3 + h * hs, *k = q + C, *v = q + 2 * C;
+            ISA_FN(attn_pack_cols)(&a, Kb, k, C3);
+            for (int kb = 0; kb < a.nblk; kb++) {
+                const int k0 = kb * BS, nk = T - k0 < BS ? T - k0 : BS;
+                ISA_FN(attn_pack_rows)(&a, Qa + (size_t)k0 * hs, q, C3, k0, nk);
+                ISA_FN(attn_pack_block)(&a, Vb + (size_t)k0 * hsp, v, C3, k0, nk);
+            }
+            for (int qb = 0; qb < a.nblk; qb++) {
+                const int q0 = qb * BS, nq = T - q0 < BS ? T - q0 : BS, nqp = (nq + mr - 1) / mr * mr;
+                memset(O, 0, sizeof(float) * (size_t)nqp * hsp);
+                for (int r = 0; r < nq; r++) m[r] = -INFINITY, l[r] = 0.0f;
+                for (int kb = 0; kb <= qb; kb++) {
+                    const int k0 = kb * BS, nk = T - k0 < BS ? T - k0 : BS;
+                    ISA_FN(attn_tiles)(&a, nq, nk, hs, Qa + (size_t)q0 * hs, Kb + (size_t)k0 * hs, S, BS, 0);
+                    for (int r = 0; r < nqp; r++) {
+                        float *p = Pa + (size_t)(r / mr) * nk * mr + r % mr; /* P's row r, stride mr */
+                        const int valid = r >= nq ? 0 : kb < qb ? nk : q0 + r - k0 + 1;
+                        if (!valid) {
+                            for (int j = 0; j < nk; j++) p[(size_t)j * mr] = 0.0f;
+                            continue;
+                        }
+                        float *s = S + (size_t)r * BS, mx = m[r];
+                        #pragma omp simd reduction(max : mx)
+                        for (int j = 0; j < valid; j++) mx = s[j] * scale > mx ? s[j] * scale : mx;
+                        const float alpha = m[r] == -INFINITY ? 0.0f : fast_expf(m[r] - mx);
+                        float sum = 0.0f;
+                        #pragma omp simd reduction(+ : sum)
+                        for (int j = 0; j < valid; j++) {
+                            s[j] = fast_expf(s[j] * scale - mx);
+                            sum += s[j];
+                        }
+                        for (int j = 0; j < valid; j++) p[(size_t)j * mr] = s[j];
+                        for (int j = valid; j < nk; j++) p[(size_t)j * mr] = 0.0f;
+                        m[r] = mx;
+                        l[r] = l[r] * alpha + sum;
+                        float *o = O + (size_t)r * hsp;
+                        #pragma omp simd
+                        for (int i = 0; i < hsp; i++) o[i] *= alpha;
+                    }
+                    ISA_FN(attn_tiles)(&a, nq, hsp, nk, Pa, Vb + (size_t)k0 * hsp, O, hsp, 1);
                 }
-                float inv = 1.0f / sum;
-                #pragma omp simd
-                for (int t2 = 0; t2 <= t; t2++) arow[t2] *= inv;
-                for (int t2 = t + 1; t2 < T; t2++) arow[t2] = 0.0f;
-                float *o = out + ((size_t)b * T + t) * C + h * hs;
-                #pragma omp simd
-                for (int i = 0; i < hs; i++) o[i] = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *v = base + (size_t)t2 * C3 + 2 * C;
-                    float a = arow[t2];
+                for (int r = 0; r < nq; r++) {
+                    float *dst = out + ((size_t)b * T + q0 + r) * C + h * hs;
+                    const float inv = 1.0f / l[r], *o = O + (size_t)r * hsp;
                     #pragma omp simd
-                    for (int i = 0; i < hs; i++) o[i] += a * v[i];
+                    for (int i = 0; i < hs; i++) dst[i] = o[i] * inv;
+                    lse[(size_t)bh * T + q0 + r] = m[r] + logf(l[r]);
                 }
             }
         }
@@ -319,62 +371,93 @@ static void ISA_FN(attention_forward)(float *out, float *att, const float *qkv, 
     }
 }
 
-/* dqkv[B,T,3C] = gradient of attention_forward given dout[B,T,C] (overwritten, not added).
- * Pass 1, per query row t: dP[t][t2] = att * (dy_t . v_t2 - sum att * dy_t . v) * scale and
- * dq_t = sum_t2 dP[t][t2] k_t2. Pass 2, per key row t2: dk_t2 = sum_t dP[t][t2] q_t and
- * dv_t2 = sum_t att[t][t2] dy_t, accumulated locally and written once. dP is per-thread scratch. */
-static void ISA_FN(attention_backward)(float *dqkv, const float *dout, const float *qkv,
-                                       const float *att, int B, int T, int C, int NH) {
-    const int hs = C / NH, C3 = 3 * C;
+/* dqkv[B,T,3C] = gradient of attention_forward given dout[B,T,C] (overwritten, not added), from
+ * qkv, the forward's out and lse. With P = exp(S * scale - lse) recomputed per block and
+ * D = rowsum(dO * O): dV += P^T dO, dP = dO V^T, dS = P * (dP - D) * scale, dQ += dS K,
+ * dK += dS^T Q. Key blocks outside, query blocks from the diagonal down inside. */
+static void ISA_FN(attention_backward)(float *dqkv, const float *dout, const float *qkv, const float *out,
+                                       const float *lse, int B, int T, int C, int NH) {
+    const attn_geom a = ISA_FN(attn_geometry)(T, C, NH);
+    const int BS = a.BS, hs = a.hs, hsp = a.hsp, mr = a.mr, C3 = a.C3;
     const float scale = 1.0f / sqrtf((float)hs);
-    const size_t per_thread = (size_t)T * hs + (size_t)T * T + 2 * (size_t)hs;
+    const size_t nA = ATTN_ALIGN((size_t)a.Tp * hs), nB = ATTN_ALIGN((size_t)a.Tp * hsp),
+                 nS = ATTN_ALIGN((size_t)BS * BS);
+    /* A panels: Q, dO; B panels: K^T, V^T (K = hs), dO, K, Q (K = rows); sums dQ, dK, dV; blocks */
+    const size_t per_thread = 2 * nA + 2 * nA + 3 * nB + 3 * nB + 5 * nS + ATTN_ALIGN(a.Tp);
     float *scratch = loop_scratch(SCRATCH_ATTN, (size_t)loop_nthreads * per_thread);
     #pragma omp parallel num_threads(loop_nthreads)
     {
         BUSY_BEGIN;
-        float *vT = scratch + (size_t)omp_get_thread_num() * per_thread;
-        float *dP = vT + (size_t)T * hs, *dk = dP + (size_t)T * T, *dv = dk + hs;
+        float *Qa = scratch + (size_t)omp_get_thread_num() * per_thread, *dOa = Qa + nA, *KbT = dOa + nA,
+              *VbT = KbT + nA, *dOb = VbT + nA, *Kb = dOb + nB, *Qb = Kb + nB, *dQ = Qb + nB, *dK = dQ + nB,
+              *dV = dK + nB, *S = dV + nB, *dP = S + nS, *PTa = dP + nS, *dSa = PTa + nS, *dSTa = dSa + nS,
+              *D = dSTa + nS;
         PAR_FOR
         for (int bh = 0; bh < B * NH; bh++) {
-            int b = bh / NH, h = bh % NH;
-            const float *base = qkv + (size_t)b * T * C3 + h * hs;
-            const float *dbase_out = dout + (size_t)b * T * C + h * hs;
-            float *dbase = dqkv + (size_t)b * T * C3 + h * hs;
-            ISA_FN(transpose_head)(vT, base + 2 * C, T, hs, C3);
-            for (int t = 0; t < T; t++) { /* pass 1: softmax gradient rows and dq */
-                const float *arow = att + ((size_t)bh * T + t) * T;
-                const float *dy = dbase_out + (size_t)t * C;
-                float *drow = dP + (size_t)t * T;
-                ISA_FN(scores)(drow, dy, vT, t, T, hs, 1.0f); /* dy . v_t2 */
-                float dot = 0.0f;
-                #pragma omp simd reduction(+ : dot)
-                for (int t2 = 0; t2 <= t; t2++) dot += arow[t2] * drow[t2];
-                #pragma omp simd
-                for (int t2 = 0; t2 <= t; t2++) drow[t2] = arow[t2] * (drow[t2] - dot) * scale;
-                float *dq = dbase + (size_t)t * C3;
-                #pragma omp simd
-                for (int i = 0; i < hs; i++) dq[i] = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *k = base + (size_t)t2 * C3 + C;
-                    const float d = drow[t2];
-                    #pragma omp simd
-                    for (int i = 0; i < hs; i++) dq[i] += d * k[i];
+            const int b = bh / NH, h = bh % NH;
+            const float *q = qkv + (size_t)b * T * C3 + h * hs, *k = q + C, *v = q + 2 * C;
+            const float *dy = dout + (size_t)b * T * C + h * hs, *o = out + (size_t)b * T * C + h * hs;
+            const float *L = lse + (size_t)bh * T;
+            ISA_FN(attn_pack_cols)(&a, KbT, k, C3);
+            ISA_FN(attn_pack_cols)(&a, VbT, v, C3);
+            for (int blk = 0; blk < a.nblk; blk++) {
+                const int r0 = blk * BS, n = T - r0 < BS ? T - r0 : BS;
+                ISA_FN(attn_pack_rows)(&a, Qa + (size_t)r0 * hs, q, C3, r0, n);
+                ISA_FN(attn_pack_rows)(&a, dOa + (size_t)r0 * hs, dy, C, r0, n);
+                ISA_FN(attn_pack_block)(&a, dOb + (size_t)r0 * hsp, dy, C, r0, n);
+                ISA_FN(attn_pack_block)(&a, Kb + (size_t)r0 * hsp, k, C3, r0, n);
+                ISA_FN(attn_pack_block)(&a, Qb + (size_t)r0 * hsp, q, C3, r0, n);
+            }
+            for (int t = 0; t < T; t++) {
+                const float *dyt = dy + (size_t)t * C, *ot = o + (size_t)t * C;
+                float d = 0.0f;
+                #pragma omp simd reduction(+ : d)
+                for (int i = 0; i < hs; i++) d += dyt[i] * ot[i];
+                D[t] = d;
+            }
+            memset(dQ, 0, sizeof(float) * 3 * nB); /* dQ, dK, dV */
+            for (int kb = 0; kb < a.nblk; kb++) {
+                const int k0 = kb * BS, nk = T - k0 < BS ? T - k0 : BS, nkp = (nk + mr - 1) / mr * mr;
+                for (int qb = kb; qb < a.nblk; qb++) {
+                    const int q0 = qb * BS, nq = T - q0 < BS ? T - q0 : BS, nqp = (nq + mr - 1) / mr * mr;
+                    ISA_FN(attn_tiles)(&a, nq, nk, hs, Qa + (size_t)q0 * hs, KbT + (size_t)k0 * hs, S, BS, 0);
+                    ISA_FN(attn_tiles)(&a, nq, nk, hs, dOa + (size_t)q0 * hs, VbT + (size_t)k0 * hs, dP, BS, 0);
+                    for (int r = 0; r < nqp; r++) {
+                        const int valid = r >= nq ? 0 : qb > kb ? nk : q0 + r - k0 + 1;
+                        float *s = S + (size_t)r * BS, *dp = dP + (size_t)r * BS;
+                        const float Lr = r < nq ? L[q0 + r] : 0.0f, Dr = r < nq ? D[q0 + r] : 0.0f;
+                        #pragma omp simd
+                        for (int j = 0; j < nk; j++) {
+                            const float p = j < valid ? fast_expf(s[j] * scale - Lr) : 0.0f;
+                            s[j] = p;
+                            dp[j] = p * (dp[j] - Dr) * scale;
+                        }
+                        float *ds = dSa + (size_t)(r / mr) * nk * mr + r % mr;
+                        for (int j = 0; j < nk; j++) ds[(size_t)j * mr] = dp[j];
+                    }
+                    for (int j = 0; j < nkp; j++) { /* P^T and dS^T: rows = keys, K = queries */
+                        float *pt = PTa + (size_t)(j / mr) * nq * mr + j % mr;
+                        float *dst = dSTa + (size_t)(j / mr) * nq * mr + j % mr;
+                        if (j >= nk) {
+                            for (int r = 0; r < nq; r++) pt[(size_t)r * mr] = dst[(size_t)r * mr] = 0.0f;
+                            continue;
+                        }
+                        for (int r = 0; r < nq; r++) {
+                            pt[(size_t)r * mr] = S[(size_t)r * BS + j];
+                            dst[(size_t)r * mr] = dP[(size_t)r * BS + j];
+                        }
+                    }
+                    ISA_FN(attn_tiles)(&a, nk, hsp, nq, PTa, dOb + (size_t)q0 * hsp, dV + (size_t)k0 * hsp, hsp, 1);
+                    ISA_FN(attn_tiles)(&a, nq, hsp, nk, dSa, Kb + (size_t)k0 * hsp, dQ + (size_t)q0 * hsp, hsp, 1);
+                    ISA_FN(attn_tiles)(&a, nk, hsp, nq, dSTa, Qb + (size_t)q0 * hsp, dK + (size_t)k0 * hsp, hsp, 1);
                 }
             }
-            for (int t2 = 0; t2 < T; t2++) { /* pass 2: dk and dv of key row t2 */
-                #pragma omp simd
-                for (int i = 0; i < hs; i++) dk[i] = dv[i] = 0.0f;
-                for (int t = t2; t < T; t++) {
-                    const float d = dP[(size_t)t * T + t2], a = att[((size_t)bh * T + t) * T + t2];
-                    const float *q = base + (size_t)t * C3, *dy = dbase_out + (size_t)t * C;
-                    #pragma omp simd
-                    for (int i = 0; i < hs; i++) {
-                        dk[i] += d * q[i];
-                        dv[i] += a * dy[i];
-                    }
-                }
-                memcpy(dbase + (size_t)t2 * C3 + C, dk, sizeof(float) * hs);
-                memcpy(dbase + (size_t)t2 * C3 + 2 * C, dv, sizeof(float) * hs);
+            float *dbase = dqkv + (size_t)b * T * C3 + h * hs;
+            for (int t = 0; t < T; t++) {
+                float *row = dbase + (size_t)t * C3;
+                memcpy(row, dQ + (size_t)t * hsp, sizeof(float) * hs);
+                memcpy(row + C, dK + (size_t)t * hsp, sizeof(float) * hs);
+                memcpy(row + 2 * C, dV + (size_t)t * hsp, sizeof(float) * hs);
             }
         }
         BUSY_END;

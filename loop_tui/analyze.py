@@ -7,6 +7,7 @@ actually decide whether a step runs from cache."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +29,7 @@ FLOPS_FORMULA = "6 * matmul_params + 6 * num_layers * d_model * (max_length + 1)
 
 @dataclass(frozen=True)
 class Row:
-    group: str  # weights | optimizer | activations (sequence) | activations (batch) | gemm
+    group: str  # weights | optimizer | activations (sequence) | activations (batch) | gemm | attention
     name: str
     shape: str
     bytes: int
@@ -85,7 +86,7 @@ def rows(cfg: Config, caches: machine.Caches) -> list[Row]:
     seq_rows = [
         ("residual stream", (T, d)),
         ("qkv", (T, 3 * d)),
-        ("attention scores", (NH, T, T)),
+        ("attention lse", (NH, T)),
         ("MLP hidden", (T, f)),
         ("logits", (T, V)),
     ]
@@ -98,6 +99,11 @@ def rows(cfg: Config, caches: machine.Caches) -> list[Row]:
         if name == "logits":
             chunk = head_chunk_rows(cfg, B * T)
             note = f"never whole: the LM head runs {chunk}-row chunks ({4 * chunk * V / 2**20:.0f} MiB)"
+        if name == "attention lse":
+            saved = 4 * B * NH * T * T * cfg.num_layers
+            note = (
+                f"flash style: the {B}×{NH}×{T}×{T} scores are never kept ({saved / 2**20:,.0f} MiB saved, all layers)"
+            )
         out.append(Row("activations (batch)", name, f"{B}×" + _fmt_shape(shape), n, note=note))
     blk = gemm_blocking(caches)
     if blk:
@@ -114,7 +120,26 @@ def rows(cfg: Config, caches: machine.Caches) -> list[Row]:
             ),
             Row("gemm", "packed B panel (KC×NC)", f"{b.kc}×{b.nc}", 4 * b.kc * b.nc, note="shared, aimed at L3"),
         ]
+        hs, bs = d // NH, attention_block(b.mr, b.nr)
+        out += [
+            Row(
+                "attention",
+                "packed Q, K, V of one head",
+                f"3×{T}×{hs}",
+                4 * 3 * T * hs,
+                threads,
+                "one head per thread",
+            ),
+            Row("attention", "score + probability blocks", f"2×{bs}×{bs}", 4 * 2 * bs * bs, threads, "aimed at L1d"),
+        ]
     return out
+
+
+def attention_block(mr: int, nr: int) -> int:
+    """The flash attention's block of queries and keys (c/ops_impl.h attn_geometry): the least
+    common multiple of the micro-kernel's MR and NR, doubled until at least 48."""
+    lcm = mr * nr // math.gcd(mr, nr)
+    return lcm * max(1, -(-48 // lcm))
 
 
 def training_memory(cfg: Config) -> dict[str, int]:

@@ -33,6 +33,18 @@ def attention(qkv, num_heads):
     return (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C), att
 
 
+def attention_lse(qkv, num_heads):
+    """(B,NH,T): log-sum-exp over the causal keys of each query's scaled scores"""
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    hs = C // num_heads
+    q, k = (qkv[..., i * C : (i + 1) * C].reshape(B, T, num_heads, hs).transpose(0, 2, 1, 3) for i in range(2))
+    s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hs)
+    s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
+    mx = s.max(-1, keepdims=True)
+    return (mx + np.log(np.exp(s - mx).sum(-1, keepdims=True)))[..., 0]
+
+
 def crossentropy(logits, targets):
     m = logits.max(-1, keepdims=True)
     lse = np.log(np.exp(logits - m).sum(-1)) + m[..., 0]

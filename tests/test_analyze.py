@@ -64,7 +64,9 @@ def test_totals(name, params, flops):
     assert mem["weights"] >= 4 * params and mem["total"] == 4 * mem["weights"] + mem["activations"]
     b = buffers(rep)
     T, d, B, NH = cfg.max_length, cfg.d_model, cfg.batch_size, cfg.num_heads
-    assert b[("activations (sequence)", "attention scores")]["bytes"] == 4 * NH * T * T
+    assert b[("activations (sequence)", "attention lse")]["bytes"] == 4 * NH * T
+    assert "never kept" in b[("activations (batch)", "attention lse")]["note"]
+    assert b[("attention", "packed Q, K, V of one head")]["bytes"] == 4 * 3 * T * (d // NH)
     assert b[("activations (batch)", "qkv")]["bytes"] == 4 * B * T * 3 * d
     assert b[("weights", "layer.fc_w")]["count"] == cfg.num_layers
     assert b[("optimizer", "AdamW m (all weights)")]["bytes"] == 4 * params

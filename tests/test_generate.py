@@ -15,6 +15,7 @@ from loop_tui.model.gpt import GPT
 from loop_tui.train.sample import generate, pick
 
 from . import reference as ref
+from .corpora import train_bpe
 
 CFG = from_dict(
     {
@@ -32,8 +33,6 @@ CFG = from_dict(
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from .test_interop import train_bpe
-
     return train_bpe(300)
 
 

@@ -18,6 +18,8 @@ from loop_tui.config import from_dict
 from loop_tui.kernels.backend import CBackend
 from loop_tui.model.gpt import GPT
 
+from .corpora import train_bpe
+
 transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install -e '.[dev]')")
 torch = pytest.importorskip("torch", reason="torch is not installed (transformers needs it)")
 
@@ -32,24 +34,6 @@ def _restore_signals_and_threads():
     for s, h in before.items():
         signal.signal(s, h)
     K.set_num_threads(threads)
-
-
-def train_bpe(vocab: int = 600):
-    import pydoc_data.topics as topics
-
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(list(topics.topics.values())[:40], trainer=trainer)
-    return tok
 
 
 @pytest.fixture(scope="module")

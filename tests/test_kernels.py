@@ -234,6 +234,7 @@ def test_gemm_threads_agree_bitwise(threads):
         lambda: K.encoder_forward(rand(1, 3, 4), np.array([[0, 1, -1]], np.int32), rand(5, 4), rand(3, 4)),
         lambda: K.crossentropy(rand(2, 5), np.array([0, 5], np.int32), np.empty(2, np.float32)),
         lambda: K.attention_forward(rand(1, 4, 8), rand(1, 3, 4, 4), rand(1, 4, 24), 3),
+        lambda: K.attention_forward(rand(1, 4, 8), rand(1, 3, 4), rand(1, 4, 24), 3),
         lambda: K.layernorm_forward(rand(2, 4), rand(2), rand(2), rand(2, 4), rand(3), rand(4)),
         lambda: K.set_num_threads(0),
     ],
@@ -278,14 +279,40 @@ def test_gelu_extremes(isa):
     np.testing.assert_allclose(out, ref.gelu(x.astype(np.float64)), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("B,T,C,NH", [(1, 1, 8, 2), (2, 17, 24, 3), (1, 65, 64, 4), (2, 129, 48, 8), (1, 3, 383, 1)])
+ATTENTION_SHAPES = [  # (B, T, C, NH): T across block edges, head sizes 1 to 383, GPT-2's 64 at T 1024
+    (1, 1, 8, 2),
+    (2, 7, 24, 3),
+    (1, 17, 24, 3),
+    (1, 64, 64, 4),
+    (1, 65, 64, 1),
+    (2, 129, 48, 8),
+    (1, 3, 383, 1),
+    (1, 100, 40, 2),
+    (1, 1024, 128, 2),
+]
+
+
+@pytest.mark.parametrize("B,T,C,NH", ATTENTION_SHAPES)
 def test_attention_forward(isa, B, T, C, NH):
     qkv = rand(B, T, 3 * C)
-    out, att = np.empty((B, T, C), np.float32), np.empty((B, NH, T, T), np.float32)
-    K.attention_forward(out, att, qkv, NH)
-    want, watt = ref.attention(qkv.astype(np.float64), NH)
+    out, lse = np.full((B, T, C), np.nan, np.float32), np.full((B, NH, T), np.nan, np.float32)
+    K.attention_forward(out, lse, qkv, NH)
+    want, _ = ref.attention(qkv.astype(np.float64), NH)
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(att, watt, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(lse, ref.attention_lse(qkv.astype(np.float64), NH), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("B,T,C,NH", ATTENTION_SHAPES)
+def test_attention_backward_matches_float64(isa, B, T, C, NH):
+    if T == 1024 and isa == "generic":
+        pytest.skip("the float64 reference at T 1024 is covered on the vector ISAs")
+    qkv, R = rand(B, T, 3 * C), rand(B, T, C)
+    out, lse = np.empty((B, T, C), np.float32), np.empty((B, NH, T), np.float32)
+    K.attention_forward(out, lse, qkv, NH)
+    d = np.full_like(qkv, np.nan)
+    K.attention_backward(d, R, qkv, out, lse, NH)
+    want = ref.attention_backward(R.astype(np.float64), qkv.astype(np.float64), NH)
+    np.testing.assert_allclose(d, want, rtol=1e-3, atol=1e-4 * max(1.0, np.abs(want).max()))
 
 
 @pytest.mark.parametrize("V", AWKWARD + [16000])
@@ -363,10 +390,10 @@ def test_attention_backward_fd(isa, B, T, C, NH):
     R = rand(B, T, C)
     q64 = qkv.astype(np.float64)
     num = ref.numeric_grad(lambda: float((ref.attention(q64, NH)[0] * R).sum()), q64)
-    out, att = np.empty((B, T, C), np.float32), np.empty((B, NH, T, T), np.float32)
-    K.attention_forward(out, att, qkv, NH)
+    out, lse = np.empty((B, T, C), np.float32), np.empty((B, NH, T), np.float32)
+    K.attention_forward(out, lse, qkv, NH)
     d = np.full_like(qkv, np.nan)
-    K.attention_backward(d, R, qkv, att, NH)
+    K.attention_backward(d, R, qkv, out, lse, NH)
     np.testing.assert_allclose(d, num, rtol=1e-3, atol=1e-4)
 
 
@@ -498,14 +525,14 @@ def op_bias_gelu(T, C, F, NH, V):
 
 def op_attention(T, C, F, NH, V):
     qkv, R = rand(1, T, 3 * C), rand(1, T, C)
-    y, att = np.empty((1, T, C), np.float32), np.empty((1, NH, T, T), np.float32)
-    K.attention_forward(y, att, qkv, NH)
-    want_y, want_att = ref.attention(_f64(qkv), NH)
+    y, lse = np.empty((1, T, C), np.float32), np.empty((1, NH, T), np.float32)
+    K.attention_forward(y, lse, qkv, NH)
+    want_y, _ = ref.attention(_f64(qkv), NH)
     dqkv = np.full_like(qkv, np.nan)
-    K.attention_backward(dqkv, R, qkv, att, NH)
+    K.attention_backward(dqkv, R, qkv, y, lse, NH)
     return [
         ("out", y, want_y, 1e-4, 1e-5),
-        ("att", att, want_att, 1e-4, 1e-6),
+        ("lse", lse, ref.attention_lse(_f64(qkv), NH), 1e-5, 1e-5),
         ("dqkv", dqkv, ref.attention_backward(_f64(R), _f64(qkv), NH), 1e-3, 1e-4),
     ]
 

@@ -132,17 +132,17 @@ def both(*arrays):
 @pytest.mark.parametrize("B,T,C,NH", [(1, 1, 8, 2), (2, 17, 24, 3), (1, 65, 64, 4)])
 def test_attention_forward_and_backward(be, B, T, C, NH):
     qkv, dout = rand(B, T, 3 * C), rand(B, T, C)
-    out, att = np.empty((B, T, C), np.float32), np.empty((B, NH, T, T), np.float32)
-    d_out, d_att = dev(be, out), dev(be, att)
-    compare_op(be, "attention_forward", [out, att, qkv, NH], [d_out, d_att, dev(be, qkv), NH], [0, 1], atol=1e-5)
+    out, lse = np.empty((B, T, C), np.float32), np.empty((B, NH, T), np.float32)
+    d_out, d_lse = dev(be, out), dev(be, lse)
+    compare_op(be, "attention_forward", [out, lse, qkv, NH], [d_out, d_lse, dev(be, qkv), NH], [0, 1], atol=1e-5)
     want, _ = ref.attention(qkv.astype(np.float64), NH)
     np.testing.assert_allclose(d_out.get(), want, rtol=1e-4, atol=1e-5)
     dq = np.empty_like(qkv)
     compare_op(
         be,
         "attention_backward",
-        [dq, dout, qkv, att, NH],
-        [dev(be, dq), dev(be, dout), dev(be, qkv), d_att, NH],
+        [dq, dout, qkv, out, lse, NH],
+        [dev(be, dq), dev(be, dout), dev(be, qkv), d_out, d_lse, NH],
         [0],
         rtol=1e-4,
         atol=1e-5,

@@ -228,7 +228,7 @@ def test_model_too_large_for_memory_is_refused_before_allocating(tmp_path, capsy
         (["generate", "nowhere", "--tokens", "-5"], "--tokens"),
         (["generate", "nowhere", "--temperature", "-1"], "--temperature"),
         (["generate", "nowhere", "--top-k", "-2"], "--top-k"),
-        (["generate", "nowhere"], "no checkpoint found"),
+        (["generate", "nowhere"], "no such run folder"),
         (["train", "smoke", "--new-data", "--no-tui"], "--resume"),
     ],
 )

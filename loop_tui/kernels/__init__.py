@@ -399,25 +399,27 @@ def _attention_shapes(qkv: np.ndarray, num_heads: int) -> tuple[int, int, int]:
     return B, T, C
 
 
-def attention_forward(out, att, qkv, num_heads: int) -> None:
-    """out[B,T,C] = causal multi-head attention of qkv[B,T,3C]; att[B,NH,T,T] = probabilities"""
+def attention_forward(out, lse, qkv, num_heads: int) -> None:
+    """out[B,T,C] = causal multi-head attention of qkv[B,T,3C]; lse[B,NH,T] = the log-sum-exp of
+    each query's scaled scores (what backward needs to recompute the probabilities)"""
     qkv = _arr("qkv", qkv)
     B, T, C = _attention_shapes(qkv, num_heads)
-    out, att = _out("out", out), _out("att", att)
+    out, lse = _out("out", out), _out("lse", lse)
     _shape("out", out, (B, T, C))
-    _shape("att", att, (B, num_heads, T, T))
-    lib.loop_attention_forward(_p(out), _p(att), _p(qkv), B, T, C, num_heads)
+    _shape("lse", lse, (B, num_heads, T))
+    lib.loop_attention_forward(_p(out), _p(lse), _p(qkv), B, T, C, num_heads)
 
 
-def attention_backward(dqkv, dout, qkv, att, num_heads: int) -> None:
-    """dqkv[B,T,3C] = gradient of attention_forward (overwritten)"""
-    qkv, dout, att = _arr("qkv", qkv), _arr("dout", dout), _arr("att", att)
+def attention_backward(dqkv, dout, qkv, out, lse, num_heads: int) -> None:
+    """dqkv[B,T,3C] = gradient of attention_forward (overwritten), from its inputs and outputs"""
+    qkv, dout, out, lse = _arr("qkv", qkv), _arr("dout", dout), _arr("out", out), _arr("lse", lse)
     B, T, C = _attention_shapes(qkv, num_heads)
     _shape("dout", dout, (B, T, C))
-    _shape("att", att, (B, num_heads, T, T))
+    _shape("out", out, (B, T, C))
+    _shape("lse", lse, (B, num_heads, T))
     dqkv = _out("dqkv", dqkv)
     _shape("dqkv", dqkv, qkv.shape)
-    lib.loop_attention_backward(_p(dqkv), _p(dout), _p(qkv), _p(att), B, T, C, num_heads)
+    lib.loop_attention_backward(_p(dqkv), _p(dout), _p(qkv), _p(out), _p(lse), B, T, C, num_heads)
 
 
 def residual_forward(out, a, b) -> None:

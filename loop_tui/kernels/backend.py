@@ -80,11 +80,11 @@ class CBackend:
     def gelu_backward(self, dinp, pre, dout) -> None:
         kernels.gelu_backward(dinp, pre, dout)
 
-    def attention_forward(self, out, att, qkv, num_heads: int) -> None:
-        kernels.attention_forward(out, att, qkv, num_heads)
+    def attention_forward(self, out, lse, qkv, num_heads: int) -> None:
+        kernels.attention_forward(out, lse, qkv, num_heads)
 
-    def attention_backward(self, dqkv, dout, qkv, att, num_heads: int) -> None:
-        kernels.attention_backward(dqkv, dout, qkv, att, num_heads)
+    def attention_backward(self, dqkv, dout, qkv, out, lse, num_heads: int) -> None:
+        kernels.attention_backward(dqkv, dout, qkv, out, lse, num_heads)
 
     def residual_forward(self, out, a, b) -> None:
         kernels.residual_forward(out, a, b)

@@ -139,7 +139,7 @@ class GPT:
             # attention block: x2 = x + proj(attn(ln1(x)))
             o.layernorm_forward(ln1, a(h + "ln1_mean", N), a(h + "ln1_rstd", N), x, P[h + "ln1_w"], P[h + "ln1_b"])
             o.matmul(ln1, P[h + "qkv_w"], out=a(h + "qkv", N, 3 * d), bias=P[h + "qkv_b"])
-            o.attention_forward(a(h + "atty", B, t, d), a(h + "att", B, NH, t, t), a(h + "qkv", B, t, 3 * d), NH)
+            o.attention_forward(a(h + "atty", B, t, d), a(h + "lse", B, NH, t), a(h + "qkv", B, t, 3 * d), NH)
             o.matmul(a(h + "atty", N, d), P[h + "proj_w"], out=proj_out, bias=P[h + "proj_b"])
             o.residual_forward(a(h + "residual2", N, d), x, proj_out)
             # MLP block: x3 = x2 + fcproj(gelu(fc(ln2(x2))))
@@ -226,7 +226,10 @@ class GPT:
             o.matmul(A[h + "atty"], dres, out=G[h + "proj_w"], transpose_a=True, accumulate=True)
             o.bias_backward(G[h + "proj_b"], dres)
             o.matmul(dres, P[h + "proj_w"], out=dtmp, transpose_b=True)
-            o.attention_backward(A["dqkv"], dtmp.reshape(self.B, self.T, -1), A[h + "qkv"], A[h + "att"], NH)
+            BTd = (self.B, self.T, -1)
+            o.attention_backward(
+                A["dqkv"], dtmp.reshape(BTd), A[h + "qkv"], A[h + "atty"].reshape(BTd), A[h + "lse"], NH
+            )
             o.matmul(A[h + "ln1"], dqkv2, out=G[h + "qkv_w"], transpose_a=True, accumulate=True)
             o.bias_backward(G[h + "qkv_b"], dqkv2)
             o.matmul(dqkv2, P[h + "qkv_w"], out=dtmp, transpose_b=True)

@@ -70,7 +70,7 @@ def activation_specs(cfg: Config, batch: int, seq: int) -> list[Spec]:
             Spec(f"h{l}.ln1_mean", (N,)),
             Spec(f"h{l}.ln1_rstd", (N,)),
             Spec(f"h{l}.qkv", (batch, seq, 3 * d)),
-            Spec(f"h{l}.att", (batch, NH, seq, seq)),
+            Spec(f"h{l}.lse", (batch, NH, seq)),  # attention's log-sum-exp per query (flash style)
             Spec(f"h{l}.atty", (N, d)),
             Spec(f"h{l}.residual2", (N, d)),
             Spec(f"h{l}.ln2", (N, d)),

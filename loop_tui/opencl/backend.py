@@ -269,20 +269,22 @@ class OpenCLBackend:
             "gelu_backward", self.k16, (self._g(n, 256),), (256,), [dinp, pre, dout, np.uint64(n)], 20.0 * n, 12.0 * n
         )
 
-    def attention_forward(self, out, att, qkv, num_heads):
+    def attention_forward(self, out, lse, qkv, num_heads):
         B, T, C3 = qkv.shape
         C = C3 // 3
+        if C // num_heads > 256:
+            raise ValueError(f"the OpenCL attention takes head sizes up to 256, got {C // num_heads}")
         self._run(
             "attention_forward",
             self.k16,
             (self._g(T, 32), B * num_heads),
             (32, 1),
-            [out, att, qkv, np.int32(T), np.int32(C), np.int32(num_heads)],
+            [out, lse, qkv, np.int32(T), np.int32(C), np.int32(num_heads)],
             2.0 * B * T * (T + 1) * C,
-            4.0 * (4 * B * T * C + B * num_heads * T * T),
+            4.0 * (4 * B * T * C + B * num_heads * T),
         )
 
-    def attention_backward(self, dqkv, dout, qkv, att, num_heads):
+    def attention_backward(self, dqkv, dout, qkv, out, lse, num_heads):
         B, T, C3 = qkv.shape
         C = C3 // 3
         n = B * num_heads * T
@@ -295,17 +297,17 @@ class OpenCLBackend:
             self.k16,
             g,
             (32, 1),
-            [D, dout, qkv, att, np.int32(T), np.int32(C), np.int32(num_heads)],
-            1.0 * B * T * (T + 1) * C,
+            [D, dout, out, np.int32(T), np.int32(C), np.int32(num_heads)],
+            2.0 * B * T * C,
         )
         self._run(
             "attention_backward",
             self.k16,
             g,
             (32, 1),
-            [dqkv, D, dout, qkv, att, np.int32(T), np.int32(C), np.int32(num_heads)],
+            [dqkv, D, dout, qkv, lse, np.int32(T), np.int32(C), np.int32(num_heads)],
             4.0 * B * T * (T + 1) * C,
-            4.0 * (7 * B * T * C + B * num_heads * T * T),
+            4.0 * (8 * B * T * C + B * num_heads * T),
         )
 
     def residual_forward(self, out, a, b):

@@ -218,69 +218,55 @@ __kernel void residual_forward(__global float *out, const ulong o_off, __global 
     if (i < n) out[i] = a[i] + b[i];
 }
 
-/* ---- causal attention: one item per (b, h, t) query row ---- */
-__kernel void attention_forward(__global float *out, const ulong o_off, __global float *att, const ulong a_off,
+/* ---- causal attention, one item per (b, h, t) query row; lse[b,h,t] = log-sum-exp of the row's
+ * scaled scores replaces the T x T probabilities (flash style): backward recomputes them ---- */
+#define ATTN_MAX_HS 256
+__kernel void attention_forward(__global float *out, const ulong o_off, __global float *lse, const ulong l_off,
                                 __global const float *qkv, const ulong q_off, const int T, const int C, const int NH) {
-    out += o_off; att += a_off; qkv += q_off;
+    out += o_off; lse += l_off; qkv += q_off;
     const int t = get_global_id(0), bh = get_global_id(1);
     if (t >= T) return;
     const int b = bh / NH, h = bh % NH, hs = C / NH, C3 = 3 * C;
     const float scale = rsqrt((float)hs);
     __global const float *base = qkv + (size_t)b * T * C3 + h * hs;
     __global const float *q = base + (size_t)t * C3;
-    __global float *arow = att + ((size_t)bh * T + t) * T;
-    float maxv = -INFINITY;
-    for (int t2 = 0; t2 <= t; t2++) {
-        __global const float *k = base + (size_t)t2 * C3 + C;
+    float acc[ATTN_MAX_HS];
+    for (int i = 0; i < hs; i++) acc[i] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    for (int t2 = 0; t2 <= t; t2++) {  /* online softmax: rescale the running sums when the max grows */
+        __global const float *k = base + (size_t)t2 * C3 + C, *v = base + (size_t)t2 * C3 + 2 * C;
         float s = 0.0f;
         for (int i = 0; i < hs; i++) s += q[i] * k[i];
         s *= scale;
-        arow[t2] = s;
-        maxv = fmax(maxv, s);
+        const float mn = fmax(m, s), alpha = exp(m - mn), p = exp(s - mn);
+        l = l * alpha + p;
+        for (int i = 0; i < hs; i++) acc[i] = acc[i] * alpha + p * v[i];
+        m = mn;
     }
-    float sum = 0.0f;
-    for (int t2 = 0; t2 <= t; t2++) {
-        const float e = exp(arow[t2] - maxv);
-        arow[t2] = e;
-        sum += e;
-    }
-    const float inv = 1.0f / sum;
-    for (int t2 = 0; t2 <= t; t2++) arow[t2] *= inv;
-    for (int t2 = t + 1; t2 < T; t2++) arow[t2] = 0.0f;
     __global float *o = out + ((size_t)b * T + t) * C + h * hs;
-    for (int i = 0; i < hs; i++) {
-        float acc = 0.0f;
-        for (int t2 = 0; t2 <= t; t2++) acc += arow[t2] * base[(size_t)t2 * C3 + 2 * C + i];
-        o[i] = acc;
-    }
+    for (int i = 0; i < hs; i++) o[i] = acc[i] / l;
+    lse[(size_t)bh * T + t] = m + log(l);
 }
 
-/* D[b,h,t] = sum_t2 att[t,t2] * (dout_t . v_t2): the softmax-backward row term */
+/* D[b,h,t] = dout_t . out_t: the softmax-backward row term */
 __kernel void attention_backward_rowsum(__global float *D, const ulong D_off, __global const float *dout, const ulong d_off,
-                                        __global const float *qkv, const ulong q_off, __global const float *att, const ulong a_off,
-                                        const int T, const int C, const int NH) {
-    D += D_off; dout += d_off; qkv += q_off; att += a_off;
+                                        __global const float *out, const ulong o_off, const int T, const int C, const int NH) {
+    D += D_off; dout += d_off; out += o_off;
     const int t = get_global_id(0), bh = get_global_id(1);
     if (t >= T) return;
-    const int b = bh / NH, h = bh % NH, hs = C / NH, C3 = 3 * C;
-    __global const float *base = qkv + (size_t)b * T * C3 + h * hs;
-    __global const float *dy = dout + ((size_t)b * T + t) * C + h * hs;
-    __global const float *arow = att + ((size_t)bh * T + t) * T;
+    const int b = bh / NH, h = bh % NH, hs = C / NH;
+    __global const float *dy = dout + ((size_t)b * T + t) * C + h * hs, *o = out + ((size_t)b * T + t) * C + h * hs;
     float s = 0.0f;
-    for (int t2 = 0; t2 <= t; t2++) {
-        __global const float *v = base + (size_t)t2 * C3 + 2 * C;
-        float d = 0.0f;
-        for (int i = 0; i < hs; i++) d += dy[i] * v[i];
-        s += arow[t2] * d;
-    }
+    for (int i = 0; i < hs; i++) s += dy[i] * o[i];
     D[(size_t)bh * T + t] = s;
 }
 
-/* dq for query row t (item per (b,h,t)); dk, dv for key row t (same item, over later queries) */
+/* dq for query row t (item per (b,h,t)); dk, dv for key row t (same item, over later queries);
+ * probabilities a = exp(q . k * scale - lse) recomputed */
 __kernel void attention_backward(__global float *dqkv, const ulong dq_off, __global const float *D, const ulong D_off,
                                  __global const float *dout, const ulong d_off, __global const float *qkv, const ulong q_off,
-                                 __global const float *att, const ulong a_off, const int T, const int C, const int NH) {
-    dqkv += dq_off; D += D_off; dout += d_off; qkv += q_off; att += a_off;
+                                 __global const float *lse, const ulong l_off, const int T, const int C, const int NH) {
+    dqkv += dq_off; D += D_off; dout += d_off; qkv += q_off; lse += l_off;
     const int t = get_global_id(0), bh = get_global_id(1);
     if (t >= T) return;
     const int b = bh / NH, h = bh % NH, hs = C / NH, C3 = 3 * C;
@@ -288,27 +274,27 @@ __kernel void attention_backward(__global float *dqkv, const ulong dq_off, __glo
     __global const float *base = qkv + (size_t)b * T * C3 + h * hs;
     __global float *dbase = dqkv + (size_t)b * T * C3 + h * hs;
     __global const float *dy = dout + ((size_t)b * T + t) * C + h * hs;
-    __global const float *arow = att + ((size_t)bh * T + t) * T;
-    const float Dt = D[(size_t)bh * T + t];
+    __global const float *q = base + (size_t)t * C3;
+    const float Dt = D[(size_t)bh * T + t], Lt = lse[(size_t)bh * T + t];
     __global float *dq = dbase + (size_t)t * C3;
     for (int i = 0; i < hs; i++) dq[i] = 0.0f;
     for (int t2 = 0; t2 <= t; t2++) {  /* dq_t = scale * sum_t2 dpre[t,t2] k_t2 */
         __global const float *v = base + (size_t)t2 * C3 + 2 * C, *k = base + (size_t)t2 * C3 + C;
-        float d = 0.0f;
-        for (int i = 0; i < hs; i++) d += dy[i] * v[i];
-        const float dpre = arow[t2] * (d - Dt) * scale;
+        float d = 0.0f, s = 0.0f;
+        for (int i = 0; i < hs; i++) { d += dy[i] * v[i]; s += q[i] * k[i]; }
+        const float dpre = exp(s * scale - Lt) * (d - Dt) * scale;
         for (int i = 0; i < hs; i++) dq[i] += dpre * k[i];
     }
     /* this item also owns key/value row t: dk_t, dv_t over queries t3 >= t */
     __global float *dk = dbase + (size_t)t * C3 + C, *dv = dbase + (size_t)t * C3 + 2 * C;
-    __global const float *v = base + (size_t)t * C3 + 2 * C;
+    __global const float *v = base + (size_t)t * C3 + 2 * C, *kt = base + (size_t)t * C3 + C;
     for (int i = 0; i < hs; i++) { dk[i] = 0.0f; dv[i] = 0.0f; }
     for (int t3 = t; t3 < T; t3++) {
         __global const float *dy3 = dout + ((size_t)b * T + t3) * C + h * hs;
         __global const float *q3 = base + (size_t)t3 * C3;
-        const float a = att[((size_t)bh * T + t3) * T + t];
-        float d = 0.0f;
-        for (int i = 0; i < hs; i++) d += dy3[i] * v[i];
+        float d = 0.0f, s = 0.0f;
+        for (int i = 0; i < hs; i++) { d += dy3[i] * v[i]; s += q3[i] * kt[i]; }
+        const float a = exp(s * scale - lse[(size_t)bh * T + t3]);
         const float dpre = a * (d - D[(size_t)bh * T + t3]) * scale;
         for (int i = 0; i < hs; i++) {
             dk[i] += dpre * q3[i];

@@ -74,6 +74,7 @@ def fill_cache_fit(t: DataTable, cfg: Config, caches: machine.Caches) -> None:
             "activations (sequence)": "seq",
             "activations (batch)": "batch",
             "gemm": "gemm",
+            "attention": "attn",
         }[b["group"]]
         count = f" ×{b['count']}" if b["count"] > 1 else ""
         t.add_row(
