@@ -12,7 +12,10 @@ from .errors import EXIT_ABORTED, EXIT_INTERNAL, EXIT_OS, EXIT_USAGE, LoopError
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
-    print(f"loop: error: {message}", file=sys.stderr)
+    from .train.distributed import launched_rank, launched_size
+
+    rank = f" (rank {launched_rank()})" if launched_size() > 1 and launched_rank() else ""
+    print(f"loop: error{rank}: {message}", file=sys.stderr, flush=True)
     return code
 
 
@@ -90,7 +93,10 @@ def cmd_train(args) -> int:
     else:
         run_dir = default_run_dir(cfg.name)
     cfg = model_shape(cfg, args, run_dir)
-    use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
+    from .train.distributed import launched_size
+
+    # under mpirun the ranks' terminals are mpirun's pipes: progress lines from rank 0 instead
+    use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty() and launched_size() == 1
     if use_tui:
         from .ui.app import run_dashboard
 
@@ -177,7 +183,9 @@ def train_headless(cfg, run_dir: Path, args) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     trainer.setup()
-    print(f"run folder: {run_dir}")
+    root = trainer.world.is_root
+    if root:
+        print(f"run folder: {run_dir}")
     if args.steps is None and trainer.step >= cfg.max_steps:
         trainer.close()
         print(
@@ -187,7 +195,7 @@ def train_headless(cfg, run_dir: Path, args) -> int:
         return 0
     reporter.total = trainer.step + args.steps if args.steps else max(cfg.max_steps, trainer.step)
     last = trainer.run(steps=args.steps, checkpoint_every=args.checkpoint_every)
-    if last:
+    if last and root:
         print(
             f"done: step {trainer.step}, loss {last.loss:.4f}"
             + (f", val loss {trainer.last_val_loss:.4f}" if trainer.last_val_loss is not None else "")
@@ -512,14 +520,19 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         if isinstance(e, (ConfigError, DataError)):
-            return _fail(str(e))
-        if isinstance(e, LoopError):
-            return _fail(str(e), e.exit_code)
-        if isinstance(e, OSError):
-            return _fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}", EXIT_OS)
-        return _fail(
-            f"internal error: {type(e).__name__}: {e} (run again with --debug for the traceback)", EXIT_INTERNAL
-        )
+            code = _fail(str(e))
+        elif isinstance(e, LoopError):
+            code = _fail(str(e), e.exit_code)
+        elif isinstance(e, OSError):
+            code = _fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}", EXIT_OS)
+        else:
+            code = _fail(
+                f"internal error: {type(e).__name__}: {e} (run again with --debug for the traceback)", EXIT_INTERNAL
+            )
+        from .train.distributed import abort_world
+
+        abort_world(code)  # under mpirun: end every rank now, not leave them waiting in a collective
+        return code
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ EXIT_USAGE = 2  # bad arguments, config, data folder or resume mismatch
 EXIT_LOCKED = 3  # another trainer holds the run folder
 EXIT_CHECKPOINT = 4  # no intact checkpoint to load, or a checkpoint could not be written
 EXIT_OS = 5  # the OS refused: disk full, read-only or missing folder, permissions
+EXIT_RANK_LOST = 6  # under MPI: another rank died (killed, out of memory); every rank stopped
 EXIT_INTERNAL = 70  # a bug: run again with --debug for the traceback
 EXIT_ABORTED = 130  # a second Ctrl-C: stopped without saving
 

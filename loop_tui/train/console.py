@@ -59,6 +59,13 @@ class ConsoleReporter:
                 f"step {p['step']:>6}/{self.total} | loss {p['loss']:.4f} | lr {p['lr']:.2e} | "
                 f"{p['tokens_per_s']:,.0f} tok/s | MFU {mfu} | elapsed {fmt_duration(p['elapsed_s'])} | "
                 f"ETA {fmt_duration(p['eta_s'])}"
+                + (
+                    f" | {p['world_size']} ranks "
+                    + "/".join(f"{t:,.0f}" for t in p["rank_tokens_per_s"])
+                    + f" tok/s, all-reduce {1e3 * p['allreduce_s']:.1f} ms"
+                    if "world_size" in p
+                    else ""
+                )
             )
         elif kind == "eval":
             self._line(f"eval  step {p['step']}: val loss {p['val_loss']:.4f}, perplexity {p['val_ppl']:.1f}")

@@ -29,6 +29,7 @@ from ..errors import NonFiniteError, RunLocked, StorageError
 from ..model.gpt import GPT
 from ..model.layout import parameter_count, training_flops_per_token
 from . import checkpoint
+from .distributed import World, connect
 from .peak import peak_gflops
 from .sample import generate
 
@@ -78,11 +79,15 @@ class Trainer:
         device: str | None = None,
         force: bool = False,
         new_data: bool = False,
+        world: World | None = None,
     ):
         """force: start even if the memory estimate exceeds the available RAM. new_data: on
         resume, accept a corpus other than the run's and encode it with the run's tokenizer."""
         self.cfg, self.run_dir, self.resume, self.device_name = cfg, Path(run_dir), resume, device
         self.force, self.new_data = force, new_data
+        self.world = world or connect()  # MPI ranks when started by mpirun, else one process
+        self.world_stop = False  # some rank was asked to stop: every rank stops after this step
+        self.allreduce_s = 0.0  # seconds in the gradient all-reduce, last step
         self.abort = False  # set by a second Ctrl-C: stop without saving
         self.stop_event = threading.Event()  # a quit request: also stops data preparation
         self._progress_at = (0.0, "")
@@ -181,26 +186,34 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
-        cfg = self.cfg
-        self._lock_run_dir()
-        state, ckpt = None, None
-        if not self.resume and checkpoint.latest(self.run_dir) is not None:
-            raise ConfigError(
-                f"{self.run_dir}: already has checkpoints; pass --resume to continue it or --out for a new run"
-            )
-        if self.resume:
-            if checkpoint.latest(self.run_dir) is None:
-                raise ConfigError(f"{self.run_dir}: no checkpoint to resume from")
-            ckpt, params, optim, state = checkpoint.load_newest_intact(
-                self.run_dir, lambda m: self.emit("warning", message=m)
-            )
+        """Everything before the first step. Under MPI, rank 0 alone locks the run folder, reads
+        its checkpoint and prepares the tokenizer; the other ranks get the state, the tokenizer and
+        the weights from it, so only rank 0 needs the run folder (every rank needs the data)."""
+        cfg, world = self.cfg, self.world
+        state, ckpt, params, optim = None, None, None, None
+        if world.is_root:
+            self._lock_run_dir()
+            if not self.resume and checkpoint.latest(self.run_dir) is not None:
+                raise ConfigError(
+                    f"{self.run_dir}: already has checkpoints; pass --resume to continue it or --out for a new run"
+                )
+            if self.resume:
+                if checkpoint.latest(self.run_dir) is None:
+                    raise ConfigError(f"{self.run_dir}: no checkpoint to resume from")
+                ckpt, params, optim, state = checkpoint.load_newest_intact(
+                    self.run_dir, lambda m: self.emit("warning", message=m)
+                )
+        state = world.bcast_obj(state)
+        if state is not None:
             saved = state["config"]
             for f in MODEL_FIELDS:
                 if saved.get(f) != getattr(cfg, f):
                     raise ConfigError(f"{ckpt}: checkpoint has {f}={saved.get(f)}, config has {getattr(cfg, f)}")
+            self._check_world(state)
             if self.data_path is None:
                 self.data_path = state.get("data")
-            self._settings_changed(saved, state["step"])
+            if world.is_root:
+                self._settings_changed(saved, state["step"])
         corpus = load_corpus(self.data_path)
         self.emit("info", message=corpus.summary())
         if self.data_path is None:
@@ -215,21 +228,17 @@ class Trainer:
         t0 = time.perf_counter()
         run_tokenizer = ckpt / "tokenizer.json" if ckpt is not None and (ckpt / "tokenizer.json").exists() else None
         init = None
-        if state is None and cfg.init_from:  # a fine-tune: weights and tokenizer from a HuggingFace folder
+        if state is None and cfg.init_from and world.is_root:  # a fine-tune: weights and tokenizer from HF
             from ..hf import read_folder
 
             init = read_folder(cfg.init_from)
             run_tokenizer = init.tokenizer_path
             self.emit("info", message=f"starting from {cfg.init_from} (weights and tokenizer)")
-        self.tokens = prepare(
-            corpus,
-            cfg.vocab_size,
-            cfg.val_fraction,
-            cfg.max_length + 1,
-            run_tokenizer,
-            self._progress,
-            self.stop_event.is_set,
-        )
+        if world.is_root:
+            self.tokens = self._prepare(corpus, run_tokenizer)
+        tokenizer_text = world.bcast_obj(self.tokens.tokenizer_path.read_text() if world.is_root else None)
+        if not world.is_root:  # rank 0's tokenizer, whatever made it, encodes this rank's copy of the data
+            self.tokens = self._prepare(corpus, self._cached_tokenizer(tokenizer_text))
         self.corpus_digest = corpus.digest
         self.emit(
             "info",
@@ -259,24 +268,32 @@ class Trainer:
         self.sampler_model = GPT(cfg, self.backend, batch_size=1, params=self.model.params)
         self.m = self.backend.zeros(self.model.params.size)
         self.v = self.backend.zeros(self.model.params.size)
-        self.sampler = BatchSampler(self.tokens.train, cfg.batch_size, cfg.max_length, cfg.seed + 1)
+        # one global batch of N x batch_size windows per step, drawn as a single process with that
+        # batch would draw it; rank r trains on rows [r * batch_size, (r + 1) * batch_size)
+        self.sampler = BatchSampler(self.tokens.train, cfg.batch_size * world.size, cfg.max_length, cfg.seed + 1)
         self.val = eval_batches(self.tokens.val, cfg.batch_size, cfg.max_length, cfg.eval_batches)
         if init is not None:
             self.model.load_params(init.params)
         elif state is None:
             self.model.init_weights(cfg.seed)
-        else:
+        elif world.is_root:
+            assert params is not None and optim is not None  # rank 0 loaded the checkpoint above
             self.model.load_params(params)
             self.backend.write(self.m, optim["m"])
             self.backend.write(self.v, optim["v"])
+        if world.size > 1:  # rank 0's weights and moments everywhere, then checked equal at each checkpoint
+            for buf in (self.model.params.flat, self.m, self.v):
+                world.bcast_(buf)
+        if state is not None:
             self.step, self.elapsed = state["step"], state["elapsed_s"]
             self.sampler.state = state["sampler"]
             self.last_val_loss = state.get("val_loss")
-            self._truncate_metrics(self.step)
-            self.emit("info", message=f"resumed from {ckpt} at step {self.step}")
-        self.flops_per_step = training_flops_per_token(cfg) * cfg.tokens_per_step
-        # MFU is against the peak of the precision the GEMMs run in
-        peaks = {p: peak_gflops(p) for p in ("fp32", self.precision)} if cfg.backend == "c" else {}
+            if world.is_root:
+                self._truncate_metrics(self.step)
+            self.emit("info", message=f"resumed from {ckpt or 'the checkpoint'} at step {self.step}")
+        self.flops_per_step = training_flops_per_token(cfg) * cfg.tokens_per_step * world.size
+        # MFU is against the peak of the precision the GEMMs run in (summed over the ranks)
+        peaks = {p: world.sum([peak_gflops(p)])[0] for p in ("fp32", self.precision)} if cfg.backend == "c" else {}
         self.peak = peaks[self.precision] * 1e9 if peaks else None
         self.emit(
             "info",
@@ -290,13 +307,62 @@ class Trainer:
                 else ""
             ),
         )
-        try:
-            self.metrics_file = open(self.run_dir / "metrics.jsonl", "ab")
-        except OSError as e:
-            raise StorageError(f"{e.filename}: cannot write: {e.strerror or e}") from None
+        if world.size > 1:
+            world.watch_peers(self._kept)
+            self.emit(
+                "info",
+                message=f"data parallel over MPI: {world.size} ranks × batch {cfg.batch_size} = global batch "
+                f"{world.size * cfg.batch_size}, {self.threads or 'all'} kernel threads per rank; gradients "
+                "averaged by one Allreduce per step; ranks: "
+                + ", ".join(f"{r} = PID {pid} on {host}" for r, (host, pid) in enumerate(world.peers)),
+            )
+        if world.is_root:
+            try:
+                self.metrics_file = open(self.run_dir / "metrics.jsonl", "ab")
+            except OSError as e:
+                raise StorageError(f"{e.filename}: cannot write: {e.strerror or e}") from None
+
+    def _kept(self) -> str:
+        newest = checkpoint.latest(self.run_dir)
+        return f"The newest checkpoint, {newest}, is intact." if newest else "No checkpoint was written yet."
+
+    def _prepare(self, corpus, tokenizer_file):
+        cfg = self.cfg
+        return prepare(
+            corpus,
+            cfg.vocab_size,
+            cfg.val_fraction,
+            cfg.max_length + 1,
+            tokenizer_file,
+            self._progress,
+            self.stop_event.is_set,
+        )
+
+    @staticmethod
+    def _cached_tokenizer(text: str) -> Path:
+        import hashlib
+
+        from ..cache import atomic_write_bytes, cache_dir
+
+        path = cache_dir() / f"tokenizer-rank0-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+        if not path.exists():
+            atomic_write_bytes(path, text.encode())
+        return path
+
+    def _check_world(self, state: dict) -> None:
+        """A resumed run keeps its global batch (the sampler's stream depends on it)."""
+        ranks, B = state.get("world_size", 1), self.cfg.batch_size
+        before = state.get("global_batch", ranks * state["config"]["batch_size"])
+        if before != self.world.size * B:
+            raise ConfigError(
+                f"--resume: this run trained {ranks} rank(s) × batch {before // ranks} (global batch {before}); "
+                f"{self.world.size} rank(s) × batch {B} would change the batches it draws: resume with "
+                f"mpirun -np {ranks}, or a config whose batch_size × ranks is {before}"
+            )
 
     def emit(self, kind: str, **payload) -> None:
-        self.on_event(kind, payload)
+        if self.world.is_root:  # one voice for the whole world
+            self.on_event(kind, payload)
 
     def _progress(self, phase: str, done: int, total: int) -> None:
         """Data preparation progress: a "progress" event at most every 0.5 s and at each phase's end."""
@@ -323,7 +389,16 @@ class Trainer:
         cfg, o, model = self.cfg, self.backend, self.model
         t0 = time.perf_counter()
         inputs, targets = self.sampler.next()
+        world = self.world
+        if world.size > 1:
+            rows = slice(world.rank * cfg.batch_size, (world.rank + 1) * cfg.batch_size)
+            inputs, targets = inputs[rows], targets[rows]
         loss = model.forward_backward(inputs, targets)
+        if world.size > 1:
+            world.average_(model.gradients.flat)
+            self.allreduce_s = world.take_allreduce_s()
+            total, stops = world.sum([loss, float(self.stop_event.is_set())])
+            loss, self.world_stop = total / world.size, stops > 0
         grad_norm = math.sqrt(o.sum_squares(model.gradients.flat))
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):  # before AdamW: the weights stay good
             what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {grad_norm}"
@@ -356,7 +431,7 @@ class Trainer:
         if self.steps_this_run > WARMUP_STEPS_EXCLUDED:
             self.step_times.append(dt)
         avg = float(np.mean(self.step_times)) if self.step_times else dt
-        tps = cfg.tokens_per_step / avg
+        tps = cfg.tokens_per_step * world.size / avg
         stats = StepStats(
             self.step,
             loss,
@@ -372,8 +447,11 @@ class Trainer:
         return stats
 
     def evaluate(self) -> float:
-        losses = [self.model.loss(x, y) for x, y in self.val]
-        self.last_val_loss = float(np.mean(losses))
+        """Mean loss of the fixed validation batches (under MPI each rank takes every N-th)."""
+        w = self.world
+        losses = [self.model.loss(x, y) for x, y in self.val[w.rank :: w.size]]
+        total, count = w.sum([float(np.sum(losses)), float(len(losses))])
+        self.last_val_loss = total / count
         return self.last_val_loss
 
     def sample(self, prompt: str = "", tokens: int | None = None) -> str:
@@ -385,6 +463,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ persistence
     def _record(self, record: dict) -> None:
+        if not self.world.is_root:
+            return
         try:
             self.metrics_file.write(orjson.dumps(record) + b"\n")
             self.metrics_file.flush()
@@ -411,8 +491,13 @@ class Trainer:
             tmp.unlink(missing_ok=True)
             raise StorageError(f"{path}: cannot rewrite: {e.strerror or e}") from None
 
-    def save_checkpoint(self, reason: str) -> Path:
+    def save_checkpoint(self, reason: str) -> Path | None:
+        """Rank 0 writes; under MPI every rank first checks that its weights equal rank 0's."""
         o, model = self.backend, self.model
+        if self.world.size > 1 and not self.world.same_everywhere([o.to_numpy(model.params.flat)]):
+            raise NonFiniteError(f"step {self.step}: the ranks' weights differ (SHA-256); not saved")
+        if not self.world.is_root:
+            return None
         params = model.export_params()
         optim = {"m": np.array(o.to_numpy(self.m)), "v": np.array(o.to_numpy(self.v))}
         state = {
@@ -426,6 +511,8 @@ class Trainer:
             "val_loss": self.last_val_loss,
             "reason": reason,
             "precision": self.precision,
+            "world_size": self.world.size,
+            "global_batch": self.world.size * self.cfg.batch_size,
         }
         path = checkpoint.save(
             self.run_dir,
@@ -461,16 +548,24 @@ class Trainer:
         failed = False
         try:
             while self.step < self.total_steps and not quit_requested:
-                quit_requested = self._handle_requests()
-                if quit_requested:
+                # under MPI a quit request only sets stop_event: the next step's all-reduce carries it,
+                # so every rank stops after the same step
+                if self._handle_requests() and self.world.size == 1:
+                    quit_requested = True
                     break
                 if self.paused:
                     time.sleep(0.05)
                     continue
                 s = self.train_step()
+                quit_requested = self.world_stop
                 self.emit("step", **s.__dict__)
                 if s.step % cfg.log_every == 0 or s.step == self.total_steps:
                     rec = {k: v for k, v in s.__dict__.items()}
+                    if self.world.size > 1:  # every rank's own speed, and the all-reduce's share
+                        times = self.world.gather_obj(s.step_time_s)
+                        rec["rank_tokens_per_s"] = [cfg.tokens_per_step / t for t in times]
+                        rec["allreduce_s"] = self.allreduce_s
+                        rec["world_size"] = self.world.size
                     self._record(rec)
                     self.emit("log", **rec)
                 if s.step % cfg.eval_every == 0 or s.step == self.total_steps:
@@ -479,7 +574,7 @@ class Trainer:
                         {"step": s.step, "val_loss": val, "val_ppl": math.exp(min(val, 50)), "elapsed_s": self.elapsed}
                     )
                     self.emit("eval", step=s.step, val_loss=val, val_ppl=math.exp(min(val, 50)))
-                if s.step % cfg.sample_every == 0 or s.step == self.total_steps:
+                if self.world.is_root and (s.step % cfg.sample_every == 0 or s.step == self.total_steps):
                     self.emit("sample", step=s.step, text=self.sample())
                 if s.step % every == 0:
                     self.save_checkpoint("periodic")

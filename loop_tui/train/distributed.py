@@ -1,0 +1,207 @@
+"""Data parallelism over MPI: `mpirun -np N loop train CONFIG --no-tui` runs N copies of the
+trainer, one per rank, each on its slice of one global batch, and keeps them one model:
+
+- weights are broadcast from rank 0 at the start and compared (SHA-256) at every checkpoint;
+- after each backward, the flat gradient arena is averaged in place with one Allreduce, so every
+  rank applies the same AdamW step to the same weights (the kernels are deterministic);
+- the step's loss and a stop flag travel in one more tiny Allreduce, so Ctrl-C/SIGTERM (which
+  mpirun passes to every rank) stops all ranks after the same step.
+
+MPI is only touched when the process was started by an MPI launcher (its environment says so);
+a plain `loop train` never imports mpi4py. `World` is the single-process stand-in."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from ..errors import EXIT_RANK_LOST, LoopError
+
+# set by Open MPI, MPICH/Hydra and PMIx launchers in every rank's environment
+_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
+_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+_active: World | None = None  # the world connect() made, for abort_world
+
+
+def _env_int(names: tuple[str, ...], default: int) -> int:
+    for var in names:
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return default
+
+
+def launched_size() -> int:
+    """Ranks the launcher started (1 outside mpirun)."""
+    return _env_int(_SIZE_VARS, 1)
+
+
+def launched_rank() -> int:
+    return _env_int(_RANK_VARS, 0)
+
+
+def abort_world(code: int) -> None:
+    """After a failure on this rank: under MPI, end every rank (MPI_Abort) rather than leave the
+    others blocked in a collective; a no-op in a single process."""
+    if isinstance(_active, MPIWorld):
+        _active.abort(code)
+
+
+class World:
+    """One process: every collective is the identity."""
+
+    size = 1
+    rank = 0
+    peers: list[tuple[str, int]] = []  # (host, PID) of every rank, known once watch_peers ran
+    allreduce_s = 0.0  # seconds spent in gradient all-reduces since the last take_allreduce_s()
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def average_(self, buf: np.ndarray) -> None:
+        """buf (float32, in place) becomes the mean of every rank's buf."""
+
+    def sum(self, values: list[float]) -> list[float]:
+        return list(values)
+
+    def bcast_(self, buf: np.ndarray) -> None:
+        """buf (in place) becomes rank 0's buf."""
+
+    def bcast_obj(self, obj):
+        return obj
+
+    def gather_obj(self, obj) -> list:
+        return [obj]
+
+    def same_everywhere(self, arrays: list[np.ndarray]) -> bool:
+        return True
+
+    def watch_peers(self, what_is_kept: Callable[[], str]) -> None:
+        """Under MPI: end this rank when another one dies (see MPIWorld)."""
+
+    def take_allreduce_s(self) -> float:
+        s, self.allreduce_s = self.allreduce_s, 0.0
+        return s
+
+
+class MPIWorld(World):
+    def __init__(self):
+        from mpi4py import MPI
+
+        self.MPI, self.comm = MPI, MPI.COMM_WORLD
+        self.size, self.rank = self.comm.Get_size(), self.comm.Get_rank()
+        # a rank that raises must take the job down, not leave the others waiting in a collective
+        self.comm.Set_errhandler(MPI.ERRORS_ARE_FATAL)
+
+    def average_(self, buf: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        buf *= np.float32(1.0 / self.size)
+        self.allreduce_s += time.perf_counter() - t0
+
+    def sum(self, values: list[float]) -> list[float]:
+        out = np.array(values, np.float64)
+        self.comm.Allreduce(self.MPI.IN_PLACE, out, op=self.MPI.SUM)
+        return out.tolist()
+
+    def bcast_(self, buf: np.ndarray) -> None:
+        self.comm.Bcast(buf, root=0)
+
+    def bcast_obj(self, obj):
+        return self.comm.bcast(obj, root=0)
+
+    def gather_obj(self, obj) -> list:
+        return self.comm.allgather(obj)
+
+    def same_everywhere(self, arrays: list[np.ndarray]) -> bool:
+        h = hashlib.sha256()
+        for a in arrays:
+            h.update(np.ascontiguousarray(a).tobytes())
+        return len(set(self.comm.allgather(h.hexdigest()))) == 1
+
+    def watch_peers(self, what_is_kept: Callable[[], str]) -> None:
+        """Start a thread that ends this rank, with one line naming the dead rank, when another
+        rank on this machine dies (killed, out of memory). MPICH's mpiexec also ends the job at
+        once (killing the survivors, sometimes before that line is out) with a banner naming the
+        dead process's PID and host: `peers` (rank -> host, PID, printed at the start) maps it
+        to its rank. Ranks on other machines are the launcher's to watch."""
+        import socket
+        import threading
+
+        host = socket.gethostname()
+        peers = self.comm.allgather((host, os.getpid()))
+        self.peers = peers
+        local = [(r, pid) for r, (h, pid) in enumerate(peers) if h == host and r != self.rank]
+
+        def died(r: int, pid: int) -> None:
+            survivors = [q for q, p in local if q != r and _alive(p)] + [self.rank]
+            if self.rank == min(survivors):  # one line for the job, from the lowest survivor
+                sys.stderr.write(
+                    f"loop: error: rank {r} (PID {pid} on {host}) died; stopping all ranks. {what_is_kept()}\n"
+                )
+                sys.stderr.flush()
+            os._exit(EXIT_RANK_LOST)
+
+        def watch() -> None:
+            import select
+
+            try:  # a pidfd turns readable the moment its process ends: no polling, no delay
+                fds = {os.pidfd_open(pid): (r, pid) for r, pid in local}
+                poller = select.poll()
+                for fd in fds:
+                    poller.register(fd, select.POLLIN)
+                while True:
+                    for fd, _ in poller.poll():
+                        died(*fds[fd])
+            except (AttributeError, OSError):  # no pidfd (old kernel): look ten times a second
+                while True:
+                    time.sleep(0.1)
+                    for r, pid in local:
+                        if not _alive(pid):
+                            died(r, pid)
+
+        threading.Thread(target=watch, name="loop-peer-watch", daemon=True).start()
+
+    def abort(self, code: int) -> None:
+        sys.stderr.flush()
+        self.comm.Abort(code)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped by the launcher) is dead too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+class MPIUnavailable(LoopError):
+    """Started by mpirun without mpi4py."""
+
+
+def connect() -> World:
+    """The MPI world when started by an MPI launcher with more than one rank, else World()."""
+    n = launched_size()
+    if n <= 1:
+        return World()
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        raise MPIUnavailable(
+            f"started by an MPI launcher with {n} ranks, but mpi4py is not installed: "
+            "pip install -e '.[mpi]' (mpi4py and the Open MPI wheel; `make install` does it)"
+        ) from None
+    global _active
+    _active = MPIWorld()
+    return _active
