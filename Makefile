@@ -56,7 +56,9 @@ bench: install
 	$(PY) benchmarks/tokenizer_memory.py
 	$(PY) benchmarks/attention_table.py
 	$(PY) benchmarks/generate_table.py
-	$(PY) benchmarks/train_table.py --config gpt2_small --steps 2 --precision fp32
+	$(PY) benchmarks/train_table.py --config gpt2_small --steps 2 --precision fp32 --torch-compile
+	$(PY) benchmarks/mpi_table.py
+	$(PY) benchmarks/mpi_scaling.py
 
 # Kernels rebuilt with ASan+UBSan into a separate copy of the package (build/sanitize, so the
 # normal build is untouched), then the kernel tests run there on every ISA this CPU has.
