@@ -35,8 +35,11 @@ class Row:
     bytes: int
     count: int = 1  # identical copies (e.g. one per layer)
     note: str = ""
+    saved: bool = False  # memory the implementation avoids allocating (shown, not counted)
 
     def fits(self, caches: machine.Caches) -> str:
+        if self.saved:
+            return "saved"
         for lv in LEVELS:
             if self.bytes <= caches.size(lv):
                 return lv
@@ -132,6 +135,17 @@ def rows(cfg: Config, caches: machine.Caches) -> list[Row]:
             ),
             Row("attention", "score + probability blocks", f"2×{bs}×{bs}", 4 * 2 * bs * bs, threads, "aimed at L1d"),
         ]
+    out.append(
+        Row(
+            "attention",
+            "T×T probabilities, not kept",
+            f"{B}×{NH}×{T}×{T}",
+            4 * B * NH * T * T,
+            cfg.num_layers,
+            "flash style: backward recomputes them from the log-sum-exp",
+            saved=True,
+        )
+    )
     return out
 
 
@@ -249,7 +263,7 @@ def render(rep: dict):
         ("note", "left"),
     ):
         buf.add_column(col, justify=just)  # type: ignore[arg-type]
-    colors = {"L1d": "green", "L2": "cyan", "L3": "yellow", "DRAM": "red"}
+    colors = {"L1d": "green", "L2": "cyan", "L3": "yellow", "DRAM": "red", "saved": "dim"}
     for b in rep["buffers"]:
         count = f" ×{b['count']}" if b["count"] > 1 else ""
         buf.add_row(

@@ -67,6 +67,8 @@ def test_totals(name, params, flops):
     assert b[("activations (sequence)", "attention lse")]["bytes"] == 4 * NH * T
     assert "never kept" in b[("activations (batch)", "attention lse")]["note"]
     assert b[("attention", "packed Q, K, V of one head")]["bytes"] == 4 * 3 * T * (d // NH)
+    saved = b[("attention", "T×T probabilities, not kept")]
+    assert saved["fits"] == "saved" and saved["bytes"] == 4 * B * NH * T * T and saved["count"] == cfg.num_layers
     assert b[("activations (batch)", "qkv")]["bytes"] == 4 * B * T * 3 * d
     assert b[("weights", "layer.fc_w")]["count"] == cfg.num_layers
     assert b[("optimizer", "AdamW m (all weights)")]["bytes"] == 4 * params

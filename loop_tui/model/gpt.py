@@ -145,7 +145,7 @@ class GPT:
             # MLP block: x3 = x2 + fcproj(gelu(fc(ln2(x2))))
             x2 = a(h + "residual2", N, d)
             o.layernorm_forward(ln2, a(h + "ln2_mean", N), a(h + "ln2_rstd", N), x2, P[h + "ln2_w"], P[h + "ln2_b"])
-            fc_pre, fc_gelu = a(h + "fc_pre", N, cfg.d_ff), a(h + "fc_gelu", N, cfg.d_ff)
+            fc_pre, fc_gelu = a(h + "fc_pre", N, cfg.d_ff), a("fc_gelu", N, cfg.d_ff)
             o.matmul(ln2, P[h + "fc_w"], out=fc_pre)
             o.bias_gelu_forward(fc_pre, fc_gelu, P[h + "fc_b"])
             o.matmul(fc_gelu, P[h + "fcproj_w"], out=proj_out, bias=P[h + "fcproj_b"])
@@ -204,8 +204,9 @@ class GPT:
         )
         for l in reversed(range(L)):
             h = f"h{l}."
-            # MLP block
-            o.matmul(A[h + "fc_gelu"], dres, out=G[h + "fcproj_w"], transpose_a=True, accumulate=True)
+            # MLP block; GELU's output is recomputed from fc_pre (bias already added) instead of kept
+            o.bias_gelu_forward(A[h + "fc_pre"], A["fc_gelu"])
+            o.matmul(A["fc_gelu"], dres, out=G[h + "fcproj_w"], transpose_a=True, accumulate=True)
             o.bias_backward(G[h + "fcproj_b"], dres)
             o.matmul(dres, P[h + "fcproj_w"], out=dff, transpose_b=True)
             o.gelu_backward(dff, A[h + "fc_pre"], dff)

@@ -76,8 +76,7 @@ def activation_specs(cfg: Config, batch: int, seq: int) -> list[Spec]:
             Spec(f"h{l}.ln2", (N, d)),
             Spec(f"h{l}.ln2_mean", (N,)),
             Spec(f"h{l}.ln2_rstd", (N,)),
-            Spec(f"h{l}.fc_pre", (N, f)),
-            Spec(f"h{l}.fc_gelu", (N, f)),
+            Spec(f"h{l}.fc_pre", (N, f)),  # GELU's input; its output is recomputed in backward
             Spec(f"residual{l + 1}", (N, d)),
         ]
     specs += [
@@ -88,6 +87,7 @@ def activation_specs(cfg: Config, batch: int, seq: int) -> list[Spec]:
         Spec("logits", (head_chunk_rows(cfg, N), cfg.padded_vocab)),
         # scratch: projection outputs (forward) and gradients (backward), reused by every layer
         Spec("proj_out", (N, d)),
+        Spec("fc_gelu", (N, f)),  # every layer's GELU output in turn: kept by none (backward recomputes it)
         Spec("dres", (N, d)),
         Spec("dtmp", (N, d)),
         Spec("dlnf", (N, d)),

@@ -66,7 +66,7 @@ def cache_fit_table(cfg: Config, caches: machine.Caches) -> DataTable:
 
 def fill_cache_fit(t: DataTable, cfg: Config, caches: machine.Caches) -> None:
     t.clear()
-    colors = {"L1d": "green", "L2": "cyan", "L3": "yellow", "DRAM": "red"}
+    colors = {"L1d": "green", "L2": "cyan", "L3": "yellow", "DRAM": "red", "saved": "dim"}
     for b in analyze.report(cfg, caches)["buffers"]:
         group = {
             "weights": "w",
