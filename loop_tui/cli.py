@@ -313,6 +313,49 @@ def cmd_eval(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- runs
+def cmd_runs(args) -> int:
+    import orjson
+    from rich.console import Console
+    from rich.table import Table
+
+    from .config import ConfigError
+    from .train.runs import fmt, scan
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such folder (runs are under runs/ by default)")
+    runs = scan(folder)
+    if args.json:
+        rows = [{**r.__dict__, "path": str(r.path)} for r in runs]
+        print(orjson.dumps(rows, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode())
+        return 0
+    if not runs:
+        print(f"{folder}: no runs (a run folder holds metrics.jsonl)")
+        return 0
+    t = Table(title=f"runs in {folder}", title_justify="left")
+    for col in ("run", "config", "prec", "steps", "loss", "best val", "tok/s", "MFU", "started", "status"):
+        t.add_column(col, justify="right" if col in ("steps", "loss", "best val", "tok/s", "MFU") else "left")
+    style = {"running": "green", "finished": "", "interrupted": "yellow"}
+    for r in runs:
+        t.add_row(
+            r.path.name,
+            r.config,
+            r.precision,
+            f"{r.step}/{r.planned or '?'}",
+            fmt(r.loss, ".4f"),
+            fmt(r.best_val, ".4f"),
+            fmt(r.tokens_per_s, ",.0f"),
+            fmt(100 * r.mfu, ".1f") + ("%" if r.mfu == r.mfu else ""),
+            r.started,
+            r.status,
+            style=style[r.status],
+        )
+    # piped or captured output gets every column whole instead of rich's default 80 columns
+    Console(width=None if sys.stdout.isatty() else 200).print(t)
+    return 0
+
+
 # ---------------------------------------------------------------- info / tui
 def cmd_info(args) -> int:
     from . import machine
@@ -486,6 +529,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, metavar="N", help="kernel threads (default: all cores)")
     e.add_argument("--json", action="store_true", help="print loss, perplexity, bits_per_byte, tokens, bytes, files")
     e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser(
+        "runs",
+        help="every run in a folder: config, steps, losses, speed, status",
+        description="List the runs in FOLDER (default runs/): config, precision, steps done/planned, last "
+        "loss, best validation loss, tokens/s, MFU, when it started, and whether it is running (a trainer "
+        "holds its lock), finished or interrupted. Reads only.",
+    )
+    r.add_argument("folder", nargs="?", default="runs", metavar="FOLDER")
+    r.add_argument("--json", action="store_true", help="one JSON object per run")
+    r.set_defaults(func=cmd_runs)
 
     i = sub.add_parser("info", help="machine, kernels and OpenCL devices (and which one would be used, and why)")
     i.add_argument("--device", metavar="NAME", help="show which OpenCL device NAME selects")

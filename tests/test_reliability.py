@@ -409,3 +409,41 @@ def test_second_ctrl_c_aborts_without_saving(tmp_path):
     assert p.returncode == errors.EXIT_ABORTED, err
     assert "aborted without saving" in err and "Traceback" not in err
     assert not checkpoint.list_checkpoints(run)
+
+
+# ---------------------------------------------------------------- loop runs
+def test_runs_lists_finished_interrupted_and_running_runs(tmp_path, capsys):
+    import fcntl
+    import json
+
+    from loop_tui.config import load_config
+    from loop_tui.train.trainer import Trainer
+
+    root = tmp_path / "runs"
+    assert run_cli(capsys, "train", "smoke", "--out", str(root / "done"), "--no-tui", "--steps", "3")[0] == 0
+    cfg = load_config("smoke").replace(max_steps=50, log_every=1)
+    holder: list[Trainer] = []
+
+    def quit_at_2(kind, p):
+        if kind == "step" and p["step"] == 2:
+            holder[0].request("quit")
+
+    t = Trainer(cfg, root / "stopped", on_event=quit_at_2)
+    holder.append(t)
+    t.setup()
+    t.run()
+    assert run_cli(capsys, "train", "smoke", "--out", str(root / "live"), "--no-tui", "--steps", "2")[0] == 0
+    with open(root / "live" / ".lock", "a+") as lock:  # another trainer holding the run
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        code, out, _ = run_cli(capsys, "runs", str(root), "--json")
+    assert code == 0
+    runs = {Path(r["path"]).name: r for r in json.loads(out)}
+    assert runs["done"]["status"] == "finished" and runs["done"]["step"] == 3 and runs["done"]["planned"] == 3
+    assert runs["stopped"]["status"] == "interrupted" and runs["stopped"]["step"] == 2
+    assert runs["stopped"]["planned"] == 50 and runs["stopped"]["config"] == "smoke"
+    assert runs["live"]["status"] == "running"
+    assert runs["done"]["loss"] > 0 and runs["done"]["best_val"] > 0 and runs["done"]["tokens_per_s"] > 0
+    code, out, _ = run_cli(capsys, "runs", str(root))
+    assert code == 0 and "interrupted" in out and "finished" in out and "smoke" in out
+    code, _, err = run_cli(capsys, "runs", str(tmp_path / "nope"))
+    assert code == 2 and "no such folder" in one_line_error(err)

@@ -322,6 +322,29 @@ class Trainer:
             except OSError as e:
                 raise StorageError(f"{e.filename}: cannot write: {e.strerror or e}") from None
 
+    def _write_run_record(self) -> None:
+        """RUN/run.json: what `loop runs` lists before the first checkpoint exists (config, when it
+        started, how many steps this session plans, precision, ranks); `started` survives resumes."""
+        from ..cache import atomic_write_bytes
+
+        path = self.run_dir / "run.json"
+        try:
+            started = orjson.loads(path.read_bytes()).get("started")
+        except (OSError, orjson.JSONDecodeError):
+            started = None
+        record = {
+            "config": self.cfg.name,
+            "started": started or time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "planned_steps": self.total_steps,
+            "precision": self.precision,
+            "world_size": self.world.size,
+            "pid": os.getpid(),
+        }
+        try:
+            atomic_write_bytes(path, orjson.dumps(record, option=orjson.OPT_INDENT_2))
+        except OSError as e:
+            raise StorageError(f"{path}: cannot write: {e.strerror or e}") from None
+
     def _kept(self) -> str:
         newest = checkpoint.latest(self.run_dir)
         return f"The newest checkpoint, {newest}, is intact." if newest else "No checkpoint was written yet."
@@ -541,6 +564,8 @@ class Trainer:
         a final checkpoint when anything was trained, and returns the last step's stats."""
         cfg = self.cfg
         self.total_steps = self.step + steps if steps else max(cfg.max_steps, self.step)
+        if self.world.is_root:
+            self._write_run_record()
         every = checkpoint_every or cfg.checkpoint_every
         self.steps_this_run = 0
         saved_at = self.step
