@@ -103,6 +103,49 @@ async def test_picker_validates_inline_and_never_overwrites(tmp_path, monkeypatc
         assert load_config(str(tmp_path / "mine.json")).num_heads == 4, str(picker.query_one("#picker-error").render())
 
 
+async def test_picker_errors_clear_when_fixed_and_block_start(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = LoopApp(lambda: PickerScreen(FIXED_CACHES))
+    async with app.run_test(size=(120, 40)) as pilot:
+        picker = app.screen
+        await pilot.pause()
+        error = lambda: str(picker.query_one("#picker-error").render())
+        heads = picker.query_one("#f-num_heads")
+        before = picker.cfg.num_heads
+        heads.value = "x"
+        await pilot.pause()
+        assert "num_heads" in error() and "not a number" in error()
+        heads.value = str(before)  # back to the valid value it had: the error goes
+        await pilot.pause()
+        assert error() == ""
+        heads.value = "7"  # invalid: d_model is not divisible by 7
+        await pilot.pause()
+        assert "divisible" in error()
+        await pilot.click("#start")  # refused, naming the field: the last valid config is not trained
+        await pilot.pause()
+        assert isinstance(app.screen, PickerScreen) and "not started: fix num_heads" in error()
+        heads.value = str(before)
+        await pilot.pause()
+        assert error() == "" and picker.cfg.num_heads == before
+
+
+async def test_enter_on_a_config_starts_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = LoopApp(lambda: PickerScreen(FIXED_CACHES))
+    async with app.run_test(size=(120, 40)) as pilot:
+        picker = app.screen
+        options = picker.query_one("#config-list")
+        options.highlighted = [p.stem for p in picker.configs].index("smoke")
+        options.focus()
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_for(lambda: isinstance(app.screen, DashboardScreen), pilot)
+        dash = app.screen
+        assert dash.runner.trainer.cfg.name == "smoke"
+        await pilot.press("q")
+        await wait_for(lambda: not dash.runner.running, pilot)
+
+
 async def test_picker_lists_a_config_from_any_path(tmp_path):
     mine = tmp_path / "elsewhere.json"
     mine.write_bytes(orjson.dumps(load_config("smoke").replace(name="", d_model=96).to_dict()))

@@ -106,6 +106,7 @@ class PickerScreen(Screen):
         self.caches = caches
         self.configs = shipped_configs() + [Path(p) for p in (extra or [])]
         self.cfg: Config | None = None
+        self.invalid: dict[str, str] = {}  # field -> why its text is not usable (Start is refused)
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -153,9 +154,15 @@ class PickerScreen(Screen):
         self.query_one("#preview", Static).update(summary(cfg))
         fill_cache_fit(self.query_one("#cachefit", DataTable), cfg, self.caches)
         if fill:
+            self.invalid.clear()
             for name in EDITABLE:
                 self.query_one(f"#f-{name}", Input).value = str(getattr(cfg, name))
-        self.query_one("#picker-error", Label).update("")
+        self.show_errors()
+
+    def show_errors(self) -> None:
+        """The error line lists what is wrong now: a fixed field's error goes away."""
+        text = "; ".join(self.invalid.values())
+        self.query_one("#picker-error", Label).update(f"[red]{text}[/]" if text else "")
 
     @on(Input.Changed)
     def edited(self, event: Input.Changed) -> None:
@@ -164,19 +171,33 @@ class PickerScreen(Screen):
             return
         name = input_id[2:]
         raw = event.value.strip()
+        self.invalid.pop(name, None)
         try:
             value = float(raw) if name == "learning_rate" else int(raw)
         except ValueError:
-            self.query_one("#picker-error", Label).update(f"[red]{name}: not a number[/]")
+            self.invalid[name] = f"{name}: {raw!r} is not a number"
+            self.show_errors()
             return
         if getattr(self.cfg, name) == value:
+            self.show_errors()
             return
         try:
             cfg = from_dict({**self.cfg.to_dict(), name: value}, "edited config")
         except ConfigError as e:
-            self.query_one("#picker-error", Label).update(f"[red]{e}[/]")
+            self.invalid[name] = str(e).replace("edited config: field ", "")
+            self.show_errors()
             return
         self.set_config(cfg)
+
+    @on(OptionList.OptionSelected)
+    def picked(self, event: OptionList.OptionSelected) -> None:
+        """Enter on a config starts it (the list takes Enter before the screen's binding)."""
+        self.action_start()
+
+    @on(Input.Submitted)
+    def submitted(self, event: Input.Submitted) -> None:
+        if (event.input.id or "").startswith("f-") or event.input.id == "data":
+            self.action_start()
 
     @on(Button.Pressed, "#save")
     def save(self) -> None:
@@ -198,6 +219,12 @@ class PickerScreen(Screen):
     @on(Button.Pressed, "#start")
     def action_start(self) -> None:
         if self.cfg is None:
+            return
+        if self.invalid:  # never train the last valid config behind a field that shows an error
+            fields = ", ".join(self.invalid)
+            self.query_one("#picker-error", Label).update(
+                f"[red]not started: fix {fields} first ({'; '.join(self.invalid.values())})[/]"
+            )
             return
         data = self.query_one("#data", Input).value.strip() or None
         if data and not Path(data).is_dir():
