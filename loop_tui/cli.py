@@ -356,6 +356,20 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_view(args) -> int:
+    from .config import ConfigError
+
+    runs = [Path(r) for r in args.runs]
+    for r in runs:
+        if not (r / "metrics.jsonl").exists():
+            raise ConfigError(f"{r}: not a run folder (no metrics.jsonl); `loop runs` lists them")
+    from .ui.app import LoopApp
+    from .ui.view import ViewScreen
+
+    LoopApp(lambda: ViewScreen(runs)).run()
+    return 0
+
+
 # ---------------------------------------------------------------- info / tui
 def cmd_info(args) -> int:
     from . import machine
@@ -540,6 +554,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("folder", nargs="?", default="runs", metavar="FOLDER")
     r.add_argument("--json", action="store_true", help="one JSON object per run")
     r.set_defaults(func=cmd_runs)
+
+    v = sub.add_parser(
+        "view",
+        help="one run's curves, or several overlaid, from their metrics (live while they train)",
+        description="Rebuild RUN's loss, validation loss and tokens/s from its metrics.jsonl, finished or "
+        "still training (then it follows live), and overlay several runs with a legend. Keys: x switches "
+        "the x axis between step and wall time, q quits. Reads only: it can watch a run another process trains.",
+    )
+    v.add_argument("runs", nargs="+", metavar="RUN")
+    v.set_defaults(func=cmd_view)
 
     i = sub.add_parser("info", help="machine, kernels and OpenCL devices (and which one would be used, and why)")
     i.add_argument("--device", metavar="NAME", help="show which OpenCL device NAME selects")

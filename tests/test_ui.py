@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -253,3 +254,79 @@ def test_real_app_in_tmux(tmp_path):
         assert checkpoint.latest(tmp_path / "run") is not None
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+# ---------------------------------------------------------------------------- loop view
+def train_run(path: Path, steps: int) -> Path:
+    from loop_tui import cli
+
+    assert cli.main(["train", "smoke", "--out", str(path), "--no-tui", "--steps", str(steps)]) == 0
+    return path
+
+
+def legend_text(view) -> str:
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(view.legend)
+    return console.export_text()
+
+
+async def test_view_rebuilds_a_finished_run_and_overlays_two(tmp_path):
+    from loop_tui.ui.view import ViewScreen
+
+    a, b = train_run(tmp_path / "a", 30), train_run(tmp_path / "b", 20)
+    app = LoopApp(lambda: ViewScreen([a, b]))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.pause()
+        view = app.screen
+        sa, sb = view.series
+        assert sa.steps == [10, 20, 30] and sb.steps == [10, 20] and sa.val and sb.val
+        text = legend_text(view)
+        assert "a" in text and "b" in text and "finished" in text and "30/30" in text
+        await pilot.press("x")  # wall time on the x axis
+        await pilot.pause()
+        assert view.by_time
+
+
+async def test_view_follows_a_run_another_process_is_training(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from loop_tui.ui.view import ViewScreen
+
+    run = tmp_path / "live"
+    cfg = tmp_path / "live.json"
+    cfg.write_bytes(orjson.dumps(quick_smoke(max_steps=100000, log_every=5, name="live").to_dict()))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loop_tui", "train", str(cfg), "--out", str(run), "--no-tui", "--threads", "1"],
+        env={**os.environ, "RAYON_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(600):
+            if (run / "metrics.jsonl").exists() and (run / "metrics.jsonl").stat().st_size:
+                break
+            await asyncio.sleep(0.05)
+        app = LoopApp(lambda: ViewScreen([run]))
+        async with app.run_test(size=(80, 24)) as pilot:
+            view = app.screen
+            await pilot.pause()
+            first = view.series[0].steps[-1]
+            await wait_for(lambda: view.series[0].steps[-1] >= first + 10, pilot)  # new records arrive live
+            assert "running" in legend_text(view)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+
+
+def test_view_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    from loop_tui import cli
+
+    assert cli.main(["view", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err

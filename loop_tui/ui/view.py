@@ -1,0 +1,132 @@
+"""`loop view RUN [RUN ...]`: runs rebuilt from their metrics.jsonl, overlaid: loss and validation
+loss against step (or wall time, key `x`), tokens/s, with a legend. A run that is still training
+is followed live: its file is read on from where the last read stopped, once a second. The viewer
+only reads, so it can watch a run another process is training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+from textual_plotext import PlotextPlot
+
+from ..train.runs import fmt, summarize
+
+COLORS = ("orange", "cyan", "green", "magenta", "yellow", "blue", "red", "white")
+
+
+@dataclass
+class Series:
+    """One run's metrics, read incrementally."""
+
+    path: Path
+    offset: int = 0  # bytes of metrics.jsonl already read
+    steps: list[int] = field(default_factory=list)
+    elapsed: list[float] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    tps: list[float] = field(default_factory=list)
+    val: list[tuple[int, float, float]] = field(default_factory=list)  # step, elapsed, val loss
+
+    def read_more(self) -> bool:
+        """Records appended since the last call (a line still being written waits); True if any."""
+        try:
+            with open(self.path / "metrics.jsonl", "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return False
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        got = False
+        for line in data[:end].splitlines():
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            got = True
+            if "loss" in rec:
+                self.steps.append(rec["step"])
+                self.elapsed.append(rec.get("elapsed_s", 0.0))
+                self.loss.append(rec["loss"])
+                self.tps.append(rec.get("tokens_per_s", 0.0))
+            elif "val_loss" in rec:
+                self.val.append((rec["step"], rec.get("elapsed_s", 0.0), rec["val_loss"]))
+        return got
+
+
+class ViewScreen(Screen):
+    BINDINGS = [Binding("x", "toggle_x", "Step / time"), Binding("q", "app.quit", "Quit")]
+
+    def __init__(self, runs: list[Path]):
+        super().__init__()
+        self.series = [Series(Path(r)) for r in runs]
+        self.by_time = False
+        self.drawn = False
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        with Vertical(id="view"):
+            yield Static(id="legend")
+            yield PlotextPlot(id="view-loss")
+            yield PlotextPlot(id="view-speed")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "loop_tui — " + ", ".join(s.path.name for s in self.series)
+        self.poll()
+        self.set_interval(1.0, self.poll)
+
+    def action_toggle_x(self) -> None:
+        self.by_time = not self.by_time
+        self.redraw()
+
+    def poll(self) -> None:
+        """Read what the runs appended; redraw only when something arrived (or on the first call)."""
+        changed = [s.read_more() for s in self.series]
+        if any(changed) or not self.drawn:
+            self.redraw()
+
+    def redraw(self) -> None:
+        self.drawn = True
+        legend = Table(box=None, padding=(0, 1), expand=True)
+        for col in ("", "run", "config", "steps", "loss", "best val", "tok/s", "status"):
+            legend.add_column(col, no_wrap=True, overflow="ellipsis")
+        for i, s in enumerate(self.series):
+            info = summarize(s.path)
+            color = COLORS[i % len(COLORS)]
+            legend.add_row(
+                Text("━━", style=color),
+                s.path.name,
+                info.config if info else "?",
+                f"{info.step}/{info.planned or '?'}" if info else "?",
+                fmt(info.loss, ".4f") if info else "—",
+                fmt(info.best_val, ".4f") if info else "—",
+                fmt(info.tokens_per_s, ",.0f") if info else "—",
+                info.status if info else "no metrics",
+            )
+        self.legend = legend
+        self.query_one("#legend", Static).update(legend)
+        xlabel = "wall time (s)" if self.by_time else "step"
+        for widget_id, title in (("#view-loss", "loss — validation ●"), ("#view-speed", "tokens/s")):
+            widget = self.query_one(widget_id, PlotextPlot)
+            plt = widget.plt
+            plt.clear_data()
+            plt.clear_figure()
+            plt.title(f"{title} against {xlabel}")
+            for i, s in enumerate(self.series):
+                xs = s.elapsed if self.by_time else s.steps
+                color = COLORS[i % len(COLORS)]
+                ys = s.loss if widget_id == "#view-loss" else s.tps
+                if xs:
+                    plt.plot(xs, ys, color=color, marker="braille")
+                if widget_id == "#view-loss" and s.val:
+                    plt.scatter([v[1] if self.by_time else v[0] for v in s.val], [v[2] for v in s.val], color=color)
+            widget.refresh()
