@@ -247,6 +247,10 @@ class TrainingEvent(Message):
         self.kind, self.line = kind, line
 
 
+TICK_S = 0.5  # text (step, loss, speed, status) refresh
+HEAVY_EVERY = 4  # plot, kernel table, CPU bars: every 4th tick (2 s)
+
+
 class DashboardScreen(Screen):
     """The live dashboard. Training runs on the runner's own long-lived thread rather than a Textual
     worker: it must outlive the app (run_dashboard waits for its final save after the UI closes),
@@ -277,6 +281,8 @@ class DashboardScreen(Screen):
         self.state: RunState = shown_state
         self.cfg: Config = shown_cfg
         self.shown_events = 0
+        self.ticks = 0
+        self.drawn_losses = (-1, -1)  # (loss points, val points) the plot last showed
         self.sampler: CpuSampler | None = None
 
     def compose(self) -> ComposeResult:
@@ -319,18 +325,25 @@ class DashboardScreen(Screen):
             self.sampler = CpuSampler(kernels.thread_stats)
         self.refresh_view()
         if self.live:
-            self.set_interval(0.25, self.tick)
+            # the training thread needs the GIL for a moment between kernel calls: hand it over
+            # after 1 ms of UI work instead of Python's default 5 ms
+            sys.setswitchinterval(0.001)
+            self.set_interval(TICK_S, self.tick)
 
     def tick(self) -> None:
         # an exception escaping a timer callback would kill the app: report it instead
         try:
-            self.refresh_view()
+            self.ticks += 1
+            self.refresh_view(heavy=self.ticks % HEAVY_EVERY == 0)
             if self.runner and self.runner.quit_requested and not self.runner.running:
                 self.app.exit(0)
         except Exception as e:  # noqa: BLE001 - an exception in a timer callback would kill the app
             self.query_one("#events", RichLog).write(f"UI error: {type(e).__name__}: {e}")
 
-    def refresh_view(self) -> None:
+    def refresh_view(self, heavy: bool = True) -> None:
+        """Cheap text every tick; the plot, the kernel table and the CPU bars (`heavy`) every
+        HEAVY_EVERY ticks, the plot only when it has new points: the UI thread shares the GIL and
+        the cores with training, and every millisecond it renders is taken from the kernels."""
         st = self.state
         with st.lock:
             snap: dict[str, Any] = dict(
@@ -372,8 +385,12 @@ class DashboardScreen(Screen):
         )
         sp = self.query_one(SpeedPanel)
         sp.now, sp.avg, sp.mfu, sp.eta, sp.elapsed = snap["now"], snap["avg"], snap["mfu"], snap["eta"], snap["elapsed"]
+        if not heavy:
+            return
         self.query_one("#speed-history", Sparkline).data = snap["speeds"] or [0]
-        self.draw_loss(snap["losses"], snap["vals"])
+        if (len(snap["losses"]), len(snap["vals"])) != self.drawn_losses:
+            self.draw_loss(snap["losses"], snap["vals"])
+            self.drawn_losses = (len(snap["losses"]), len(snap["vals"]))
         if self.sampler and self.runner:
             cores, threads = self.sampler.sample()
             cpu = self.query_one(CpuPanel)

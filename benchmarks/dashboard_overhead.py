@@ -1,0 +1,93 @@
+"""What the dashboard costs: the same training run headless and with the real app drawing it (the
+Textual app under its headless test driver at 160×50, which renders every frame as a terminal
+would, minus the terminal's own work), alternated, in one process each time.
+
+    .venv/bin/python benchmarks/dashboard_overhead.py [--config wiki_cache_optimized] [--steps 12] [--rounds 2]
+
+tokens/s = batch × seq / median step time over the steps after the first 2 (log_every 1)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+WIKI = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "wiki"
+
+
+def median_step(run: Path) -> float:
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return statistics.median([r["step_time_s"] for r in recs if "loss" in r][2:])
+
+
+async def with_dashboard(cfg, run: Path, steps: int) -> None:
+    from loop_tui import machine
+    from loop_tui.ui.app import DashboardScreen, LoopApp
+    from loop_tui.ui.runner import TrainingRunner
+
+    runner = TrainingRunner(cfg, run, steps=steps)
+    app = LoopApp(lambda: DashboardScreen(runner, machine.detect_caches()))
+    async with app.run_test(size=(160, 50)) as pilot:
+        while runner.running or not runner.ready.is_set():
+            await pilot.pause(0.2)
+
+
+def child(mode: str, config: str, run: Path, steps: int) -> None:
+    from loop_tui.config import load_config
+    from loop_tui.train.trainer import Trainer
+
+    data = str(WIKI) if WIKI.is_dir() else None
+    cfg = load_config(config).replace(
+        log_every=1, eval_every=10**6, sample_every=10**6, checkpoint_every=10**6, data=data
+    )
+    if mode == "dashboard":
+        asyncio.run(with_dashboard(cfg, run, steps))
+    else:
+        t = Trainer(cfg, run)
+        t.setup()
+        t.run(steps=steps)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="wiki_cache_optimized")
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child[0], args.config, Path(args.child[1]), args.steps)
+        return
+    sys.path.insert(0, os.path.dirname(__file__))
+    from cpu import cpu_line
+
+    from loop_tui.config import load_config
+
+    cfg = load_config(args.config)
+    print(cpu_line())
+    print(f"{args.config}, {args.steps} steps per run, median step after 2 warm-up, {args.rounds} alternating rounds")
+    res: dict[str, list[float]] = {"headless": [], "dashboard": []}
+    with tempfile.TemporaryDirectory() as d:
+        for r in range(args.rounds):
+            for mode in list(res) if r % 2 == 0 else list(res)[::-1]:
+                run = Path(d) / f"{mode}-{r}"
+                cmd = [sys.executable, __file__, "--config", args.config, "--steps", str(args.steps), "--child", mode]
+                env = {**os.environ, "RAYON_NUM_THREADS": "1"}
+                subprocess.run([*cmd, str(run)], check=True, capture_output=True, env=env)
+                res[mode].append(median_step(run))
+    base = None
+    for mode, ts in res.items():
+        tps = cfg.tokens_per_step / statistics.median(ts)
+        base = base or tps
+        each = ", ".join(f"{cfg.tokens_per_step / t:,.0f}" for t in ts)
+        print(f"{mode:10s} {tps:9,.0f} tokens/s  ({each})  {tps / base:.3f}x")
+
+
+if __name__ == "__main__":
+    main()
