@@ -90,6 +90,10 @@ def test_two_ranks_match_one_process_with_twice_the_batch(single, tmp_path):
     assert folders == ["step_00000010", "step_00000020", "step_00000030"]
     state = json.loads((run / "checkpoints" / "step_00000030" / "state.json").read_text())
     assert state["world_size"] == 2 and state["global_batch"] == 8
+    from loop_tui.ui.view import Series
+
+    watched = Series(run)
+    assert watched.read_more() and watched.ranks.startswith("2 ranks: ") and "all-reduce" in watched.ranks
 
 
 def test_ctrl_c_then_resume_under_mpirun_continues_exactly(single, tmp_path):

@@ -1,5 +1,7 @@
 """`loop view RUN [RUN ...]`: runs rebuilt from their metrics.jsonl, overlaid: loss and validation
-loss against step (or wall time, key `x`), tokens/s, with a legend. A run that is still training
+loss against step (or wall time, key `x`), tokens/s, with a legend (for an MPI run: the world size,
+each rank's tokens/s and the all-reduce time; `mpiexec` gives ranks pipes, not a terminal, so this
+is how an MPI run is watched live). A run that is still training
 is followed live: its file is read on from where the last read stopped, once a second. The viewer
 only reads, so it can watch a run another process is training."""
 
@@ -34,6 +36,7 @@ class Series:
     loss: list[float] = field(default_factory=list)
     tps: list[float] = field(default_factory=list)
     val: list[tuple[int, float, float]] = field(default_factory=list)  # step, elapsed, val loss
+    ranks: str = ""  # under MPI: world size, each rank's tokens/s, all-reduce time (last record)
 
     def read_more(self) -> bool:
         """Records appended since the last call (a line still being written waits); True if any."""
@@ -57,6 +60,11 @@ class Series:
                 self.elapsed.append(rec.get("elapsed_s", 0.0))
                 self.loss.append(rec["loss"])
                 self.tps.append(rec.get("tokens_per_s", 0.0))
+                if "world_size" in rec:
+                    each = "/".join(f"{t:,.0f}" for t in rec["rank_tokens_per_s"])
+                    self.ranks = (
+                        f"{rec['world_size']} ranks: {each} tok/s, all-reduce {1e3 * rec['allreduce_s']:.0f} ms"
+                    )
             elif "val_loss" in rec:
                 self.val.append((rec["step"], rec.get("elapsed_s", 0.0), rec["val_loss"]))
         return got
@@ -97,7 +105,8 @@ class ViewScreen(Screen):
     def redraw(self) -> None:
         self.drawn = True
         legend = Table(box=None, padding=(0, 1), expand=True)
-        for col in ("", "run", "config", "steps", "loss", "best val", "tok/s", "status"):
+        mpi = any(s.ranks for s in self.series)
+        for col in ("", "run", "config", "steps", "loss", "best val", "tok/s", "status") + (("MPI",) if mpi else ()):
             legend.add_column(col, no_wrap=True, overflow="ellipsis")
         for i, s in enumerate(self.series):
             info = summarize(s.path)
@@ -111,6 +120,7 @@ class ViewScreen(Screen):
                 fmt(info.best_val, ".4f") if info else "—",
                 fmt(info.tokens_per_s, ",.0f") if info else "—",
                 info.status if info else "no metrics",
+                *((s.ranks,) if mpi else ()),
             )
         self.legend = legend
         self.query_one("#legend", Static).update(legend)
