@@ -37,14 +37,19 @@ def quick_smoke(**kw):
     return load_config("smoke").replace(**{**dict(eval_every=1000, sample_every=1000, checkpoint_every=1000), **kw})
 
 
+async def highlight(app, pilot, name: str) -> PickerScreen:
+    """The picker with config `name` highlighted in its list."""
+    picker = app.screen
+    picker.query_one("#config-list").highlighted = [p.stem for p in picker.configs].index(name)
+    await pilot.pause()
+    return picker
+
+
 async def test_pick_smoke_start_metrics_pause_save_quit(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     app = LoopApp(lambda: PickerScreen(FIXED_CACHES))
     async with app.run_test(size=(120, 40)) as pilot:
-        picker = app.screen
-        options = picker.query_one("#config-list")
-        options.highlighted = [p.stem for p in picker.configs].index("smoke")
-        await pilot.pause()
+        picker = await highlight(app, pilot, "smoke")
         assert picker.cfg.name == "smoke"
         picker.query_one("#f-max_steps").value = "100000"  # edit inline: a long run to pause
         await pilot.pause()
@@ -134,10 +139,8 @@ async def test_enter_on_a_config_starts_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     app = LoopApp(lambda: PickerScreen(FIXED_CACHES))
     async with app.run_test(size=(120, 40)) as pilot:
-        picker = app.screen
-        options = picker.query_one("#config-list")
-        options.highlighted = [p.stem for p in picker.configs].index("smoke")
-        options.focus()
+        picker = await highlight(app, pilot, "smoke")
+        picker.query_one("#config-list").focus()
         await pilot.pause()
         await pilot.press("enter")
         await wait_for(lambda: isinstance(app.screen, DashboardScreen), pilot)
