@@ -586,13 +586,17 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("LOOP_DEBUG") == "1"
     from .config import ConfigError
     from .data.corpus import DataError
+    from .train.distributed import mark_done
 
     try:
-        return args.func(args)
+        code = args.func(args)
+        mark_done()  # under MPI: a rank that returns ended on purpose
+        return code
     except BrokenPipeError:
         return 0
     except KeyboardInterrupt:
         print("aborted without saving (the run folder keeps its last checkpoint)", file=sys.stderr)
+        mark_done()
         return EXIT_ABORTED
     except Exception as e:
         if debug:

@@ -16,7 +16,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -45,10 +45,17 @@ def launched_rank() -> int:
 
 
 def abort_world(code: int) -> None:
-    """After a failure on this rank: under MPI, end every rank (MPI_Abort) rather than leave the
-    others blocked in a collective; a no-op in a single process."""
+    """After a failure on this rank (already reported): under MPI, end every rank (MPI_Abort)
+    rather than leave the others blocked in a collective; a no-op in a single process."""
     if isinstance(_active, MPIWorld):
+        _active.mark_done()
         _active.abort(code)
+
+
+def mark_done() -> None:
+    """This process ends on purpose: the rank watcher must not report it as died."""
+    if _active is not None:
+        _active.mark_done()
 
 
 class World:
@@ -81,8 +88,13 @@ class World:
     def same_everywhere(self, arrays: list[np.ndarray]) -> bool:
         return True
 
-    def watch_peers(self, what_is_kept: Callable[[], str]) -> None:
-        """Under MPI: end this rank when another one dies (see MPIWorld)."""
+    markers: Path | None = None  # MPI: where ranks say they ended on purpose (see rank_watch.py)
+
+    def watch_peers(self, run_dir: Path) -> None:
+        """Under MPI: report and end the job when a rank dies (see MPIWorld)."""
+
+    def mark_done(self) -> None:
+        """Under MPI: this rank ends on purpose (a normal end, or an error it reported)."""
 
     def take_allreduce_s(self) -> float:
         s, self.allreduce_s = self.allreduce_s, 0.0
@@ -124,66 +136,67 @@ class MPIWorld(World):
             h.update(np.ascontiguousarray(a).tobytes())
         return len(set(self.comm.allgather(h.hexdigest()))) == 1
 
-    def watch_peers(self, what_is_kept: Callable[[], str]) -> None:
-        """Start a thread that ends this rank, with one line naming the dead rank, when another
-        rank on this machine dies (killed, out of memory). MPICH's mpiexec also ends the job at
-        once (killing the survivors, sometimes before that line is out) with a banner naming the
-        dead process's PID and host: `peers` (rank -> host, PID, printed at the start) maps it
-        to its rank. Ranks on other machines are the launcher's to watch."""
+    def watch_peers(self, run_dir: Path) -> None:
+        """Make a rank's death visible and final. The lowest rank on each machine starts
+        rank_watch.py in a session of its own: when a local rank ends without having said it is
+        done (mark_done), it prints one line naming that rank, its PID and the newest intact
+        checkpoint, even as the launcher kills the rest. And a thread here ends this rank (exit 6)
+        if a local peer dies, for launchers that would leave the survivors waiting."""
         import socket
+        import subprocess
+        import tempfile
         import threading
 
         host = socket.gethostname()
         peers = self.comm.allgather((host, os.getpid()))
         self.peers = peers
-        local = [(r, pid) for r, (h, pid) in enumerate(peers) if h == host and r != self.rank]
-
-        def died(r: int, pid: int) -> None:
-            survivors = [q for q, p in local if q != r and _alive(p)] + [self.rank]
-            if self.rank == min(survivors):  # one line for the job, from the lowest survivor
-                sys.stderr.write(
-                    f"loop: error: rank {r} (PID {pid} on {host}) died; stopping all ranks. {what_is_kept()}\n"
-                )
-                sys.stderr.flush()
-            os._exit(EXIT_RANK_LOST)
+        local = [(r, pid) for r, (h, pid) in enumerate(peers) if h == host]
+        markers = self.markers = Path(tempfile.gettempdir()) / f"loop-mpi-{peers[0][1]}"
+        markers.mkdir(exist_ok=True)
+        if self.rank == local[0][0]:
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "loop_tui.train.rank_watch",
+                    str(self.markers),
+                    str(Path(run_dir).resolve()),
+                    host,
+                ]
+                + [f"{r}:{pid}" for r, pid in local],
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        others = [(r, pid) for r, pid in local if r != self.rank]
 
         def watch() -> None:
             import select
 
-            try:  # a pidfd turns readable the moment its process ends: no polling, no delay
-                fds = {os.pidfd_open(pid): (r, pid) for r, pid in local}
-                poller = select.poll()
-                for fd in fds:
-                    poller.register(fd, select.POLLIN)
-                while True:
-                    for fd, _ in poller.poll():
-                        died(*fds[fd])
-            except (AttributeError, OSError):  # no pidfd (old kernel): look ten times a second
-                while True:
-                    time.sleep(0.1)
-                    for r, pid in local:
-                        if not _alive(pid):
-                            died(r, pid)
+            fds = {os.pidfd_open(pid): r for r, pid in others}
+            poller = select.poll()
+            for fd in fds:
+                poller.register(fd, select.POLLIN)
+            while fds:
+                for fd, _ in poller.poll():
+                    rank = fds.pop(fd)
+                    poller.unregister(fd)
+                    if not (markers / f"done-{rank}").exists():
+                        os._exit(EXIT_RANK_LOST)
 
-        threading.Thread(target=watch, name="loop-peer-watch", daemon=True).start()
+        if others and hasattr(os, "pidfd_open"):
+            threading.Thread(target=watch, name="loop-peer-watch", daemon=True).start()
+
+    def mark_done(self) -> None:
+        if self.markers is not None:
+            try:
+                (self.markers / f"done-{self.rank}").touch()
+            except OSError:
+                pass
 
     def abort(self, code: int) -> None:
         sys.stderr.flush()
         self.comm.Abort(code)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (killed, not yet reaped by the launcher) is dead too
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 class MPIUnavailable(LoopError):

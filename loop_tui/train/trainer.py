@@ -308,7 +308,7 @@ class Trainer:
             ),
         )
         if world.size > 1:
-            world.watch_peers(self._kept)
+            world.watch_peers(self.run_dir)
             self.emit(
                 "info",
                 message=f"data parallel over MPI: {world.size} ranks × batch {cfg.batch_size} = global batch "
@@ -344,10 +344,6 @@ class Trainer:
             atomic_write_bytes(path, orjson.dumps(record, option=orjson.OPT_INDENT_2))
         except OSError as e:
             raise StorageError(f"{path}: cannot write: {e.strerror or e}") from None
-
-    def _kept(self) -> str:
-        newest = checkpoint.latest(self.run_dir)
-        return f"The newest checkpoint, {newest}, is intact." if newest else "No checkpoint was written yet."
 
     def _prepare(self, corpus, tokenizer_file):
         cfg = self.cfg

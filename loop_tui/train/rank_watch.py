@@ -1,0 +1,70 @@
+"""Names the rank that died in an MPI job, in one line.
+
+    python -m loop_tui.train.rank_watch MARKERS RUN_DIR HOST RANK:PID [RANK:PID ...]
+
+Started by the lowest rank on each machine in a session of its own, so the launcher's clean-up
+(MPICH's mpiexec SIGKILLs every rank the moment one dies) does not take it down with the ranks.
+It waits on a pidfd per local rank. A rank that ends after writing MARKERS/done-RANK (a normal end,
+or an error it has already reported) is let go; the first one to end without it is the one that
+died, and the watcher that claims MARKERS/reported prints the line. It exits when every local rank
+has ended."""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+from pathlib import Path
+
+
+def newest_checkpoint(run_dir: Path) -> str:
+    try:
+        done = sorted(p for p in (run_dir / "checkpoints").iterdir() if (p / "state.json").exists())
+    except OSError:
+        done = []
+    return f"The newest checkpoint, {done[-1]}, is intact." if done else "No checkpoint was written yet."
+
+
+def main(argv: list[str]) -> int:
+    import shutil
+
+    try:
+        return watch(Path(argv[0]), Path(argv[1]), argv[2], argv[3:])
+    finally:
+        shutil.rmtree(argv[0], ignore_errors=True)  # the job's markers: its ranks have all ended
+
+
+def watch(markers: Path, run_dir: Path, host: str, argv: list[str]) -> int:
+    ranks = {int(r): int(p) for r, p in (x.split(":") for x in argv)}
+    poller = select.poll()
+    fds = {}
+    for rank, pid in ranks.items():
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:  # already gone
+            continue
+        fds[fd] = rank
+        poller.register(fd, select.POLLIN)
+    while fds:
+        for fd, _ in poller.poll():
+            rank = fds.pop(fd)
+            poller.unregister(fd)
+            if (markers / f"done-{rank}").exists():
+                continue
+            try:  # the first death claims the report; the ranks the launcher kills next do not
+                os.close(os.open(markers / "reported", os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                return 0
+            sys.stderr.write(
+                f"loop: error: rank {rank} (PID {ranks[rank]} on {host}) died; the launcher stops the other "
+                f"ranks. {newest_checkpoint(run_dir)}\n"
+            )
+            sys.stderr.flush()
+            for other in fds:  # the launcher ends the others; the markers go once they have
+                select.select([other], [], [], 10)
+            return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
