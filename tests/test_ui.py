@@ -333,3 +333,18 @@ def test_view_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
 
     assert cli.main(["view", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+async def test_cache_fit_panel_groups_with_totals_and_the_machine_caches():
+    app = LoopApp(lambda: PickerScreen(FIXED_CACHES))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.pause()
+        table = app.screen.query_one("#cachefit")
+        rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+        assert rows[0][0].startswith("this machine: L1d")
+        names = [r[0] for r in rows]
+        for label in ("weights", "gradients + AdamW", "activations, the batch", "attention"):
+            assert label in names
+        assert sum("vectors (biases, LayerNorm)" in n for n in names) == 1  # not one row per bias
+        weights = names.index("weights")
+        assert rows[weights][1].endswith(("KiB", "MiB", "GiB"))

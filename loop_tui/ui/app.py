@@ -64,22 +64,45 @@ def cache_fit_table(cfg: Config, caches: machine.Caches) -> DataTable:
     return t
 
 
+GROUP_LABELS = {
+    "weights": "weights",
+    "optimizer": "gradients + AdamW",
+    "activations (sequence)": "activations, one sequence",
+    "activations (batch)": "activations, the batch",
+    "gemm": "GEMM panels",
+    "attention": "attention",
+}
+
+
 def fill_cache_fit(t: DataTable, cfg: Config, caches: machine.Caches) -> None:
+    """`loop analyze`'s groups, each with its total first; the weights' vectors (biases and
+    LayerNorm) folded into one row; the machine's caches on the first line."""
     t.clear()
     colors = {"L1d": "green", "L2": "cyan", "L3": "yellow", "DRAM": "red", "saved": "dim"}
-    for b in analyze.report(cfg, caches)["buffers"]:
-        group = {
-            "weights": "w",
-            "optimizer": "opt",
-            "activations (sequence)": "seq",
-            "activations (batch)": "batch",
-            "gemm": "gemm",
-            "attention": "attn",
-        }[b["group"]]
-        count = f" ×{b['count']}" if b["count"] > 1 else ""
+    rep = analyze.report(cfg, caches)
+    levels = " · ".join(f"{lv.name} {analyze.human_bytes(lv.size)}" for lv in caches.levels)
+    t.add_row(Text(f"this machine: {levels}", style="bold"), "", "")
+    groups: dict[str, list[dict]] = {}
+    for b in rep["buffers"]:
+        groups.setdefault(b["group"], []).append(b)
+    for group, rows in groups.items():
+        total = sum(b["bytes"] * b["count"] for b in rows if b["fits"] != "saved")
         t.add_row(
-            f"{group}: {b['name']}{count}", analyze.human_bytes(b["bytes"]), Text(b["fits"], style=colors[b["fits"]])
+            Text(GROUP_LABELS.get(group, group), style="bold"), Text(analyze.human_bytes(total), style="bold"), ""
         )
+        vectors = [b for b in rows if group == "weights" and "×" not in b["shape"]]
+        for b in rows:
+            if b in vectors:
+                continue
+            count = f" ×{b['count']}" if b["count"] > 1 else ""
+            fits = Text(b["fits"], style=colors[b["fits"]])
+            t.add_row(f"  {b['name']}{count}", analyze.human_bytes(b["bytes"]), fits)
+        if vectors:
+            n = sum(b["count"] for b in vectors)
+            size = sum(b["bytes"] * b["count"] for b in vectors)
+            largest = max(vectors, key=lambda b: b["bytes"])
+            fits = Text(largest["fits"], style=colors[largest["fits"]])
+            t.add_row(f"  {n} vectors (biases, LayerNorm)", analyze.human_bytes(size), fits)
 
 
 def summary(cfg: Config) -> Table:
