@@ -139,13 +139,13 @@ class PickerScreen(Screen):
                 yield OptionList(
                     *[p.stem if p.parent == CONFIG_DIR else str(p) for p in self.configs], id="config-list"
                 )
+                yield Button("Start training (Enter)", id="start", variant="success")
                 yield Label("Data folder", classes="title")
                 yield Input(placeholder="blank: Python's docs", id="data")
                 yield Label("Save edited config as", classes="title")
                 with Horizontal(classes="row"):
                     yield Input(placeholder="my_config", id="save-name")
                     yield Button("Save", id="save")
-                yield Button("Start training", id="start", variant="success")
             with VerticalScroll(id="picker-right"):
                 yield Static(id="preview")
                 yield Label("", id="picker-error")
@@ -159,6 +159,11 @@ class PickerScreen(Screen):
                 table.add_columns("buffer", "size", "fits")
                 yield table
         yield Footer()
+
+    def on_resize(self) -> None:
+        """At 80×24: two columns of fields (whole labels) and a shorter config list (Start in view)."""
+        self.query_one("#fields").styles.grid_size_columns = 2 if self.size.width < 110 else 3
+        self.query_one("#config-list").styles.max_height = 6 if self.size.height < 30 else 12
 
     def on_mount(self) -> None:
         self.title = "loop_tui — pick a config"
