@@ -348,3 +348,24 @@ async def test_cache_fit_panel_groups_with_totals_and_the_machine_caches():
         assert sum("vectors (biases, LayerNorm)" in n for n in names) == 1  # not one row per bias
         weights = names.index("weights")
         assert rows[weights][1].endswith(("KiB", "MiB", "GiB"))
+
+
+def test_kernel_table_keeps_names_and_numbers_whole_in_a_narrow_panel():
+    import io
+
+    from rich.console import Console
+
+    from loop_tui.backend import KernelStat
+    from loop_tui.ui.widgets import kernel_table
+
+    stats = [
+        KernelStat("attention_fwd", 120, 2_000_000_000, 60e9, 1e9),  # 30 GFLOP/s
+        KernelStat("attention_bwd", 120, 4_000_000_000, 112e9, 1e9),  # 28 GFLOP/s
+        KernelStat("gemm", 900, 10_000_000_000, 1594e9, 20e9),  # 159.4 GFLOP/s
+    ]
+    for width, panel in ((80, 36), (160, 76)):
+        console = Console(width=panel, record=True, file=io.StringIO())
+        console.print(kernel_table(stats, width))
+        text = console.export_text()
+        assert "attention_fwd" in text and "attention_bwd" in text and "159.4" in text and "…" not in text
+        assert ("calls" in text) == (width >= 100)

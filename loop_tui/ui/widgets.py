@@ -137,12 +137,21 @@ class SpeedPanel(Static):
 
 
 def kernel_table(stats, width: int) -> Table:
+    """Per-kernel share of time and speed. Below 100 columns (a panel of ~36) only kernel, share of
+    time and GFLOP/s are shown, so names and numbers stay whole."""
     total = sum(s.ns for s in stats) or 1
+    narrow = width < 100
     tbl = Table(expand=True, box=None, padding=(0, 1), header_style="bold")
-    for col, j in (("kernel", "left"), ("calls", "right"), ("time", "right"), ("GFLOP/s", "right"), ("GB/s", "right")):
-        tbl.add_column(col, justify=j)  # type: ignore[arg-type]
+    tbl.add_column("kernel", justify="left", no_wrap=True, min_width=13)
+    cols = (("time", 5), ("GFLOP/s", 7)) if narrow else (("calls", 7), ("time", 5), ("GFLOP/s", 7), ("GB/s", 6))
+    for col, w in cols:
+        tbl.add_column(col, justify="right", no_wrap=True, min_width=w)
     for s in sorted(stats, key=lambda s: -s.ns):
         if not s.calls:
             continue
-        tbl.add_row(s.name, f"{s.calls:,}", f"{100 * s.ns / total:4.1f}%", f"{s.gflops:6.1f}", f"{s.gbytes:5.1f}")
+        share, speed = f"{100 * s.ns / total:4.1f}%", f"{s.gflops:6.1f}"
+        if narrow:
+            tbl.add_row(s.name, share, speed)
+        else:
+            tbl.add_row(s.name, f"{s.calls:,}", share, speed, f"{s.gbytes:5.1f}")
     return tbl
