@@ -325,6 +325,12 @@ def cmd_runs(args) -> int:
     folder = Path(args.folder)
     if not folder.is_dir():
         raise ConfigError(f"{folder}: no such folder (runs are under runs/ by default)")
+    if args.app:
+        from .ui.app import LoopApp
+        from .ui.runs_screen import RunsScreen
+
+        LoopApp(lambda: RunsScreen(folder)).run()
+        return 0
     runs = scan(folder)
     if args.json:
         rows = [{**r.__dict__, "path": str(r.path)} for r in runs]
@@ -553,6 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("folder", nargs="?", default="runs", metavar="FOLDER")
     r.add_argument("--json", action="store_true", help="one JSON object per run")
+    r.add_argument(
+        "--app", action="store_true", help="the runs screen of the app: Enter views a run, space + v overlays runs"
+    )
     r.set_defaults(func=cmd_runs)
 
     v = sub.add_parser(

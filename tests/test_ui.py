@@ -369,3 +369,26 @@ def test_kernel_table_keeps_names_and_numbers_whole_in_a_narrow_panel():
         text = console.export_text()
         assert "attention_fwd" in text and "attention_bwd" in text and "159.4" in text and "…" not in text
         assert ("calls" in text) == (width >= 100)
+
+
+async def test_runs_screen_lists_runs_and_opens_the_view(tmp_path):
+    from loop_tui.ui.runs_screen import RunsScreen
+    from loop_tui.ui.view import ViewScreen
+
+    train_run(tmp_path / "a", 10)
+    train_run(tmp_path / "b", 20)
+    app = LoopApp(lambda: RunsScreen(tmp_path))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        table = screen.query_one("#runs")
+        assert table.row_count == 2 and {p.name for p in screen.paths} == {"a", "b"}
+        await pilot.press("space", "down", "space", "v")  # mark both, overlay them
+        await pilot.pause()
+        assert isinstance(app.screen, ViewScreen) and len(app.screen.series) == 2
+        app.pop_screen()
+        await pilot.pause()
+        table.focus()
+        await pilot.press("enter")  # the run under the cursor alone
+        await pilot.pause()
+        assert isinstance(app.screen, ViewScreen) and len(app.screen.series) == 1

@@ -121,7 +121,11 @@ def summary(cfg: Config) -> Table:
 
 # ---------------------------------------------------------------------------- picker
 class PickerScreen(Screen):
-    BINDINGS = [Binding("enter", "start", "Start", show=True), Binding("q", "app.quit", "Quit")]
+    BINDINGS = [
+        Binding("enter", "start", "Start", show=True),
+        Binding("r", "runs", "Runs"),
+        Binding("q", "app.quit", "Quit"),
+    ]
 
     def __init__(self, caches: machine.Caches, extra: list[Path] | None = None):
         """extra: config files from anywhere, listed after the shipped ones (by path)."""
@@ -159,6 +163,13 @@ class PickerScreen(Screen):
                 table.add_columns("buffer", "size", "fits")
                 yield table
         yield Footer()
+
+    def action_runs(self) -> None:
+        """The runs under runs/ (where trainings started here go): view or overlay them."""
+        from ..train.runs import RUNS
+        from .runs_screen import RunsScreen
+
+        self.app.push_screen(RunsScreen(RUNS))
 
     def on_resize(self) -> None:
         """At 80×24: two columns of fields (whole labels) and a shorter config list (Start in view)."""
