@@ -320,7 +320,7 @@ def cmd_runs(args) -> int:
     from rich.table import Table
 
     from .config import ConfigError
-    from .train.runs import fmt, scan
+    from .train.runs import COLUMNS, NUMERIC, STATUS_STYLE, cells, scan
 
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -340,23 +340,10 @@ def cmd_runs(args) -> int:
         print(f"{folder}: no runs (a run folder holds metrics.jsonl)")
         return 0
     t = Table(title=f"runs in {folder}", title_justify="left")
-    for col in ("run", "config", "prec", "steps", "loss", "best val", "tok/s", "MFU", "started", "status"):
-        t.add_column(col, justify="right" if col in ("steps", "loss", "best val", "tok/s", "MFU") else "left")
-    style = {"running": "green", "finished": "", "interrupted": "yellow"}
+    for col in COLUMNS:
+        t.add_column(col, justify="right" if col in NUMERIC else "left")
     for r in runs:
-        t.add_row(
-            r.path.name,
-            r.config,
-            r.precision,
-            f"{r.step}/{r.planned or '?'}",
-            fmt(r.loss, ".4f"),
-            fmt(r.best_val, ".4f"),
-            fmt(r.tokens_per_s, ",.0f"),
-            fmt(100 * r.mfu, ".1f") + ("%" if r.mfu == r.mfu else ""),
-            r.started,
-            r.status,
-            style=style[r.status],
-        )
+        t.add_row(*cells(r), style=STATUS_STYLE[r.status])
     # piped or captured output gets every column whole instead of rich's default 80 columns
     Console(width=None if sys.stdout.isatty() else 200).print(t)
     return 0

@@ -16,6 +16,21 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
         monkeypatch.setenv("LOOP_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "loop-cache"))
 
 
+@pytest.fixture(autouse=True)
+def _restore_process_state():
+    """cli.main sets signal handlers and the kernels' thread count; later tests need them as they were."""
+    import signal
+
+    from loop_tui import kernels
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    threads = kernels.get_num_threads()
+    yield
+    for s, h in before.items():
+        signal.signal(s, h)
+    kernels.set_num_threads(threads)
+
+
 @pytest.fixture(params=["generic", "avx2", "avx512"])
 def isa(request):
     """Runs a test once per instruction set this CPU has (the others are skipped)."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +23,6 @@ transformers = pytest.importorskip("transformers", reason="transformers is not i
 torch = pytest.importorskip("torch", reason="torch is not installed (transformers needs it)")
 
 AWKWARD = "Hello 😀 world! 日本語のテキスト  \n\n\n   indented\t\ttabs   trailing   \r\n<|endoftext|>Ünïcödé ​zero-width"
-
-
-@pytest.fixture(autouse=True)
-def _restore_signals_and_threads():
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    threads = K.get_num_threads()
-    yield
-    for s, h in before.items():
-        signal.signal(s, h)
-    K.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

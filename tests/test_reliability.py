@@ -21,19 +21,6 @@ from .test_train import quick
 SMOKE_DATA = Path(__file__).resolve().parent / "snapshot_apps"  # any small folder of text would do
 
 
-@pytest.fixture(autouse=True)
-def _restore_process_state():
-    """cli.main sets signal handlers and the kernels' thread count; later tests need them as they were."""
-    from loop_tui import kernels
-
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    threads = kernels.get_num_threads()
-    yield
-    for s, h in before.items():
-        signal.signal(s, h)
-    kernels.set_num_threads(threads)
-
-
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     code = cli.main(list(argv))
     out, err = capsys.readouterr()

@@ -103,5 +103,27 @@ def scan(folder: Path) -> list[RunSummary]:
     return sorted(found, key=lambda s: s.started, reverse=True)
 
 
+COLUMNS = ("run", "config", "prec", "steps", "loss", "best val", "tok/s", "MFU", "started", "status")
+NUMERIC = ("steps", "loss", "best val", "tok/s", "MFU")  # right-aligned
+STATUS_STYLE = {"running": "green", "finished": "", "interrupted": "yellow"}
+
+
+def cells(r: RunSummary) -> list[str]:
+    """One run as `loop runs` shows it, column by column (COLUMNS); the CLI table and the app's
+    runs screen both use it."""
+    return [
+        r.path.name,
+        r.config,
+        r.precision,
+        f"{r.step}/{r.planned or '?'}",
+        fmt(r.loss, ".4f"),
+        fmt(r.best_val, ".4f"),
+        fmt(r.tokens_per_s, ",.0f"),
+        fmt(100 * r.mfu, ".1f") + ("%" if math.isfinite(r.mfu) else ""),
+        r.started,
+        r.status,
+    ]
+
+
 def fmt(x: float, spec: str) -> str:
     return "—" if not math.isfinite(x) else format(x, spec)

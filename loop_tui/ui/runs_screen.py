@@ -11,11 +11,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label
 
-from ..train.runs import fmt, scan
+from ..train.runs import COLUMNS, STATUS_STYLE, cells, scan
 from .view import ViewScreen
-
-COLUMNS = ("", "run", "config", "prec", "steps", "loss", "best val", "tok/s", "MFU", "started", "status")
-STATUS_STYLE = {"running": "green", "finished": "", "interrupted": "yellow"}
 
 
 class RunsScreen(Screen):
@@ -41,7 +38,7 @@ class RunsScreen(Screen):
     def on_mount(self) -> None:
         self.title = f"loop_tui — runs in {self.folder}"
         table = self.query_one("#runs", DataTable)
-        table.add_columns(*COLUMNS)
+        table.add_columns("", *COLUMNS)
         self.fill()
         self.set_interval(2.0, self.fill)
 
@@ -52,19 +49,8 @@ class RunsScreen(Screen):
         runs = scan(self.folder) if self.folder.is_dir() else []
         self.paths = [r.path for r in runs]
         for r in runs:
-            table.add_row(
-                "●" if r.path in self.marked else "",
-                r.path.name,
-                r.config,
-                r.precision,
-                f"{r.step}/{r.planned or '?'}",
-                fmt(r.loss, ".4f"),
-                fmt(r.best_val, ".4f"),
-                fmt(r.tokens_per_s, ",.0f"),
-                fmt(100 * r.mfu, ".1f"),
-                r.started,
-                Text(r.status, style=STATUS_STYLE[r.status]),
-            )
+            *shown, status = cells(r)
+            table.add_row("●" if r.path in self.marked else "", *shown, Text(status, style=STATUS_STYLE[r.status]))
         if runs:
             table.move_cursor(row=min(row, len(runs) - 1))
         note = f"{len(runs)} runs · Enter views one · space marks · v overlays the marked" if runs else "no runs here"
