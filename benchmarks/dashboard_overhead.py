@@ -28,7 +28,8 @@ def median_step(run: Path) -> float:
 
 async def with_dashboard(cfg, run: Path, steps: int) -> None:
     from loop_tui import machine
-    from loop_tui.ui.app import DashboardScreen, LoopApp
+    from loop_tui.ui.app import LoopApp
+    from loop_tui.ui.dashboard import DashboardScreen
     from loop_tui.ui.runner import TrainingRunner
 
     runner = TrainingRunner(cfg, run, steps=steps)

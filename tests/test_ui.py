@@ -17,7 +17,9 @@ import pytest
 from loop_tui import machine
 from loop_tui.config import load_config
 from loop_tui.train import checkpoint
-from loop_tui.ui.app import DashboardScreen, LoopApp, PickerScreen
+from loop_tui.ui.app import LoopApp
+from loop_tui.ui.dashboard import DashboardScreen
+from loop_tui.ui.picker import PickerScreen
 from loop_tui.ui.runner import TrainingRunner
 from loop_tui.ui.state import RunState
 
@@ -31,6 +33,18 @@ async def wait_for(predicate, pilot, timeout=60.0):
         if time.monotonic() - t0 > timeout:
             raise AssertionError("timed out waiting for the app")
         await pilot.pause(0.1)
+
+
+def screen_text(app) -> str:
+    """The screen as plain text, as the snapshot's SVG shows it."""
+    import io
+
+    from rich.console import Console
+
+    w, h = app.size
+    console = Console(width=w, height=h, file=io.StringIO(), record=True, legacy_windows=False, safe_box=False)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
 
 
 def quick_smoke(**kw):
@@ -84,7 +98,7 @@ async def test_pick_smoke_start_metrics_pause_save_quit(tmp_path, monkeypatch):
 
 
 async def test_picker_validates_inline_and_never_overwrites(tmp_path, monkeypatch):
-    import loop_tui.ui.app as app_module
+    import loop_tui.ui.picker as app_module
 
     monkeypatch.setattr(app_module, "CONFIG_DIR", tmp_path)
     (tmp_path / "default.json").write_text("{}")
@@ -203,13 +217,31 @@ def recorded_state() -> RunState:
     s.loss_history = [(i, 6.2 - 1.1 * (1 - 0.97**i)) for i in range(1, 121)]
     s.val_history = [(50, 5.32), (100, 5.24)]
     s.speed_history.extend([80000 + (i * 37) % 9000 for i in range(60)])
-    s.events = ["12:00:00 tokenizer: byte-level BPE, 512 ids", "12:00:03 eval at step 100: val loss 5.2400"]
+    s.events = [
+        "12:00:00 tokenizer: byte-level BPE, 512 ids (0.4s); 1,234,567 train tokens, 12,345 validation tokens; "
+        "encoded into /root/.cache/loop_tui/tokens/3f2a9c0d1e7b.bin",
+        "12:00:03 eval at step 100: val loss 5.2400",
+    ]
     return s
+
+
+def recorded_kernels():
+    from loop_tui.backend import KernelStat
+
+    names = ("gemm", "attention_fwd", "attention_bwd", "crossentropy", "adamw", "layernorm_fwd", "gelu_bwd")
+    return [KernelStat(n, 60 * (i + 1), 10**9 // (i + 1), 40e9 / (i + 1), 2e9) for i, n in enumerate(names)]
 
 
 def dashboard_app():
     return LoopApp(
-        lambda: DashboardScreen(None, FIXED_CACHES, state=recorded_state(), live=False, cfg=load_config("smoke"))
+        lambda: DashboardScreen(
+            None,
+            FIXED_CACHES,
+            state=recorded_state(),
+            live=False,
+            cfg=load_config("smoke"),
+            kernel_stats=recorded_kernels(),
+        )
     )
 
 
@@ -217,14 +249,134 @@ def picker_app():
     return LoopApp(lambda: PickerScreen(FIXED_CACHES))
 
 
-@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
+def recorded_runs(root: Path) -> list[Path]:
+    """Three runs as the trainer writes them (fixed numbers, so snapshots are stable): finished,
+    interrupted, and one whose lock the caller may hold (running)."""
+    runs = []
+    for name, config, planned, done, speed in (
+        ("smoke-20261124-101500", "smoke", 200, 200, 84000.0),
+        ("wiki_cache_optimized-20261124-103000", "wiki_cache_optimized", 300, 120, 2100.0),
+        ("default-20261124-110000", "default", 300, 40, 30500.0),
+    ):
+        run = root / name
+        run.mkdir(parents=True)
+        hms = name[-6:]
+        meta = {"config": config, "started": f"2026-11-24T{hms[:2]}:{hms[2:4]}:{hms[4:]}", "planned_steps": planned}
+        (run / "run.json").write_bytes(orjson.dumps({**meta, "precision": "fp32", "world_size": 1}))
+        lines = []
+        for step in range(10, done + 1, 10):
+            loss = 3.0 + 3.2 * 0.985**step + 0.05 * ((step * 7) % 5) / 5
+            tps = speed * (1 + 0.02 * ((step * 3) % 7) / 7)
+            rec = {"step": step, "loss": loss, "tokens_per_s": tps, "mfu": 0.7, "elapsed_s": step * 0.5}
+            lines.append(orjson.dumps(rec))
+            if step % 50 == 0:
+                lines.append(orjson.dumps({"step": step, "val_loss": loss + 0.2, "elapsed_s": step * 0.5}))
+        (run / "metrics.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+        (run / ".lock").touch()
+        runs.append(run)
+    return runs
+
+
+@pytest.fixture
+def runs_folder(tmp_path, monkeypatch):
+    """runs/ of recorded_runs in the working directory, the third one held by a 'trainer'."""
+    import fcntl
+
+    monkeypatch.chdir(tmp_path)
+    runs = recorded_runs(Path("runs"))
+    with open(runs[2] / ".lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield runs
+
+
+def runs_app():
+    from loop_tui.ui.runs_screen import RunsScreen
+
+    return LoopApp(lambda: RunsScreen(Path("runs")))
+
+
+def view_app(runs):
+    from loop_tui.ui.view import ViewScreen
+
+    return LoopApp(lambda: ViewScreen(runs[:2]))
+
+
+SIZES = [(80, 24), (160, 50)]
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_snapshot_dashboard(snap_compare, size):
     assert snap_compare(dashboard_app(), terminal_size=size)
 
 
-@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
+@pytest.mark.parametrize("panel", ["2", "3", "4"])
+def test_snapshot_dashboard_compact_panels(snap_compare, panel):
+    assert snap_compare(dashboard_app(), terminal_size=(80, 24), press=[panel])
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_snapshot_picker(snap_compare, size):
     assert snap_compare(picker_app(), terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_snapshot_runs(snap_compare, runs_folder, size):
+    assert snap_compare(runs_app(), terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_snapshot_view(snap_compare, runs_folder, size):
+    assert snap_compare(view_app(runs_folder), terminal_size=size)
+
+
+def panels_whole(text: str, width: int) -> None:
+    """Nothing drawn right of a panel's border, and every bordered row closed by one."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(("╭", "│", "╰")):
+            assert len(line) <= width and line.rstrip()[-1] in "╮│╯", f"row {i} drawn past its border: {line!r}"
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_dashboard_shows_every_panel_whole(size):
+    """At 80×24 one panel at a time (1-4), at 160×50 all four: names, numbers, the status word and
+    the long event line whole, nothing outside a border."""
+    app = dashboard_app()
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        compact = size == (80, 24)
+        assert app.screen.has_class("compact") == compact
+        seen = ""
+        for key in ("1", "2", "3", "4") if compact else ("",):
+            if key:
+                await pilot.press(key)
+            await pilot.pause()
+            text = screen_text(app)
+            panels_whole(text, size[0])
+            seen += text
+        flat = re.sub(r"[│\s]+", " ", seen)
+        for whole in ("attention_fwd", "attention_bwd", "GFLOP/s", "· training", "84,000 avg", "MFU 14.6%"):
+            assert whole in seen, whole
+        assert "bias/LayerNorm vectors" in seen and "L1d 48 KiB · L2 2 MiB · L3 32 MiB" in seen
+        # the long tokenizer event wrapped, not clipped: its end is on screen
+        assert "validation tokens;" in flat and "3f2a9c0d1e7b.bin" in flat
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_runs_and_view_screens_fit(size, runs_folder):
+    app = runs_app()
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        text = screen_text(app)
+        for word in ("smoke-20261124-101500", "wiki_cache_optimized-20261124-103000", "finished", "interrupted"):
+            assert word in text, word
+        assert "running" in text and "200/200" in text and "120/300" in text and "…" not in text
+    app = view_app(runs_folder)
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        text = screen_text(app)
+        assert "smoke-20261124-101500" in text and "wiki_cache_optimized-20261124-103000" in text
+        assert "200/200" in text and "120/300" in text and "…" not in text
 
 
 # ---------------------------------------------------------------- the real app in tmux
@@ -341,11 +493,11 @@ async def test_cache_fit_panel_groups_with_totals_and_the_machine_caches():
         await pilot.pause()
         table = app.screen.query_one("#cachefit")
         rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
-        assert rows[0][0].startswith("this machine: L1d")
+        assert "Cache fit on this machine: L1d 48 KiB · L2 2 MiB · L3 32 MiB" in screen_text(app)
         names = [r[0] for r in rows]
         for label in ("weights", "gradients + AdamW", "activations, the batch", "attention"):
             assert label in names
-        assert sum("vectors (biases, LayerNorm)" in n for n in names) == 1  # not one row per bias
+        assert sum("bias/LayerNorm vectors" in n for n in names) == 1  # not one row per bias
         weights = names.index("weights")
         assert rows[weights][1].endswith(("KiB", "MiB", "GiB"))
 
@@ -363,12 +515,12 @@ def test_kernel_table_keeps_names_and_numbers_whole_in_a_narrow_panel():
         KernelStat("attention_bwd", 120, 4_000_000_000, 112e9, 1e9),  # 28 GFLOP/s
         KernelStat("gemm", 900, 10_000_000_000, 1594e9, 20e9),  # 159.4 GFLOP/s
     ]
-    for width, panel in ((80, 36), (160, 76)):
-        console = Console(width=panel, record=True, file=io.StringIO())
+    for width in (36, 56, 76):
+        console = Console(width=width, record=True, file=io.StringIO())
         console.print(kernel_table(stats, width))
         text = console.export_text()
         assert "attention_fwd" in text and "attention_bwd" in text and "159.4" in text and "…" not in text
-        assert ("calls" in text) == (width >= 100)
+        assert ("calls" in text) == (width >= 56)
 
 
 async def test_runs_screen_lists_runs_and_opens_the_view(tmp_path):
@@ -392,3 +544,42 @@ async def test_runs_screen_lists_runs_and_opens_the_view(tmp_path):
         await pilot.press("enter")  # the run under the cursor alone
         await pilot.pause()
         assert isinstance(app.screen, ViewScreen) and len(app.screen.series) == 1
+
+
+async def test_runs_screen_resumes_an_interrupted_run_and_refuses_a_finished_one(tmp_path):
+    from loop_tui.train.trainer import Trainer
+    from loop_tui.ui.dashboard import DashboardScreen as Dash
+    from loop_tui.ui.runs_screen import RunsScreen
+
+    done = train_run(tmp_path / "done", 10)
+    holder: list[Trainer] = []
+
+    def quit_at_3(kind, p):
+        if kind == "step" and p["step"] == 3:
+            holder[0].request("quit")
+
+    stopped = tmp_path / "stopped"
+    holder.append(Trainer(quick_smoke(max_steps=8, log_every=1), stopped, on_event=quit_at_3))
+    holder[0].setup()
+    holder[0].run()
+    holder[0].close()
+    app = LoopApp(lambda: RunsScreen(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        table = screen.query_one("#runs")
+        table.focus()
+        table.move_cursor(row=screen.paths.index(done))
+        await pilot.press("t")
+        await pilot.pause()
+        assert app.screen is screen  # refused: nothing to resume
+        table.move_cursor(row=screen.paths.index(stopped))
+        await pilot.press("t")
+        await pilot.pause()
+        assert isinstance(app.screen, Dash)
+        runner = app.screen.runner
+        await wait_for(lambda: runner.ready.is_set() and not runner.running, pilot)
+        assert runner.state.error is None and runner.state.step == 8
+    assert checkpoint.latest(stopped) is not None
+    steps = [orjson.loads(line)["step"] for line in (stopped / "metrics.jsonl").read_bytes().splitlines()]
+    assert steps[:3] == [1, 2, 3] and steps[-1] == 8

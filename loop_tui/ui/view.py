@@ -22,6 +22,8 @@ from textual_plotext import PlotextPlot
 
 from ..train.runs import fmt, summarize
 
+LEGEND_COLUMNS = ("", "run", "config", "steps", "loss", "best val", "tok/s", "status")
+NARROW_LEGEND_COLUMNS = ("", "run", "steps", "best val", "status")  # below 120 columns: what fits 80 whole
 COLORS = ("orange", "cyan", "green", "magenta", "yellow", "blue", "red", "white")
 
 
@@ -88,9 +90,14 @@ class ViewScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.title = "loop_tui — " + ", ".join(s.path.name for s in self.series)
+        names = [s.path.name for s in self.series]
+        self.title = f"loop_tui — {names[0]}" if len(names) == 1 else f"loop_tui — {len(names)} runs"
         self.poll()
         self.set_interval(1.0, self.poll)
+
+    def on_resize(self) -> None:
+        if self.drawn:
+            self.redraw()
 
     def action_toggle_x(self) -> None:
         self.by_time = not self.by_time
@@ -106,22 +113,24 @@ class ViewScreen(Screen):
         self.drawn = True
         legend = Table(box=None, padding=(0, 1), expand=True)
         mpi = any(s.ranks for s in self.series)
-        for col in ("", "run", "config", "steps", "loss", "best val", "tok/s", "status") + (("MPI",) if mpi else ()):
+        wide = self.size.width >= 120
+        columns = LEGEND_COLUMNS if wide else NARROW_LEGEND_COLUMNS
+        for col in columns + (("MPI",) if mpi and wide else ()):
             legend.add_column(col, no_wrap=True, overflow="ellipsis")
         for i, s in enumerate(self.series):
             info = summarize(s.path)
-            color = COLORS[i % len(COLORS)]
-            legend.add_row(
-                Text("━━", style=color),
-                s.path.name,
-                info.config if info else "?",
-                f"{info.step}/{info.planned or '?'}" if info else "?",
-                fmt(info.loss, ".4f") if info else "—",
-                fmt(info.best_val, ".4f") if info else "—",
-                fmt(info.tokens_per_s, ",.0f") if info else "—",
-                info.status if info else "no metrics",
-                *((s.ranks,) if mpi else ()),
-            )
+            cells: dict[str, Text | str] = {
+                "": Text("━━", style=COLORS[i % len(COLORS)]),
+                "run": s.path.name,
+                "config": info.config if info else "?",
+                "steps": f"{info.step}/{info.planned or '?'}" if info else "?",
+                "loss": fmt(info.loss, ".4f") if info else "—",
+                "best val": fmt(info.best_val, ".4f") if info else "—",
+                "tok/s": fmt(info.tokens_per_s, ",.0f") if info else "—",
+                "status": info.status if info else "no metrics",
+                "MPI": s.ranks,
+            }
+            legend.add_row(*(cells[c] for c in columns + (("MPI",) if mpi and wide else ())))
         self.legend = legend
         self.query_one("#legend", Static).update(legend)
         xlabel = "wall time (s)" if self.by_time else "step"

@@ -11,8 +11,10 @@ import psutil
 from rich.table import Table
 from rich.text import Text
 from textual.reactive import reactive
-from textual.widgets import Static
+from textual.widgets import DataTable, Static
 
+from .. import analyze, machine
+from ..config import Config
 from ..train.console import fmt_duration
 
 
@@ -136,11 +138,14 @@ class SpeedPanel(Static):
         return t
 
 
+FULL_KERNEL_TABLE = 56  # panel columns the five-column kernel table needs with every name whole
+
+
 def kernel_table(stats, width: int) -> Table:
-    """Per-kernel share of time and speed. Below 100 columns (a panel of ~36) only kernel, share of
-    time and GFLOP/s are shown, so names and numbers stay whole."""
+    """Per-kernel share of time and speed in a panel `width` columns wide. Below FULL_KERNEL_TABLE
+    only kernel, share of time and GFLOP/s are shown, so names and numbers stay whole."""
     total = sum(s.ns for s in stats) or 1
-    narrow = width < 100
+    narrow = width < FULL_KERNEL_TABLE
     tbl = Table(expand=True, box=None, padding=(0, 1), header_style="bold")
     tbl.add_column("kernel", justify="left", no_wrap=True, min_width=13)
     cols = (("time", 5), ("GFLOP/s", 7)) if narrow else (("calls", 7), ("time", 5), ("GFLOP/s", 7), ("GB/s", 6))
@@ -155,3 +160,53 @@ def kernel_table(stats, width: int) -> Table:
         else:
             tbl.add_row(s.name, f"{s.calls:,}", share, speed, f"{s.gbytes:5.1f}")
     return tbl
+
+
+def cache_fit_table(cfg: Config, caches: machine.Caches) -> DataTable:
+    t: DataTable = DataTable(zebra_stripes=True, cursor_type="none", id="cachefit")
+    t.add_columns("buffer", "size", "fits")
+    fill_cache_fit(t, cfg, caches)
+    return t
+
+
+def caches_line(caches: machine.Caches) -> str:
+    return " · ".join(f"{lv.name} {analyze.human_bytes(lv.size)}" for lv in caches.levels)
+
+
+GROUP_LABELS = {
+    "weights": "weights",
+    "optimizer": "gradients + AdamW",
+    "activations (sequence)": "activations, one sequence",
+    "activations (batch)": "activations, the batch",
+    "gemm": "GEMM panels",
+    "attention": "attention",
+}
+
+
+def fill_cache_fit(t: DataTable, cfg: Config, caches: machine.Caches) -> None:
+    """`loop analyze`'s groups, each with its total first; the weights' vectors (biases and
+    LayerNorm) folded into one row. The machine's caches go in the title above (caches_line)."""
+    t.clear()
+    colors = {"L1d": "green", "L2": "cyan", "L3": "yellow", "DRAM": "red", "saved": "dim"}
+    rep = analyze.report(cfg, caches)
+    groups: dict[str, list[dict]] = {}
+    for b in rep["buffers"]:
+        groups.setdefault(b["group"], []).append(b)
+    for group, rows in groups.items():
+        total = sum(b["bytes"] * b["count"] for b in rows if b["fits"] != "saved")
+        t.add_row(
+            Text(GROUP_LABELS.get(group, group), style="bold"), Text(analyze.human_bytes(total), style="bold"), ""
+        )
+        vectors = [b for b in rows if group == "weights" and "×" not in b["shape"]]
+        for b in rows:
+            if b in vectors:
+                continue
+            count = f" ×{b['count']}" if b["count"] > 1 else ""
+            fits = Text(b["fits"], style=colors[b["fits"]])
+            t.add_row(f"  {b['name']}{count}", analyze.human_bytes(b["bytes"]), fits)
+        if vectors:
+            n = sum(b["count"] for b in vectors)
+            size = sum(b["bytes"] * b["count"] for b in vectors)
+            largest = max(vectors, key=lambda b: b["bytes"])
+            fits = Text(largest["fits"], style=colors[largest["fits"]])
+            t.add_row(f"  {n} bias/LayerNorm vectors", analyze.human_bytes(size), fits)
