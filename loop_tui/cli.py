@@ -93,11 +93,9 @@ def cmd_train(args) -> int:
     else:
         run_dir = default_run_dir(cfg.name)
     cfg = model_shape(cfg, args, run_dir)
-    from .train.distributed import launched_size
 
-    # under mpirun the ranks' terminals are mpirun's pipes: progress lines from rank 0 instead
-    use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty() and launched_size() == 1
-    if use_tui:
+    dashboard, terminal = use_dashboard(args)
+    if dashboard:
         from .ui.app import run_dashboard
 
         state = run_dashboard(
@@ -108,9 +106,31 @@ def cmd_train(args) -> int:
             steps=args.steps,
             checkpoint_every=args.checkpoint_every,
             device=args.device,
+            threads=args.threads,
+            force=args.force,
+            new_data=args.new_data,
+            terminal=terminal,
         )
         return dashboard_summary(state, run_dir)
     return train_headless(cfg, run_dir, args)
+
+
+def use_dashboard(args) -> tuple[bool, str | None]:
+    """(show the dashboard, the terminal device to draw on if not our own). On a terminal, unless
+    --no-tui. Under mpiexec the ranks get pipes: rank 0 draws the dashboard on mpiexec's own
+    terminal when mpiexec runs on one (stdin and stdout), the other ranks never."""
+    from .train.distributed import launched_rank, launched_size
+
+    if args.no_tui:
+        return False, None
+    if launched_size() == 1:
+        return sys.stdout.isatty() and sys.stdin.isatty(), None
+    if launched_rank() != 0:
+        return False, None
+    from .ui.rank_terminal import launcher_terminal
+
+    terminal = launcher_terminal()
+    return terminal is not None, terminal
 
 
 def model_shape(cfg, args, run_dir: Path):
@@ -141,6 +161,9 @@ def dashboard_summary(state, run_dir: Path) -> int:
     """What the terminal shows after the dashboard closes, and the exit code."""
     if state.error:
         print(f"loop: error: {state.error}", file=sys.stderr)
+        from .train.distributed import abort_world
+
+        abort_world(1)  # under mpiexec the other ranks wait in a collective: end them
         return 1
     print(f"stopped at step {state.step}, loss {state.loss:.4f}; run folder {run_dir}")
     if state.sample:

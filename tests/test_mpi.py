@@ -169,3 +169,77 @@ def test_started_by_mpirun_without_mpi4py_says_how_to_install(tmp_path):
     )
     assert p.returncode == 2 and "pip install -e '.[mpi]'" in p.stderr and "Traceback" not in p.stderr
     assert cli  # imported in-process too: single-process use never touches MPI
+
+
+# ---------------------------------------------------------------- rank 0's dashboard on mpiexec's terminal
+def tmux_pane(session: str) -> str:
+    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+
+def wait_pane(session: str, predicate, timeout: float = 120) -> str:
+    deadline, pane = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        pane = tmux_pane(session)
+        if predicate(pane):
+            return pane
+        time.sleep(0.3)
+    raise AssertionError(f"timed out; the terminal shows:\n{pane}")
+
+
+@pytest.fixture
+def terminal(tmp_path):
+    """A 120×40 tmux terminal running a command; yields (start(cmd), session)."""
+    if not shutil.which("tmux"):
+        pytest.skip("tmux is not installed")
+    session = f"loop-mpi-{os.getpid()}"
+
+    def start(argv: list[str]) -> None:
+        line = " ".join(f"'{a}'" for a in argv)
+        prefix = f"cd {tmp_path} && export RAYON_NUM_THREADS=1 LOOP_CACHE_DIR={os.environ['LOOP_CACHE_DIR']}; "
+        cmd = prefix + f"{line}; echo EXIT=$?; sleep 120"
+        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", cmd], check=True)
+
+    yield start, session
+    subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_rank_zero_shows_the_dashboard_on_mpiexecs_terminal_and_q_saves(terminal, tmp_path):
+    start, session = terminal
+    run = tmp_path / "run"
+    argv = [a for a in train_argv(config(tmp_path, max_steps=100000, checkpoint_every=1000), run) if a != "--no-tui"]
+    start(mpi(2, argv))
+    pane = wait_pane(session, lambda s: "MPI 2 ranks · per rank" in s and "all-reduce" in s and "step" in s)
+    assert "Quit" in pane and "cache fit" in pane  # the app, not progress lines
+    subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+    pane = wait_pane(session, lambda s: "EXIT=" in s)
+    assert "EXIT=0" in pane and "stopped at step" in pane, pane
+    assert " icanon " in pane_tty_settings(session) + " "
+    from loop_tui.train import checkpoint
+
+    assert checkpoint.latest(run) is not None
+    assert json.loads((checkpoint.latest(run) / "state.json").read_text())["world_size"] == 2
+
+
+def test_killed_rank_under_the_dashboard_gives_the_terminal_back_and_names_it(terminal, tmp_path):
+    import psutil
+
+    start, session = terminal
+    run = tmp_path / "run"
+    argv = [a for a in train_argv(config(tmp_path, max_steps=100000, checkpoint_every=5), run) if a != "--no-tui"]
+    start(mpi(2, argv))
+    wait_pane(session, lambda s: "MPI 2 ranks · per rank" in s)
+    victim = next(
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "loop_tui" in " ".join(p.info["cmdline"] or []) and p.environ().get("PMI_RANK") == "1"
+    )
+    victim.send_signal(signal.SIGKILL)
+    pane = wait_pane(session, lambda s: "EXIT=" in s, timeout=60)
+    assert f"rank 1 (PID {victim.pid}" in pane and "EXIT=0" not in pane, pane
+    assert "Quit" not in pane  # the alternate screen is gone: the shell's own lines show
+    assert " icanon " in pane_tty_settings(session) + " "  # line editing and echo are back
+
+
+def pane_tty_settings(session: str) -> str:
+    tty = subprocess.run(["tmux", "display", "-p", "-t", session, "#{pane_tty}"], capture_output=True, text=True)
+    return subprocess.run(["stty", "-F", tty.stdout.strip(), "-a"], capture_output=True, text=True).stdout

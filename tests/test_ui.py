@@ -337,7 +337,7 @@ def panels_whole(text: str, width: int) -> None:
             assert len(line) <= width and line.rstrip()[-1] in "╮│╯", f"row {i} drawn past its border: {line!r}"
 
 
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("size", [*SIZES, (120, 40)])
 async def test_dashboard_shows_every_panel_whole(size):
     """At 80×24 one panel at a time (1-4), at 160×50 all four: names, numbers, the status word and
     the long event line whole, nothing outside a border."""

@@ -13,6 +13,7 @@ a plain `loop train` never imports mpi4py. `World` is the single-process stand-i
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import time
@@ -50,6 +51,29 @@ def abort_world(code: int) -> None:
     if isinstance(_active, MPIWorld):
         _active.mark_done()
         _active.abort(code)
+
+
+_restore_terminal: list = []  # set by the dashboard on rank 0: puts the terminal back before os._exit
+_terminal_note: dict = {}  # {"path", "attrs"} of the terminal rank 0's dashboard took over
+
+
+def note_terminal(path: str, attrs: list, restore) -> None:
+    """Rank 0's dashboard took over the terminal `path` (saved termios `attrs`): if this rank is
+    killed, the rank watcher puts it back (it reads MARKERS/terminal-RANK.json, written now or once
+    watch_peers has made MARKERS); if it exits because a peer died, `restore` runs first."""
+    _restore_terminal[:] = [restore]
+    _terminal_note.update(path=path, attrs=attrs[:6] + [[c if isinstance(c, int) else c.hex() for c in attrs[6]]])
+    _write_terminal_note()
+
+
+def _write_terminal_note() -> None:
+    markers = getattr(_active, "markers", None)
+    if markers is None or not _terminal_note:
+        return
+    try:
+        (markers / f"terminal-{getattr(_active, 'rank', 0)}.json").write_text(json.dumps(_terminal_note))
+    except OSError:
+        pass
 
 
 def mark_done() -> None:
@@ -153,6 +177,7 @@ class MPIWorld(World):
         local = [(r, pid) for r, (h, pid) in enumerate(peers) if h == host]
         markers = self.markers = Path(tempfile.gettempdir()) / f"loop-mpi-{peers[0][1]}"
         markers.mkdir(exist_ok=True)
+        _write_terminal_note()
         if self.rank == local[0][0]:
             subprocess.Popen(
                 [
@@ -182,6 +207,8 @@ class MPIWorld(World):
                     rank = fds.pop(fd)
                     poller.unregister(fd)
                     if not (markers / f"done-{rank}").exists():
+                        for restore in _restore_terminal:
+                            restore()
                         os._exit(EXIT_RANK_LOST)
 
         if others and hasattr(os, "pidfd_open"):

@@ -25,6 +25,33 @@ def newest_checkpoint(run_dir: Path) -> str:
     return f"The newest checkpoint, {done[-1]}, is intact." if done else "No checkpoint was written yet."
 
 
+# leave the alternate screen, show the cursor, end mouse reporting, bracketed paste, focus events and
+# the kitty keyboard protocol: what Textual turned on, undone for a dashboard killed mid-frame
+TERMINAL_RESET = "\x1b[?1049l\x1b[?25h\x1b[?1000l\x1b[?1003l\x1b[?1006l\x1b[?1015l\x1b[?2004l\x1b[?1004l\x1b[<u"
+
+
+def restore_terminal(markers: Path, rank: int) -> None:
+    """If `rank` drew the dashboard (MARKERS/terminal-RANK.json), put its terminal back: the
+    termios settings it saved, and the screen modes Textual set."""
+    import json
+    import termios
+
+    try:
+        saved = json.loads((markers / f"terminal-{rank}.json").read_text())
+        fd = os.open(saved["path"], os.O_WRONLY | os.O_NOCTTY)
+    except (OSError, ValueError, KeyError):
+        return
+    try:
+        attrs = saved["attrs"]
+        attrs[6] = [c if isinstance(c, int) else bytes.fromhex(c) for c in attrs[6]]
+        termios.tcsetattr(fd, termios.TCSADRAIN, attrs)
+        os.write(fd, TERMINAL_RESET.encode())
+    except (OSError, termios.error, ValueError):
+        pass
+    finally:
+        os.close(fd)
+
+
 def main(argv: list[str]) -> int:
     import shutil
 
@@ -51,6 +78,8 @@ def watch(markers: Path, run_dir: Path, host: str, argv: list[str]) -> int:
             poller.unregister(fd)
             if (markers / f"done-{rank}").exists():
                 continue
+            for local in ranks:  # a dashboard on a rank the launcher is about to kill: the terminal first
+                restore_terminal(markers, local)
             try:  # the first death claims the report; the ranks the launcher kills next do not
                 os.close(os.open(markers / "reported", os.O_CREAT | os.O_EXCL))
             except FileExistsError:
@@ -60,8 +89,10 @@ def watch(markers: Path, run_dir: Path, host: str, argv: list[str]) -> int:
                 f"ranks. {newest_checkpoint(run_dir)}\n"
             )
             sys.stderr.flush()
-            for other in fds:  # the launcher ends the others; the markers go once they have
+            for other, other_rank in fds.items():  # the launcher ends the others; the markers go once they have
                 select.select([other], [], [], 10)
+                if not (markers / f"done-{other_rank}").exists():
+                    restore_terminal(markers, other_rank)
             return 0
     return 0
 

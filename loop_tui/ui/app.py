@@ -10,6 +10,7 @@ loop view RUN [RUN ...]  -> ViewScreen
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -27,8 +28,8 @@ class LoopApp(App):
     CSS_PATH = "loop.tcss"
     TITLE = "loop_tui"
 
-    def __init__(self, screen_factory):
-        super().__init__()
+    def __init__(self, screen_factory, driver_class=None):
+        super().__init__(driver_class=driver_class)
         self.screen_factory = screen_factory
 
     def on_mount(self) -> None:
@@ -36,14 +37,52 @@ class LoopApp(App):
 
 
 def run_dashboard(
-    cfg: Config, run_dir: Path, data=None, resume=False, steps=None, checkpoint_every=None, device=None
+    cfg: Config,
+    run_dir: Path,
+    data=None,
+    resume=False,
+    steps=None,
+    checkpoint_every=None,
+    device=None,
+    threads=None,
+    force=False,
+    new_data=False,
+    terminal: str | None = None,
 ) -> RunState:
-    """Run the dashboard until it closes; the run's final state (cli.py prints the summary)."""
+    """Run the dashboard until it closes; the run's final state (cli.py prints the summary).
+    terminal: MPI rank 0 draws on this device, mpiexec's terminal (rank_terminal.py).
+    SIGINT/SIGTERM (e.g. forwarded by mpiexec) act like q: finish the step, save, exit; a second
+    one aborts without saving."""
     caches = machine.detect_caches()
     runner = TrainingRunner(
-        cfg, run_dir, data=data, resume=resume, steps=steps, checkpoint_every=checkpoint_every, device=device
+        cfg,
+        run_dir,
+        data=data,
+        resume=resume,
+        steps=steps,
+        checkpoint_every=checkpoint_every,
+        device=device,
+        threads=threads,
+        force=force,
+        new_data=new_data,
     )
-    app = LoopApp(lambda: DashboardScreen(runner, caches))
+    driver = None
+    if terminal:
+        from .rank_terminal import RankZeroDriver
+
+        driver = type("RankZeroDriverOn", (RankZeroDriver,), {"TERMINAL": terminal})
+    app = LoopApp(lambda: DashboardScreen(runner, caches), driver_class=driver)
+
+    def on_signal(signum, frame) -> None:
+        if runner.quit_requested:
+            runner.trainer.abort = True
+            runner.aborted = True
+            app.call_later(app.exit, 130)
+        else:
+            runner.request("quit")
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     app.run()
     if runner.aborted:
         print(f"aborted without saving; {run_dir} keeps its last checkpoint", file=sys.stderr)

@@ -39,6 +39,14 @@ COMPACT_BELOW = (120, 36)  # terminal (columns, rows) under which panels are sho
 PANELS = (("speed-box", "speed"), ("cpu-box", "CPU"), ("cache-box", "caches"), ("log-box", "output"))
 
 
+def world_line(size: int, rank_tokens_per_s: list[float], allreduce_s: float) -> str:
+    """Under MPI: the world size, each rank's own tokens/s and the all-reduce time per step."""
+    if size <= 1:
+        return ""
+    each = " / ".join(f"{t:,.0f}" for t in rank_tokens_per_s) or "…"
+    return f"MPI {size} ranks · per rank {each} tok/s · all-reduce {1e3 * allreduce_s:.0f} ms/step"
+
+
 class DashboardScreen(Screen):
     """The live dashboard. Training runs on the runner's own long-lived thread rather than a Textual
     worker: it must outlive the app (run_dashboard waits for its final save after the UI closes),
@@ -101,7 +109,7 @@ class DashboardScreen(Screen):
                     yield Label("Latest sample", classes="title")
                     yield Static("", id="sample")
                     yield Label("Events", classes="title")
-                    yield RichLog(id="events", wrap=True, markup=False, max_lines=500)
+                    yield RichLog(id="events", wrap=True, markup=False, max_lines=500, min_width=20)
         yield Footer()
 
     def on_resize(self) -> None:
@@ -110,6 +118,27 @@ class DashboardScreen(Screen):
         self.set_class(self.size.width < COMPACT_BELOW[0] or self.size.height < COMPACT_BELOW[1], "compact")
         self.show_panel(self.shown)
         self.refresh_bindings()
+        self.call_after_refresh(self.rewrap_events)
+
+    def append_events(self) -> None:
+        """The run's events not yet in the log (RunState keeps them all; messages only wake us)."""
+        with self.state.lock:
+            new = self.state.events[self.shown_events :]
+            self.shown_events = len(self.state.events)
+        log = self.query_one("#events", RichLog)
+        for line in new:
+            log.write(line)
+
+    def rewrap_events(self) -> None:
+        """RichLog wraps a line once, at the width it has when written: after a resize, write the
+        recent events again at the new width."""
+        log = self.query_one("#events", RichLog)
+        if log.size.width == 0:  # hidden (another panel shown): done when shown
+            return
+        log.clear()
+        with self.state.lock:
+            self.shown_events = max(0, len(self.state.events) - 500)
+        self.append_events()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Panel keys only in the compact layout (the footer hides them otherwise)."""
@@ -128,6 +157,7 @@ class DashboardScreen(Screen):
         tabs.append("(tab: next)", style="dim")
         self.query_one("#panel-tabs", Static).update(tabs)
         self.call_after_refresh(self.refresh_view)  # a panel shown again is drawn at its new width
+        self.call_after_refresh(self.rewrap_events)
 
     def action_panel(self, index: int) -> None:
         self.show_panel(index)
@@ -189,9 +219,8 @@ class DashboardScreen(Screen):
                 losses=list(st.loss_history),
                 vals=list(st.val_history),
                 speeds=list(st.speed_history),
-                events=st.events[self.shown_events :],
+                world=world_line(st.world_size, st.rank_tokens_per_s, st.allreduce_s),
             )
-            self.shown_events = len(st.events)
         info = Text()
         info.append(f"{self.cfg.name}", style="bold")
         info.append(f" · backend {st.backend} · {snap['device'] or 'starting…'} · run {st.run_dir}")
@@ -210,6 +239,7 @@ class DashboardScreen(Screen):
         )
         sp = self.query_one(SpeedPanel)
         sp.now, sp.avg, sp.mfu, sp.eta, sp.elapsed = snap["now"], snap["avg"], snap["mfu"], snap["eta"], snap["elapsed"]
+        sp.world = snap["world"]
         if not heavy:
             return
         self.query_one("#speed-history", Sparkline).data = snap["speeds"] or [0]
@@ -227,17 +257,14 @@ class DashboardScreen(Screen):
         self.query_one("#sample", Static).update(
             snap["sample"] or "(first sample after sample_every steps; g for one now)"
         )
-        if not self.runner:  # a static view (snapshots) shows the recorded events; a live one gets messages
-            log = self.query_one("#events", RichLog)
-            for e in snap["events"]:
-                log.write(e)
+        self.append_events()
 
     def post_training_event(self, kind: str, line: str) -> None:
         """Called on the training thread; post_message is thread-safe."""
         self.post_message(TrainingEvent(kind, line))
 
     def on_training_event(self, event: TrainingEvent) -> None:
-        self.query_one("#events", RichLog).write(event.line)
+        self.append_events()
         if event.kind in ("sample", "done", "error"):
             self.refresh_view()
 

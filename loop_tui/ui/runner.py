@@ -25,6 +25,8 @@ class TrainingRunner:
         checkpoint_every: int | None = None,
         threads: int | None = None,
         device: str | None = None,
+        force: bool = False,
+        new_data: bool = False,
     ):
         self.state = RunState(
             config_name=cfg.name,
@@ -34,7 +36,15 @@ class TrainingRunner:
             tokens_per_step=cfg.tokens_per_step,
         )
         self.trainer = Trainer(
-            cfg, run_dir, data=data, resume=resume, threads=threads, on_event=self._on_event, device=device
+            cfg,
+            run_dir,
+            data=data,
+            resume=resume,
+            threads=threads,
+            on_event=self._on_event,
+            device=device,
+            force=force,
+            new_data=new_data,
         )
         # called on the training thread with (kind, time-stamped line) for each rare event; the
         # dashboard posts them to itself as Textual messages

@@ -37,6 +37,9 @@ class RunState:
     speed_history: deque = field(default_factory=lambda: deque(maxlen=120))
     events: list[str] = field(default_factory=list)
     tokens_per_step: int = 1
+    world_size: int = 1  # MPI ranks (the figures above count the whole world)
+    rank_tokens_per_s: list[float] = field(default_factory=list)  # each rank's own speed, last logged step
+    allreduce_s: float = 0.0  # gradient all-reduce time of the last logged step
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def log(self, text: str) -> str:
@@ -56,6 +59,11 @@ class RunState:
                 self.elapsed_s, self.eta_s = p["elapsed_s"], p["eta_s"]
                 self.loss_history.append((p["step"], p["loss"]))
                 self.speed_history.append(self.tokens_per_s_now)
+                return None
+            if kind == "log":
+                if "world_size" in p:
+                    self.world_size, self.rank_tokens_per_s = p["world_size"], p["rank_tokens_per_s"]
+                    self.allreduce_s = p["allreduce_s"]
                 return None
             if kind == "progress":
                 pct = 100 * p["done"] / max(1, p["total"])

@@ -124,6 +124,7 @@ class SpeedPanel(Static):
     mfu: reactive[float] = reactive(float("nan"))
     eta: reactive[float] = reactive(float("nan"))
     elapsed: reactive[float] = reactive(0.0)
+    world: reactive[str] = reactive("", layout=True)  # under MPI: ranks, each rank's tokens/s, all-reduce time
 
     def render(self) -> Text:
         t = Text()
@@ -135,6 +136,8 @@ class SpeedPanel(Static):
         t.append(f"MFU {mfu} ", style="bold cyan")
         t.append(" of this machine's measured peak\n", style="dim")
         t.append(f"elapsed {fmt_duration(self.elapsed)}   ETA {fmt_duration(self.eta)}")
+        if self.world:
+            t.append("\n" + self.world, style="magenta")
         return t
 
 
