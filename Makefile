@@ -59,7 +59,8 @@ bench: install
 	$(PY) benchmarks/train_table.py --config gpt2_small --steps 2 --precision fp32 --torch-compile
 	$(PY) benchmarks/mpi_table.py
 	$(PY) benchmarks/mpi_scaling.py
-	$(PY) benchmarks/dashboard_overhead.py --rounds 4
+	$(PY) benchmarks/dashboard_overhead.py --rounds 6
+	$(PY) benchmarks/dashboard_overhead.py --interleave 3 --steps 38
 
 # Kernels rebuilt with ASan+UBSan into a separate copy of the package (build/sanitize, so the
 # normal build is untouched), then the kernel tests run there on every ISA this CPU has.

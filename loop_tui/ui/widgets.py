@@ -85,8 +85,14 @@ class CpuSampler:
 class CpuPanel(Static):
     """Per-core bars (user / system / steal) and per-kernel-thread bars (busy vs OS CPU)."""
 
-    cores: reactive[list] = reactive(list, always_update=True)
-    threads: reactive[list] = reactive(list, always_update=True)
+    cores: list = []
+    threads: list = []
+
+    def show(self, cores: list, threads: list) -> None:
+        """New samples: a repaint, and a layout only when the number of lines changes."""
+        lines = (len(self.cores), len(self.threads))
+        self.cores, self.threads = cores, threads
+        self.refresh(layout=lines != (len(cores), len(threads)))
 
     def render(self) -> Text:
         width = max(10, self.size.width - 26)
@@ -118,6 +124,27 @@ class CpuPanel(Static):
         return t
 
 
+class TextLine(Static):
+    """One line of markup that changes often (step, loss, status): setting `text` repaints this
+    widget alone, where Static.update would lay the whole screen out again."""
+
+    text: reactive[str] = reactive("")
+
+    def render(self) -> Text:
+        text = Text.from_markup(self.text, overflow="ellipsis")
+        text.no_wrap = True
+        return text
+
+
+class InfoLine(Static):
+    """Markup that rarely changes and may wrap (config, device, run folder): a change re-lays out."""
+
+    text: reactive[str] = reactive("", layout=True)
+
+    def render(self) -> Text:
+        return Text.from_markup(self.text)
+
+
 class SpeedPanel(Static):
     now: reactive[float] = reactive(0.0)
     avg: reactive[float] = reactive(0.0)
@@ -142,6 +169,20 @@ class SpeedPanel(Static):
 
 
 FULL_KERNEL_TABLE = 56  # panel columns the five-column kernel table needs with every name whole
+
+
+class KernelPanel(Static):
+    """The kernel table: a repaint per update, a layout only when its number of rows changes."""
+
+    table: Table | None = None
+
+    def show(self, stats, width: int) -> None:
+        rows = self.table.row_count if self.table is not None else -1
+        self.table = kernel_table(stats, width)
+        self.refresh(layout=rows != self.table.row_count)
+
+    def render(self) -> Table | str:
+        return self.table if self.table is not None else ""
 
 
 def kernel_table(stats, width: int) -> Table:
