@@ -36,36 +36,14 @@ class LoopApp(App):
         self.push_screen(self.screen_factory())
 
 
-def run_dashboard(
-    cfg: Config,
-    run_dir: Path,
-    data=None,
-    resume=False,
-    steps=None,
-    checkpoint_every=None,
-    device=None,
-    threads=None,
-    force=False,
-    new_data=False,
-    terminal: str | None = None,
-) -> RunState:
+def run_dashboard(cfg: Config, run_dir: Path, terminal: str | None = None, **runner_args) -> RunState:
     """Run the dashboard until it closes; the run's final state (cli.py prints the summary).
+    runner_args: TrainingRunner's (data, resume, steps, checkpoint_every, threads, device, ...).
     terminal: MPI rank 0 draws on this device, mpiexec's terminal (rank_terminal.py).
     SIGINT/SIGTERM (e.g. forwarded by mpiexec) act like q: finish the step, save, exit; a second
     one aborts without saving."""
     caches = machine.detect_caches()
-    runner = TrainingRunner(
-        cfg,
-        run_dir,
-        data=data,
-        resume=resume,
-        steps=steps,
-        checkpoint_every=checkpoint_every,
-        device=device,
-        threads=threads,
-        force=force,
-        new_data=new_data,
-    )
+    runner = TrainingRunner(cfg, run_dir, **runner_args)
     driver = None
     if terminal:
         from .rank_terminal import RankZeroDriver

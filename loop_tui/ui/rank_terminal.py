@@ -85,9 +85,13 @@ class RankZeroDriver(LinuxDriver):
 
     def start_application_mode(self) -> None:
         signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # a launcher that keeps the terminal: we are its background
-        try:
-            self.tty_attrs = termios.tcgetattr(self.tty_fd)
-            tty.setraw(self.tty_fd)  # keys reach mpiexec (and so our stdin) at once; Ctrl-C is a key
+        try:  # the modes Textual sets on its own terminal: keys reach mpiexec (and our stdin) at once,
+            self.tty_attrs = termios.tcgetattr(self.tty_fd)  # unechoed, and Ctrl-C is a key
+            mode = termios.tcgetattr(self.tty_fd)
+            mode[tty.LFLAG] = self._patch_lflag(mode[tty.LFLAG])
+            mode[tty.IFLAG] = self._patch_iflag(mode[tty.IFLAG])
+            mode[tty.CC][termios.VMIN] = 1
+            termios.tcsetattr(self.tty_fd, termios.TCSANOW, mode)
         except termios.error:
             self.tty_attrs = None
         if self.tty_attrs is not None:
