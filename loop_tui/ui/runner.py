@@ -73,6 +73,8 @@ class TrainingRunner:
                     self.trainer.step + self.steps if self.steps else max(self.trainer.cfg.max_steps, self.trainer.step)
                 )
                 self.state.step = self.trainer.step
+                # under MPI every step trains the whole world's batch: "tok/s now" counts it all
+                self.state.tokens_per_step = self.trainer.cfg.tokens_per_step * self.trainer.world.size
             self.ready.set()
             self.trainer.run(steps=self.steps, checkpoint_every=self.checkpoint_every)
         except Exception as e:  # noqa: BLE001 - shown in the UI; the run folder keeps the last checkpoint
