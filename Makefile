@@ -50,6 +50,7 @@ bench: install
 	$(PY) -m pytest -q benchmarks --benchmark-autosave --benchmark-columns=median,ops -p no:cacheprovider
 	$(PY) benchmarks/gemm_table.py
 	$(PY) benchmarks/gemm_table.py --precision bf16
+	$(PY) benchmarks/bf16_weight_copy.py
 	$(PY) benchmarks/gemm_paths.py
 	$(PY) benchmarks/train_table.py --torch-compile
 	$(PY) benchmarks/opencl_table.py
