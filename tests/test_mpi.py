@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .test_train import losses
+
 pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install -e '.[mpi]')")
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
 if MPIEXEC is None:
@@ -52,15 +54,6 @@ def run_mpi(n: int, argv: list[str]) -> subprocess.CompletedProcess:
 
 def start_mpi(n: int, argv: list[str]) -> subprocess.Popen:
     return subprocess.Popen(mpi(n, argv), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def losses(run: Path) -> dict[int, float]:
-    out = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "loss" in rec:
-            out[rec["step"]] = rec["loss"]
-    return out
 
 
 @pytest.fixture(scope="module")
