@@ -102,7 +102,7 @@ class RankZeroDriver(LinuxDriver):
         threading.Thread(target=self._poll_size, name="tty-size", daemon=True).start()
 
     def _poll_size(self) -> None:
-        last = self._get_terminal_size()
+        last = None  # the first poll always reports: the size sent at start may predate the terminal's own
         while not self.size_stop.wait(SIZE_POLL_S):
             size = self._get_terminal_size()
             if size != last:
