@@ -9,7 +9,8 @@
  *           for ir in MC step MR
  *             micro-kernel C(ic+ir, jc+jr) (+)= A_panel . B_panel
  *
- * KC is sized so a B micro-panel is 1.5x L1d: deeper panels amortise the C tile's loads and
+ * KC is sized so a B micro-panel is 1.5x L1d (half of L1d for AMX, whose B tiles must come from
+ * L1 at the unit's rate): deeper panels amortise the C tile's loads and
  * stores, and the panel streams from L2 well enough (measured with benchmarks/gemm_table.py:
  * K=512 forward GEMMs went from 288 to 333 GFLOP/s against KC sized to L1d alone); MC so an A block fills half of L2, NC so
  * a B panel fills a quarter of L3 (capped at 4096); KC and NC are multiples of 64 (the
@@ -57,7 +58,8 @@ static long gcd(long a, long b) { return b ? gcd(b, a % b) : a; }
  * the kernel's MR, NR and packed element size alone. */
 static void blocking(const loop_gemm_kernel *gk, int *mc, int *kc, int *nc) {
     const long eb = gk->elem_bytes;
-    long k = round_down(cache_l1d * 3 / 2 / (gk->nr * eb), 64);
+    const long b_panel_budget = gk->b_panel_in_l1 ? cache_l1d / 2 : cache_l1d * 3 / 2;
+    long k = round_down(b_panel_budget / (gk->nr * eb), 64);
     k = k < 64 ? 64 : (k > 4096 / eb ? 4096 / eb : k);
     long mstep = gk->mr * 64 / gcd(gk->mr, 64);
     long m = round_down(cache_l2 / 2 / (k * eb), mstep);
@@ -143,6 +145,7 @@ static void gemm_short_m(const loop_gemm_kernel *gk, int trans_a, int trans_b, i
     {
         float edge[LOOP_MAX_MR * LOOP_MAX_NR] __attribute__((aligned(LOOP_ALIGN)));
         char *bp = bpanels + (size_t)omp_get_thread_num() * bpanel;
+        if (gk->thread_begin) gk->thread_begin();
         for (int pc = 0, step = 0; pc < K; pc += KC, step++) {
             const int kc = K - pc < KC ? K - pc : KC;
             const int acc = accumulate || pc > 0;
@@ -168,6 +171,7 @@ static void gemm_short_m(const loop_gemm_kernel *gk, int trans_a, int trans_b, i
                 BUSY_END;
             }
         }
+        if (gk->thread_end) gk->thread_end();
     }
 }
 
@@ -216,6 +220,7 @@ static void gemm(const loop_gemm_kernel *gk, int trans_a, int trans_b, int M, in
     {
         char *ap_base = apack[omp_get_thread_num()];
         float edge[LOOP_MAX_MR * LOOP_MAX_NR] __attribute__((aligned(LOOP_ALIGN)));
+        if (gk->thread_begin) gk->thread_begin();
         for (int pc = 0; pc < K; pc += KC) {
             const int kc = K - pc < KC ? K - pc : KC;
             const int acc = accumulate || pc > 0;
@@ -257,6 +262,7 @@ static void gemm(const loop_gemm_kernel *gk, int trans_a, int trans_b, int M, in
                 #pragma omp barrier
             }
         }
+        if (gk->thread_end) gk->thread_end();
     }
 }
 

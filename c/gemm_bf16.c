@@ -6,14 +6,25 @@
  *               (16 rows x 16 k pairs) and 2 B tiles (16 k pairs x 16 columns) per 32 k
  *   emu-*       the same packing and the same products and sums in plain C, one lane at a
  *               time, as Intel's pseudocode for each instruction states them: slow, but they
- *               run the native paths' packing and driver code on any CPU, so tests cover it
+ *               run the native paths' packing and driver code on any CPU, so tests cover it,
+ *               and they predict the native results bit for bit (tests/test_bf16.py compares
+ *               them wherever the native path runs)
  *
  * Products of two bf16 are exact in fp32 (8 x 8 significant bits), so each of the
- * instructions' `acc += a*b` steps rounds once, as an FMA would. Inputs are rounded while
- * packing (gemm_pack_bf16.h); everything outside the GEMM stays fp32. AMX needs the tile state
- * granted by the kernel (arch_prctl) before the first tile instruction; loop_amx_usable() asks
- * once and the AMX path is only offered when the answer is yes. */
+ * instructions' `acc += a*b` steps rounds once, as an FMA would, and always as if MXCSR had DAZ
+ * and FTZ set: denormal inputs (the bf16 operands and the fp32 accumulator) count as zeros of
+ * their sign, and a result that is tiny after rounding becomes a zero of its sign, whatever MXCSR
+ * says. The emulations do the same (fma_daz_ftz). Inputs are rounded while packing
+ * (gemm_pack_bf16.h); everything outside the GEMM stays fp32.
+ *
+ * AMX needs the tile state granted by the kernel (arch_prctl) before the first tile instruction;
+ * loop_amx_usable() asks once and the AMX path is only offered when the answer is yes. The tile
+ * configuration belongs to the thread, and another library on the same thread (oneDNN under
+ * torch.matmul) loads its own and releases the tiles when it is done: so each GEMM loads ours
+ * on every thread it runs on and releases the tiles before it returns (.thread_begin and
+ * .thread_end), as oneDNN's brgemm kernels do; nothing is cached between calls. */
 #define _GNU_SOURCE
+#include <math.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/syscall.h>
@@ -42,7 +53,7 @@ int loop_amx_usable(void) {
     return usable;
 }
 
-/* C tile (+)= acc[MR][NR] for the emulations and the AMX kernel's stored tiles */
+/* C tile (+)= acc[MR][NR], as the AVX512-BF16 kernel's stores do (a plain fp32 add) */
 static inline void store_tile(float *c, long ldc, const float *acc, int mr, int nr, int accumulate) {
     for (int i = 0; i < mr; i++) {
         float *ci = c + (long)i * ldc;
@@ -115,36 +126,43 @@ typedef struct {
     uint8_t rows[16];
 } amx_tilecfg;
 
-/* The tile configuration is per thread: each kernel thread loads it before its first tile use. */
-static __thread int amx_configured;
-
-static void amx_configure(void) {
-    if (amx_configured) return;
+/* every tile 16 rows x 64 bytes; loaded on each GEMM thread at entry (see the top of the file) */
+static void amx_thread_begin(void) {
     amx_tilecfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette_id = 1;
-    for (int t = 0; t < 8; t++) { /* every tile 16 rows x 64 bytes */
+    for (int t = 0; t < 8; t++) {
         cfg.colsb[t] = 64;
         cfg.rows[t] = 16;
     }
     _tile_loadconfig(&cfg);
-    amx_configured = 1;
 }
 
-/* tiles: 0..3 C (rows 0-15/16-31 x cols 0-15/16-31), 4..5 A (rows 0-15, 16-31), 6..7 B (cols 0-15, 16-31) */
+static void amx_thread_end(void) { _tile_release(); }
+
+/* tiles: 0..3 C (rows 0-15/16-31 x cols 0-15/16-31), 4..5 A (rows 0-15, 16-31), 6..7 B (cols
+ * 0-15, 16-31): each A and B tile feeds two TDPBF16PS, the most reuse 8 tiles allow. C is loaded
+ * from and stored straight to C (ldc floats apart), so C itself is the accumulator: no stack
+ * tile, no scalar pass. */
 static void ukernel_amx(int kc, const void *a_, const void *b_, float *restrict c, long ldc, int accumulate) {
     const char *a = a_, *b = b_;
-    float acc[32 * 32] __attribute__((aligned(64)));
-    amx_configure();
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
+    const long row_bytes = ldc * (long)sizeof(float);
+    if (accumulate) {
+        _tile_loadd(0, c, row_bytes);
+        _tile_loadd(1, c + 16, row_bytes);
+        _tile_loadd(2, c + 16 * ldc, row_bytes);
+        _tile_loadd(3, c + 16 * ldc + 16, row_bytes);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
     for (int k = 0; k < kc; k += 32) {
         _tile_loadd(4, a, 64);           /* A rows 0-15: 16 pairs each */
-        _tile_loadd(5, a + 16 * 64, 64); /* A rows 16-31 */
         _tile_loadd(6, b, 128);          /* B pairs 0-15 x columns 0-15 (a panel row is 32 pairs) */
         _tile_loadd(7, b + 64, 128);     /* columns 16-31 */
+        _tile_loadd(5, a + 16 * 64, 64); /* A rows 16-31 */
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(2, 5, 6);
@@ -152,17 +170,16 @@ static void ukernel_amx(int kc, const void *a_, const void *b_, float *restrict 
         a += 32 * 64;
         b += 16 * 128;
     }
-    _tile_stored(0, acc, 128);
-    _tile_stored(1, acc + 16, 128);
-    _tile_stored(2, acc + 16 * 32, 128);
-    _tile_stored(3, acc + 16 * 32 + 16, 128);
-    store_tile(c, ldc, acc, 32, 32, accumulate);
+    _tile_stored(0, c, row_bytes);
+    _tile_stored(1, c + 16, row_bytes);
+    _tile_stored(2, c + 16 * ldc, row_bytes);
+    _tile_stored(3, c + 16 * ldc + 16, row_bytes);
 }
 
 /* 4 independent TDPBF16PS chains: 16 x 16 outputs x 16 pairs x 2 products x 2 FLOPs each */
 static double peak_amx(long iters) {
     static const uint32_t ones[16 * 16] __attribute__((aligned(64))) = {0};
-    amx_configure();
+    amx_thread_begin();
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
@@ -179,6 +196,7 @@ static double peak_amx(long iters) {
     }
     float sink[16 * 16] __attribute__((aligned(64)));
     _tile_stored(0, sink, 64);
+    amx_thread_end();
     volatile float keep = sink[0];
     (void)keep;
     return (double)iters * 4 * 16 * 16 * 32 * 2;
@@ -190,7 +208,27 @@ static double peak_amx(long iters) {
 #define ISA_FN(name) name##_emu
 #include "gemm_pack_bf16.h"
 
-/* VDPBF16PS per Intel's pseudocode: acc += a.hi * b.hi, then acc += a.lo * b.lo */
+/* x, or a zero of its sign if x is denormal (DAZ) */
+static inline float daz(float x) { return fabsf(x) < 0x1p-126f ? copysignf(0.0f, x) : x; }
+
+/* acc + a*b rounded once to fp32 (round to nearest even), as one step of VDPBF16PS or
+ * TDPBF16PS does: DAZ on all three inputs, and FTZ on the result with x86's rule, which detects a
+ * tiny result after rounding to 24 bits with an unbounded exponent (so a sum just below FLT_MIN
+ * that rounds up to it is kept, one that does not is flushed even where the denormal grid would
+ * round it to FLT_MIN). In double, a*b (two 8-bit significands) is exact and so is its sum with
+ * acc whenever the result is near FLT_MIN; scaling by 2^64 moves the 24-bit rounding into the
+ * normal range. */
+static inline float fma_daz_ftz(float acc, float a, float b) {
+    acc = daz(acc);
+    a = daz(a);
+    b = daz(b);
+    const double exact = (double)acc + (double)a * (double)b;
+    if (exact != 0.0 && fabsf((float)(exact * 0x1p64)) < 0x1p-62f) return exact < 0 ? -0.0f : 0.0f;
+    return fmaf(a, b, acc);
+}
+
+/* VDPBF16PS per Intel's pseudocode: acc += a.hi * b.hi, then acc += a.lo * b.lo, from zeroed
+ * registers; the tile is then added to C with an ordinary fp32 add (TILE12X32_STORE) */
 static void ukernel_emu_avx512bf16(int kc, const void *a_, const void *b_, float *restrict c, long ldc,
                                    int accumulate) {
     const uint32_t *a = a_, *b = b_;
@@ -199,27 +237,31 @@ static void ukernel_emu_avx512bf16(int kc, const void *a_, const void *b_, float
     for (int p = 0; p < kc / 2; p++, a += 12, b += 32)
         for (int i = 0; i < 12; i++)
             for (int j = 0; j < 32; j++) {
-                acc[i * 32 + j] += bf16_hi(a[i]) * bf16_hi(b[j]);
-                acc[i * 32 + j] += bf16_lo(a[i]) * bf16_lo(b[j]);
+                float *t = &acc[i * 32 + j];
+                *t = fma_daz_ftz(*t, bf16_hi(a[i]), bf16_hi(b[j]));
+                *t = fma_daz_ftz(*t, bf16_lo(a[i]), bf16_lo(b[j]));
             }
     store_tile(c, ldc, acc, 12, 32, accumulate);
 }
 
-/* TDPBF16PS per Intel's pseudocode: for each k pair, acc += a.lo * b.lo, then acc += a.hi * b.hi */
+/* TDPBF16PS per Intel's pseudocode: for each k pair, acc += a.lo * b.lo, then acc += a.hi * b.hi,
+ * with C itself as the accumulator (loaded when accumulating, else zero) as ukernel_amx does */
 static void ukernel_emu_amx(int kc, const void *a_, const void *b_, float *restrict c, long ldc, int accumulate) {
     const uint32_t *a = a_, *b = b_;
     float acc[32 * 32];
-    memset(acc, 0, sizeof acc);
+    for (int i = 0; i < 32; i++)
+        for (int j = 0; j < 32; j++) acc[i * 32 + j] = accumulate ? c[(long)i * ldc + j] : 0.0f;
     for (int k = 0; k < kc; k += 32, a += 32 * 16, b += 16 * 32)
         for (int i = 0; i < 32; i++)
             for (int p = 0; p < 16; p++) {
                 const uint32_t ap = a[i * 16 + p];
                 for (int j = 0; j < 32; j++) {
-                    acc[i * 32 + j] += bf16_lo(ap) * bf16_lo(b[p * 32 + j]);
-                    acc[i * 32 + j] += bf16_hi(ap) * bf16_hi(b[p * 32 + j]);
+                    float *t = &acc[i * 32 + j];
+                    *t = fma_daz_ftz(*t, bf16_lo(ap), bf16_lo(b[p * 32 + j]));
+                    *t = fma_daz_ftz(*t, bf16_hi(ap), bf16_hi(b[p * 32 + j]));
                 }
             }
-    store_tile(c, ldc, acc, 32, 32, accumulate);
+    store_tile(c, ldc, acc, 32, 32, 0);
 }
 
 static double peak_emu(long iters) {
@@ -239,11 +281,14 @@ const loop_gemm_kernel loop_gemm_avx512bf16 = {
     .pack_b = pack_b_pairs_avx512bf16, .peak = peak_avx512bf16};
 const loop_gemm_kernel loop_gemm_amx = {
     .name = "amx", .precision = LOOP_BF16, .mr = 32, .nr = 32, .kpack = 32, .elem_bytes = 2, .can_stream = 0,
-    .ukernel = ukernel_amx, .pack_a = pack_a_amx_amx, .pack_b = pack_b_amx_amx, .peak = peak_amx};
+    .b_panel_in_l1 = 1,
+    .ukernel = ukernel_amx, .pack_a = pack_a_amx_amx, .pack_b = pack_b_amx_amx, .peak = peak_amx,
+    .thread_begin = amx_thread_begin, .thread_end = amx_thread_end};
 const loop_gemm_kernel loop_gemm_emu_avx512bf16 = {
     .name = "emu-avx512bf16", .precision = LOOP_BF16, .mr = 12, .nr = 32, .kpack = 2, .elem_bytes = 2,
     .can_stream = 0, .ukernel = ukernel_emu_avx512bf16, .pack_a = pack_a_pairs_emu, .pack_b = pack_b_pairs_emu,
     .peak = peak_emu};
 const loop_gemm_kernel loop_gemm_emu_amx = {
     .name = "emu-amx", .precision = LOOP_BF16, .mr = 32, .nr = 32, .kpack = 32, .elem_bytes = 2, .can_stream = 0,
+    .b_panel_in_l1 = 1,
     .ukernel = ukernel_emu_amx, .pack_a = pack_a_amx_emu, .pack_b = pack_b_amx_emu, .peak = peak_emu};

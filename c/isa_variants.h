@@ -39,10 +39,16 @@ typedef struct {
     int kpack;          /* packed K is a multiple of this: 1 (fp32), 2 (bf16 pairs), 32 (AMX tiles) */
     int elem_bytes;     /* bytes per packed element: 4 (fp32 panels) or 2 (bf16 panels) */
     int can_stream;     /* the ukernel implements LOOP_STORE_STREAM */
+    int b_panel_in_l1;  /* KC keeps a B micro-panel in half of L1d (AMX: two B tiles per 32 k are
+                           read at up to 64 bytes a cycle), else 1.5x L1d (FMA kernels, see gemm.c) */
     loop_ukernel_fn ukernel;
     loop_pack_a_fn pack_a;
     loop_pack_b_fn pack_b;
     double (*peak)(long iters); /* runs a register-resident loop; returns the FLOPs it did */
+    /* optional: run on every thread of a GEMM before its first and after its last ukernel call
+     * (AMX loads its tile configuration and releases the tiles: other libraries share them) */
+    void (*thread_begin)(void);
+    void (*thread_end)(void);
 } loop_gemm_kernel;
 
 typedef struct {

@@ -82,49 +82,150 @@ def check(M, N, K_, ta, tb, with_bias=False, accumulate=False):
     return got
 
 
+def bits(x: np.ndarray) -> np.ndarray:
+    """The fp32 bit patterns, every NaN folded into one (payloads are not compared), so -0.0 != +0.0."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32).copy()
+    u[np.isnan(x)] = 0x7FC00000
+    return u
+
+
+DENORMAL_BF16 = 1e-40  # rounds to a bf16 that is denormal in fp32's exponent range too
+
+
 def test_round_bf16_ties_to_even_and_special_values(bf16_path):
-    """The C rounding (in the packing) against numpy's round_bf16 and hand-checked values."""
+    """The C rounding (in the packing) against numpy's round_bf16 and hand-checked values, bit for bit.
+
+    A one-term GEMM (x times 1) then shows each path's arithmetic: every path sums from +0, so
+    -0.0 comes out +0.0 (IEEE: +0 + -0 = +0); the portable path (fp32 FMAs) keeps a denormal,
+    while VDPBF16PS and TDPBF16PS, and so their emulations, treat denormal inputs as zero."""
     x = np.array(
-        [
-            1.0,
-            1 + 2**-8,
-            1 + 3 * 2**-8,
-            1 + 2**-8 + 2**-20,
-            -2.5,
-            3.4028235e38,
-            np.inf,
-            -np.inf,
-            1e-40,
-            0.0,
-            -0.0,
-            65504.0,
-            1 / 3,
-        ],
+        [1.0, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-8 + 2**-20, -2.5, 3.4028235e38, np.inf, -np.inf]
+        + [DENORMAL_BF16, 0.0, -0.0, 65504.0, 1 / 3],
         np.float32,
     )
-    want = np.array(
-        [
-            1.0,
-            1.0,
-            1 + 2**-6,
-            1 + 2**-7,
-            -2.5,
-            np.inf,
-            np.inf,
-            -np.inf,
-            K.round_bf16(np.float32([1e-40]))[0],
-            0.0,
-            -0.0,
-            65536.0,
-            0.333984375,
-        ],
+    rounded = np.array(
+        [1.0, 1.0, 1 + 2**-6, 1 + 2**-7, -2.5, np.inf, np.inf, -np.inf]
+        + [K.round_bf16(np.float32([DENORMAL_BF16]))[0], 0.0, -0.0, 65536.0, 0.333984375],
         np.float32,
     )
-    np.testing.assert_array_equal(K.round_bf16(x), want)
+    np.testing.assert_array_equal(bits(K.round_bf16(x)), bits(rounded))
+    want = rounded.copy()
+    want[x == 0] = 0.0  # -0.0 * 1 summed from +0
+    if not bf16_path.startswith("portable"):
+        want[x == np.float32(DENORMAL_BF16)] = 0.0  # DAZ
     got = K.matmul(x.reshape(-1, 1), np.ones((1, 1), np.float32), precision="bf16").ravel()
-    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(bits(got), bits(want))
     nan = K.matmul(np.array([[np.nan]], np.float32), np.ones((1, 1), np.float32), precision="bf16")
     assert np.isnan(nan).all()
+
+
+def test_native_paths_flush_denormals_as_the_hardware_does(bf16_path):
+    """What VDPBF16PS and TDPBF16PS do whatever MXCSR says, and their emulations model: a product
+    or sum that is tiny after rounding becomes zero (FTZ), a denormal bf16 input counts as zero
+    (DAZ). The portable path (ordinary fp32 FMAs) keeps both."""
+    native_like = not bf16_path.startswith("portable")
+    tiny = np.float32(2.0**-70)  # a bf16; tiny * tiny = 2^-140 is denormal in fp32
+    a = np.array([[tiny], [tiny], [1.0]], np.float32)
+    b = np.array([[tiny, 1.0, DENORMAL_BF16]], np.float32)
+    got = K.matmul(a, b, precision="bf16")
+    expect_product = 0.0 if native_like else 2.0**-140
+    assert got[0, 0] == np.float32(expect_product) and not np.signbit(got[0, 0])
+    assert got[0, 1] == tiny
+    assert got[2, 2] == (0.0 if native_like else K.round_bf16(np.float32([DENORMAL_BF16]))[0])
+    neg = K.matmul(-a, b, precision="bf16")
+    assert neg[0, 0] == np.float32(-expect_product)
+
+
+def special_operands(rng, m, k, n):
+    """Random operands salted with what tells implementations apart: denormal and tiny values,
+    signed zeros, infinities, NaN, bf16 rounding ties, and sums that cancel to denormals."""
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    specials = np.array(
+        [DENORMAL_BF16, -DENORMAL_BF16, 2.0**-70, -(2.0**-63), 0.0, -0.0, 1 + 2**-8, 1 + 3 * 2**-8, 3e38, 2.0**-126],
+        np.float32,
+    )
+    for x in (a, b):
+        idx = rng.integers(0, x.size, x.size // 6)
+        x.flat[idx] = rng.choice(specials, idx.size)
+    a[0, :4] = [np.inf, np.nan, -np.inf, 1.0]
+    b[1, 0] = np.nan
+    a[1, :2] = [2.0**-63, 2.0**-63]  # rows 1 x cols 1: two products near FLT_MIN that cancel
+    b[:2, 1] = [2.0**-63, -(2.0**-63) * (1 + 2**-7)]
+    return a, b
+
+
+@pytest.mark.parametrize("native", ["avx512bf16", "amx"])
+def test_native_path_equals_its_emulation_bit_for_bit(native, threads):
+    """Where the CPU has a native bf16 path, it and its C emulation (same packing and driver, the
+    instruction replaced by Intel's pseudocode with DAZ/FTZ) agree on every bit, on random and
+    special inputs, full and edge tiles, several K blocks, with bias and accumulation."""
+    if native not in K.available_bf16_paths():
+        pytest.skip(f"this CPU has no {native}")
+    isa_before, path_before = K.isa(), K.bf16_path()
+    rng = np.random.default_rng(11)
+    cases = [(1, 1, 1), (13, 40, 3), (64, 64, 64), (97, 129, 200), (300, 96, 700), (40, 700, 96)]
+    try:
+        K.set_isa("avx512")
+        for blocking in ({}, {"mc": 64, "kc": 64, "nc": 64}):
+            K.set_gemm_blocking(**blocking)
+            for m, n, k in cases:
+                for ta, tb in [(0, 0), (1, 0), (0, 1)]:
+                    a, b = special_operands(rng, m, k, n)
+                    a, b = (a.T.copy() if ta else a), (b.T.copy() if tb else b)
+                    bias = rng.standard_normal(n).astype(np.float32)
+                    c0 = rng.standard_normal((m, n)).astype(np.float32)
+                    c0.flat[::7] = DENORMAL_BF16
+                    outs = {}
+                    for path in (native, "emu-" + native):
+                        K.set_bf16_path(path)
+                        plain = K.matmul(a, b, transpose_a=ta, transpose_b=tb, precision="bf16")
+                        acc = c0.copy()
+                        K.matmul(a, b, out=acc, transpose_a=ta, transpose_b=tb, accumulate=True, precision="bf16")
+                        with_bias = K.matmul(a, b, transpose_a=ta, transpose_b=tb, bias=bias, precision="bf16")
+                        outs[path] = (plain, acc, with_bias)
+                    for got, want in zip(outs[native], outs["emu-" + native], strict=True):
+                        diff = np.flatnonzero(bits(got) != bits(want))
+                        assert diff.size == 0, (
+                            f"{m}x{n}x{k} ta={ta} tb={tb} {blocking}: {diff.size} elements differ, first at "
+                            f"{diff[0]}: native {got.flat[diff[0]]!r} emulation {want.flat[diff[0]]!r}"
+                        )
+    finally:
+        K.set_gemm_blocking()
+        K.set_isa(isa_before)
+        K.set_bf16_path(path_before)
+
+
+AMX_BESIDE_TORCH = """
+import numpy as np, torch
+from loop_tui import kernels as K
+K.set_isa("avx512"); K.set_bf16_path("amx")
+rng = np.random.default_rng(0)
+a = rng.standard_normal((256, 384)).astype(np.float32)
+b = rng.standard_normal((384, 320)).astype(np.float32)
+ours = K.matmul(a, b, precision="bf16")
+ta, tb = torch.from_numpy(a).bfloat16(), torch.from_numpy(b).bfloat16()
+for _ in range(2):
+    theirs = (ta @ tb).float().numpy()  # oneDNN: AMX tiles configured, used and released
+    again = K.matmul(a, b, precision="bf16")
+    assert np.array_equal(again, ours), "our AMX GEMM changed after oneDNN ran"
+    assert np.abs(theirs - ours).max() < 0.05 * np.abs(ours).max()
+print("ok")
+"""
+
+
+def test_amx_gemm_runs_beside_onednn_in_one_process():
+    """torch's bf16 matmul (oneDNN on AMX), then ours, then torch, then ours, on one thread of one
+    process: ours loads its tile configuration at every GEMM and releases the tiles, so neither
+    sees the other's (a stale configuration was an Illegal instruction)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    if "amx" not in K.available_bf16_paths():
+        pytest.skip("this CPU has no AMX")
+    r = subprocess.run([sys.executable, "-c", AMX_BESIDE_TORCH], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])
 
 
 @pytest.mark.parametrize("ta,tb", [(0, 0), (0, 1), (1, 0), (1, 1)])

@@ -27,6 +27,23 @@ from loop_tui.ui.state import RunState
 FIXED_CACHES = machine.detect_caches("L1=48K,L2=2M,L3=32M", root=Path("/nonexistent"))
 
 
+@pytest.fixture
+def pinned_kernels():
+    """The cache-fit panel shows the GEMM and attention blocking, which follow the micro-kernel
+    (the ISA's MR x NR, the bf16 path) and the thread count as well as the caches: pin them to
+    what every CPU runs, so a snapshot does not depend on this machine."""
+    from loop_tui import kernels as K
+
+    before = K.isa(), K.bf16_path(), K.get_num_threads()
+    K.set_isa("generic")
+    K.set_bf16_path("portable")
+    K.set_num_threads(2)
+    yield
+    K.set_isa(before[0])
+    K.set_bf16_path(before[1])
+    K.set_num_threads(before[2])
+
+
 async def wait_for(predicate, pilot, timeout=60.0):
     t0 = time.monotonic()
     while not predicate():
@@ -305,26 +322,31 @@ SIZES = [(80, 24), (160, 50)]
 
 
 @pytest.mark.parametrize("size", SIZES)
+@pytest.mark.usefixtures("pinned_kernels")
 def test_snapshot_dashboard(snap_compare, size):
     assert snap_compare(dashboard_app(), terminal_size=size)
 
 
 @pytest.mark.parametrize("panel", ["2", "3", "4"])
+@pytest.mark.usefixtures("pinned_kernels")
 def test_snapshot_dashboard_compact_panels(snap_compare, panel):
     assert snap_compare(dashboard_app(), terminal_size=(80, 24), press=[panel])
 
 
 @pytest.mark.parametrize("size", SIZES)
+@pytest.mark.usefixtures("pinned_kernels")
 def test_snapshot_picker(snap_compare, size):
     assert snap_compare(picker_app(), terminal_size=size)
 
 
 @pytest.mark.parametrize("size", SIZES)
+@pytest.mark.usefixtures("pinned_kernels")
 def test_snapshot_runs(snap_compare, runs_folder, size):
     assert snap_compare(runs_app(), terminal_size=size)
 
 
 @pytest.mark.parametrize("size", SIZES)
+@pytest.mark.usefixtures("pinned_kernels")
 def test_snapshot_view(snap_compare, runs_folder, size):
     assert snap_compare(view_app(runs_folder), terminal_size=size)
 
