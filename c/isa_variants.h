@@ -66,9 +66,9 @@ typedef struct {
                                const float *rstd, int N, int C);
     void (*bias_gelu_forward)(float *pre, float *out, const float *bias, int N, int C);
     void (*gelu_backward)(float *dinp, const float *pre, const float *dout, size_t n);
-    void (*attention_forward)(float *out, float *lse, const float *qkv, int B, int T, int C, int NH);
+    void (*attention_forward)(float *out, float *lse, const float *qkv, int B, int T, int C, int NH, int precision);
     void (*attention_backward)(float *dqkv, const float *dout, const float *qkv, const float *out,
-                               const float *lse, int B, int T, int C, int NH);
+                               const float *lse, int B, int T, int C, int NH, int precision);
     void (*residual_forward)(float *out, const float *a, const float *b, size_t n);
     void (*bias_backward)(float *dbias, const float *dout, int N, int C);
     void (*gemv)(float *y, const float *x, const float *W, const float *bias, int K, int N);

@@ -71,18 +71,18 @@ void loop_gelu_backward(float *dinp, const float *pre, const float *dout, size_t
 /* causal: T(T+1)/2 (query, key) pairs per head, each 2*hs FLOPs for q.k and 2*hs for a.v */
 static double attention_flops(int B, int T, int C) { return (double)B * T * (T + 1) / 2.0 * C * 4.0; }
 
-void loop_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH) {
+void loop_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH, int precision) {
     KSTAT_BEGIN;
-    OPS->attention_forward(out, lse, qkv, B, T, C, NH);
+    OPS->attention_forward(out, lse, qkv, B, T, C, NH, precision);
     KSTAT_END(K_ATTENTION_FWD, attention_flops(B, T, C), F4 * ((double)B * T * 4 * C + (double)B * NH * T));
 }
 
 /* backward recomputes S = Q K^T: 2*hs per pair more than the 4*hs*2 of the gradients proper, but
  * the FLOPs counted stay the conventional 2x forward, as for every other op */
 void loop_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out, const float *lse,
-                             int B, int T, int C, int NH) {
+                             int B, int T, int C, int NH, int precision) {
     KSTAT_BEGIN;
-    OPS->attention_backward(dqkv, dout, qkv, out, lse, B, T, C, NH);
+    OPS->attention_backward(dqkv, dout, qkv, out, lse, B, T, C, NH, precision);
     KSTAT_END(K_ATTENTION_BWD, 2 * attention_flops(B, T, C), F4 * ((double)B * T * 8 * C + (double)B * NH * T));
 }
 

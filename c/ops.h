@@ -19,10 +19,11 @@ void loop_layernorm_backward(float *dinp, float *dweight, float *dbias, const fl
 void loop_bias_gelu_forward(float *pre, float *out, const float *bias, int N, int C);
 /* dinp[n] = dout[n] * gelu_tanh'(pre[n]); dinp may be dout */
 void loop_gelu_backward(float *dinp, const float *pre, const float *dout, size_t n);
-/* out[B,T,C] = causal softmax(q k^T / sqrt(hs)) v per head, from qkv[B,T,3C]; att[B,NH,T,T] */
-void loop_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH);
-/* dqkv[B,T,3C] = (overwritten) gradient from dout[B,T,C] */
-void loop_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out, const float *lse, int B, int T, int C, int NH);
+/* out[B,T,C] = causal softmax(q k^T / sqrt(hs)) v per head, from qkv[B,T,3C]; lse[B,NH,T] the
+ * log-sum-exp per query; precision 0 (fp32) or 1 (the block products on the bf16 GEMM path) */
+void loop_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH, int precision);
+/* dqkv[B,T,3C] = (overwritten) gradient from dout[B,T,C]; precision as forward */
+void loop_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out, const float *lse, int B, int T, int C, int NH, int precision);
 /* out[n] = a[n] + b[n] */
 void loop_residual_forward(float *out, const float *a, const float *b, size_t n);
 /* dbias[C] += column sums of dout[N,C] */

@@ -243,28 +243,37 @@ static void ISA_FN(gelu_backward)(float *dinp, const float *pre, const float *do
  * recompute the probabilities, so a layer keeps O(T) floats per (b, h) instead of the T x T matrix.
  *
  * Each (b, h) belongs to one thread, which packs its Q, K and V once into the GEMM micro-kernel's
- * panel layouts (gemm_pack.h) and walks square blocks of BS queries x BS keys, skipping blocks
- * above the diagonal: S = Q K^T and O += P V (backward: dP = dO V^T, dV += P^T dO, dQ += dS K,
- * dK += dS^T Q) are all micro-kernel tiles, MR x NR at a time; the softmax between them is plain
- * vectorised C that writes P (and dS) straight into the packed A layout of the next product.
- * Every sum runs in a fixed order on one thread: bit-identical results for any thread count. */
+ * panel layouts and walks square blocks of BS queries x BS keys, skipping blocks above the
+ * diagonal: S = Q K^T and O += P V (backward: dP = dO V^T, dV += P^T dO, dQ += dS K,
+ * dK += dS^T Q) are all micro-kernel tiles, MR x NR at a time, on the micro-kernel of the
+ * requested precision: fp32, or bf16 (inputs, P and dS rounded to bf16 while packing, on AMX,
+ * AVX512-BF16 or the portable path). The softmax, the log-sum-exp, the running sums O, dQ, dK,
+ * dV and the rescaling between blocks stay fp32 plain vectorised C. P and dS go through the
+ * kernel's own pack_a (panel layouts differ: fp32 [k][mr], bf16 pairs, AMX tiles).
+ * Every sum runs in a fixed order on one thread: bit-identical results for any thread count.
+ *
+ * Panels are addressed in bytes: r rows (or columns) over K entries take r * kpad(K) * eb bytes,
+ * kpad rounding K up to the kernel's .kpack. BS is a multiple of .kpack, so a block of rows
+ * packed with K = its rows fits the BS-row slot it starts at. */
 
 typedef struct {
     const loop_gemm_kernel *g;
-    int BS, mr, nr, hs, hsp, T, Tp, nblk, C3;
+    int BS, mr, nr, hs, hsk, hsp, T, Tp, nblk, C3, eb;
 } attn_geom;
 
-static attn_geom ISA_FN(attn_geometry)(int T, int C, int NH) {
+static attn_geom ISA_FN(attn_geometry)(int T, int C, int NH, int precision) {
     attn_geom a;
-    a.g = loop_kernels_active()->gemm_fp32;
+    a.g = precision == LOOP_BF16 ? loop_gemm_kernel_active(LOOP_BF16) : loop_kernels_active()->gemm_fp32;
     a.mr = a.g->mr;
     a.nr = a.g->nr;
+    a.eb = a.g->elem_bytes;
     int l = a.mr;
-    while (l % a.nr) l += a.mr; /* lcm(mr, nr): blocks of whole row panels and whole column panels */
+    while (l % a.nr || l % a.g->kpack) l += a.mr; /* whole row panels, column panels and K packs */
     a.BS = l;
     while (a.BS < 48) a.BS += l;
     a.hs = C / NH;
-    a.hsp = (a.hs + a.nr - 1) / a.nr * a.nr;
+    a.hsk = (a.hs + a.g->kpack - 1) / a.g->kpack * a.g->kpack; /* K = hs, padded */
+    a.hsp = (a.hs + a.nr - 1) / a.nr * a.nr;                   /* hs columns in whole NR panels */
     a.T = T;
     a.nblk = (T + a.BS - 1) / a.BS;
     a.Tp = a.nblk * a.BS;
@@ -272,48 +281,61 @@ static attn_geom ISA_FN(attn_geometry)(int T, int C, int NH) {
     return a;
 }
 
-/* rows [r0, r0+n) of X (row stride ld, hs columns) -> A panels, K = hs (one block of BS rows) */
-static inline void ISA_FN(attn_pack_rows)(const attn_geom *a, float *dst, const float *X, long ld, int r0, int n) {
-    a->g->pack_a(dst, X, ld, 0, r0, 0, n, a->hs, a->mr);
+static inline int ISA_FN(attn_kpad)(const attn_geom *a, int k) { return (k + a->g->kpack - 1) / a->g->kpack * a->g->kpack; }
+
+/* rows [r0, r0+n) of X (row stride ld, hs columns) -> A panels, K = hs, at row r0's place */
+static inline void ISA_FN(attn_pack_rows)(const attn_geom *a, char *base, const float *X, long ld, int r0, int n) {
+    a->g->pack_a(base + (size_t)r0 * a->hsk * a->eb, X, ld, 0, r0, 0, n, a->hs, a->mr);
 }
 /* X rows as the columns of B^T (S = Q K^T: B[i][key] = K[key][i]): one panel per nr rows, K = hs */
-static inline void ISA_FN(attn_pack_cols)(const attn_geom *a, float *dst, const float *X, long ld) {
+static inline void ISA_FN(attn_pack_cols)(const attn_geom *a, char *base, const float *X, long ld) {
     for (int j0 = 0; j0 < a->T; j0 += a->nr) {
         int n = a->T - j0 < a->nr ? a->T - j0 : a->nr;
-        a->g->pack_b(dst + (size_t)j0 * a->hs, X, ld, 1, 0, j0, n, a->hs, a->nr);
+        a->g->pack_b(base + (size_t)j0 * a->hsk * a->eb, X, ld, 1, 0, j0, n, a->hs, a->nr);
     }
 }
-/* X rows [r0, r0+n) as B (K = those rows, columns = the hs channels in panels of nr) */
-static inline void ISA_FN(attn_pack_block)(const attn_geom *a, float *dst, const float *X, long ld, int r0, int n) {
+/* X rows [r0, r0+n) as B (K = those rows, columns = the hs channels in panels of nr), at the
+ * block's slot of BS rows */
+static inline void ISA_FN(attn_pack_block)(const attn_geom *a, char *base, const float *X, long ld, int r0, int n) {
+    char *dst = base + (size_t)r0 * a->hsp * a->eb;
+    const size_t panel = (size_t)ISA_FN(attn_kpad)(a, n) * a->nr * a->eb;
     for (int cp = 0; cp * a->nr < a->hs; cp++) {
         int w = a->hs - cp * a->nr < a->nr ? a->hs - cp * a->nr : a->nr;
-        a->g->pack_b(dst + (size_t)cp * n * a->nr, X, ld, 0, r0, cp * a->nr, w, n, a->nr);
+        a->g->pack_b(dst + cp * panel, X, ld, 0, r0, cp * a->nr, w, n, a->nr);
     }
 }
 
-/* C[rows, cols] (+)= A panels (rows in mr panels, K = kc) x B panels (nr columns each, K = kc) */
-static inline void ISA_FN(attn_tiles)(const attn_geom *a, int rows, int cols, int kc, const float *A, const float *B,
+/* C[rows, cols] (+)= A panels (rows in mr panels over K = kc) x B panels (nr columns each over
+ * K = kc); rows and cols are padded to whole panels, which C has room for */
+static inline void ISA_FN(attn_tiles)(const attn_geom *a, int rows, int cols, int kc, const char *A, const char *B,
                                       float *C, long ldc, int accumulate) {
+    const int kcp = ISA_FN(attn_kpad)(a, kc);
+    const size_t step = (size_t)kcp * a->eb;
     for (int ip = 0; ip < rows; ip += a->mr)
         for (int jp = 0; jp < cols; jp += a->nr)
-            a->g->ukernel(kc, A + (size_t)ip * kc, B + (size_t)jp * kc, C + (size_t)ip * ldc + jp, ldc, accumulate);
+            a->g->ukernel(kcp, A + ip * step, B + jp * step, C + (size_t)ip * ldc + jp, ldc, accumulate);
 }
 
 #define ATTN_ALIGN(n) (((size_t)(n) + 15) / 16 * 16)
+/* floats of scratch that hold `bytes` bytes of panels, 64-byte aligned */
+#define ATTN_FLOATS(bytes) ATTN_ALIGN(((size_t)(bytes) + 3) / 4)
 
-static void ISA_FN(attention_forward)(float *out, float *lse, const float *qkv, int B, int T, int C, int NH) {
-    const attn_geom a = ISA_FN(attn_geometry)(T, C, NH);
-    const int BS = a.BS, hs = a.hs, hsp = a.hsp, mr = a.mr, C3 = a.C3;
+static void ISA_FN(attention_forward)(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
+                                      int precision) {
+    const attn_geom a = ISA_FN(attn_geometry)(T, C, NH, precision);
+    const int BS = a.BS, hs = a.hs, hsp = a.hsp, mr = a.mr, C3 = a.C3, eb = a.eb;
     const float scale = 1.0f / sqrtf((float)hs);
-    const size_t nQ = ATTN_ALIGN((size_t)a.Tp * hs), nK = nQ, nV = ATTN_ALIGN((size_t)a.Tp * hsp),
+    const size_t nQ = ATTN_FLOATS((size_t)a.Tp * a.hsk * eb), nK = nQ, nV = ATTN_FLOATS((size_t)a.Tp * hsp * eb),
                  nS = ATTN_ALIGN((size_t)BS * BS), nO = ATTN_ALIGN((size_t)BS * hsp);
     const size_t per_thread = nQ + nK + nV + 2 * nS + nO + 2 * ATTN_ALIGN(BS);
     float *scratch = loop_scratch(SCRATCH_ATTN, (size_t)loop_nthreads * per_thread);
     #pragma omp parallel num_threads(loop_nthreads)
     {
         BUSY_BEGIN;
-        float *Qa = scratch + (size_t)omp_get_thread_num() * per_thread, *Kb = Qa + nQ, *Vb = Kb + nK, *S = Vb + nV,
-              *Pa = S + nS, *O = Pa + nS, *m = O + nO, *l = m + ATTN_ALIGN(BS);
+        if (a.g->thread_begin) a.g->thread_begin();
+        float *Qf = scratch + (size_t)omp_get_thread_num() * per_thread, *Kf = Qf + nQ, *Vf = Kf + nK, *S = Vf + nV,
+              *Pf = S + nS, *O = Pf + nS, *m = O + nO, *l = m + ATTN_ALIGN(BS);
+        char *Qa = (char *)Qf, *Kb = (char *)Kf, *Vb = (char *)Vf, *Pa = (char *)Pf;
         PAR_FOR
         for (int bh = 0; bh < B * NH; bh++) {
             const int b = bh / NH, h = bh % NH;
@@ -321,8 +343,8 @@ static void ISA_FN(attention_forward)(float *out, float *lse, const float *qkv, 
             ISA_FN(attn_pack_cols)(&a, Kb, k, C3);
             for (int kb = 0; kb < a.nblk; kb++) {
                 const int k0 = kb * BS, nk = T - k0 < BS ? T - k0 : BS;
-                ISA_FN(attn_pack_rows)(&a, Qa + (size_t)k0 * hs, q, C3, k0, nk);
-                ISA_FN(attn_pack_block)(&a, Vb + (size_t)k0 * hsp, v, C3, k0, nk);
+                ISA_FN(attn_pack_rows)(&a, Qa, q, C3, k0, nk);
+                ISA_FN(attn_pack_block)(&a, Vb, v, C3, k0, nk);
             }
             for (int qb = 0; qb < a.nblk; qb++) {
                 const int q0 = qb * BS, nq = T - q0 < BS ? T - q0 : BS, nqp = (nq + mr - 1) / mr * mr;
@@ -330,14 +352,10 @@ static void ISA_FN(attention_forward)(float *out, float *lse, const float *qkv, 
                 for (int r = 0; r < nq; r++) m[r] = -INFINITY, l[r] = 0.0f;
                 for (int kb = 0; kb <= qb; kb++) {
                     const int k0 = kb * BS, nk = T - k0 < BS ? T - k0 : BS;
-                    ISA_FN(attn_tiles)(&a, nq, nk, hs, Qa + (size_t)q0 * hs, Kb + (size_t)k0 * hs, S, BS, 0);
-                    for (int r = 0; r < nqp; r++) {
-                        float *p = Pa + (size_t)(r / mr) * nk * mr + r % mr; /* P's row r, stride mr */
-                        const int valid = r >= nq ? 0 : kb < qb ? nk : q0 + r - k0 + 1;
-                        if (!valid) {
-                            for (int j = 0; j < nk; j++) p[(size_t)j * mr] = 0.0f;
-                            continue;
-                        }
+                    ISA_FN(attn_tiles)(&a, nq, nk, hs, Qa + (size_t)q0 * a.hsk * eb, Kb + (size_t)k0 * a.hsk * eb, S,
+                                       BS, 0);
+                    for (int r = 0; r < nq; r++) { /* S's row r becomes P's (unnormalised), masked */
+                        const int valid = kb < qb ? nk : q0 + r - k0 + 1;
                         float *s = S + (size_t)r * BS, mx = m[r];
                         #pragma omp simd reduction(max : mx)
                         for (int j = 0; j < valid; j++) mx = s[j] * scale > mx ? s[j] * scale : mx;
@@ -348,15 +366,15 @@ static void ISA_FN(attention_forward)(float *out, float *lse, const float *qkv, 
                             s[j] = fast_expf(s[j] * scale - mx);
                             sum += s[j];
                         }
-                        for (int j = 0; j < valid; j++) p[(size_t)j * mr] = s[j];
-                        for (int j = valid; j < nk; j++) p[(size_t)j * mr] = 0.0f;
+                        for (int j = valid; j < nk; j++) s[j] = 0.0f;
                         m[r] = mx;
                         l[r] = l[r] * alpha + sum;
                         float *o = O + (size_t)r * hsp;
                         #pragma omp simd
                         for (int i = 0; i < hsp; i++) o[i] *= alpha;
                     }
-                    ISA_FN(attn_tiles)(&a, nq, hsp, nk, Pa, Vb + (size_t)k0 * hsp, O, hsp, 1);
+                    a.g->pack_a(Pa, S, BS, 0, 0, 0, nq, nk, mr);
+                    ISA_FN(attn_tiles)(&a, nq, hsp, nk, Pa, Vb + (size_t)k0 * hsp * eb, O, hsp, 1);
                 }
                 for (int r = 0; r < nq; r++) {
                     float *dst = out + ((size_t)b * T + q0 + r) * C + h * hs;
@@ -367,6 +385,7 @@ static void ISA_FN(attention_forward)(float *out, float *lse, const float *qkv, 
                 }
             }
         }
+        if (a.g->thread_end) a.g->thread_end();
         BUSY_END;
     }
 }
@@ -376,22 +395,26 @@ static void ISA_FN(attention_forward)(float *out, float *lse, const float *qkv, 
  * D = rowsum(dO * O): dV += P^T dO, dP = dO V^T, dS = P * (dP - D) * scale, dQ += dS K,
  * dK += dS^T Q. Key blocks outside, query blocks from the diagonal down inside. */
 static void ISA_FN(attention_backward)(float *dqkv, const float *dout, const float *qkv, const float *out,
-                                       const float *lse, int B, int T, int C, int NH) {
-    const attn_geom a = ISA_FN(attn_geometry)(T, C, NH);
-    const int BS = a.BS, hs = a.hs, hsp = a.hsp, mr = a.mr, C3 = a.C3;
+                                       const float *lse, int B, int T, int C, int NH, int precision) {
+    const attn_geom a = ISA_FN(attn_geometry)(T, C, NH, precision);
+    const int BS = a.BS, hs = a.hs, hsp = a.hsp, mr = a.mr, C3 = a.C3, eb = a.eb;
     const float scale = 1.0f / sqrtf((float)hs);
-    const size_t nA = ATTN_ALIGN((size_t)a.Tp * hs), nB = ATTN_ALIGN((size_t)a.Tp * hsp),
-                 nS = ATTN_ALIGN((size_t)BS * BS);
-    /* A panels: Q, dO; B panels: K^T, V^T (K = hs), dO, K, Q (K = rows); sums dQ, dK, dV; blocks */
-    const size_t per_thread = 2 * nA + 2 * nA + 3 * nB + 3 * nB + 5 * nS + ATTN_ALIGN(a.Tp);
+    const size_t nA = ATTN_FLOATS((size_t)a.Tp * a.hsk * eb), nB = ATTN_FLOATS((size_t)a.Tp * hsp * eb),
+                 nF = ATTN_ALIGN((size_t)a.Tp * hsp), nS = ATTN_ALIGN((size_t)BS * BS);
+    /* A panels: Q, dO; B panels: K^T, V^T (K = hs), dO, K, Q (K = rows); fp32 sums dQ, dK, dV;
+     * blocks S, dP and the packed P^T, dS, dS^T; D */
+    const size_t per_thread = 4 * nA + 3 * nB + 3 * nF + 5 * nS + ATTN_ALIGN(a.Tp);
     float *scratch = loop_scratch(SCRATCH_ATTN, (size_t)loop_nthreads * per_thread);
     #pragma omp parallel num_threads(loop_nthreads)
     {
         BUSY_BEGIN;
-        float *Qa = scratch + (size_t)omp_get_thread_num() * per_thread, *dOa = Qa + nA, *KbT = dOa + nA,
-              *VbT = KbT + nA, *dOb = VbT + nA, *Kb = dOb + nB, *Qb = Kb + nB, *dQ = Qb + nB, *dK = dQ + nB,
-              *dV = dK + nB, *S = dV + nB, *dP = S + nS, *PTa = dP + nS, *dSa = PTa + nS, *dSTa = dSa + nS,
-              *D = dSTa + nS;
+        if (a.g->thread_begin) a.g->thread_begin();
+        float *base = scratch + (size_t)omp_get_thread_num() * per_thread;
+        char *Qa = (char *)base, *dOa = Qa + 4 * nA, *KbT = dOa + 4 * nA, *VbT = KbT + 4 * nA,
+             *dOb = VbT + 4 * nA, *Kb = dOb + 4 * nB, *Qb = Kb + 4 * nB;
+        float *dQ = base + 4 * nA + 3 * nB, *dK = dQ + nF, *dV = dK + nF, *S = dV + nF, *dP = S + nS;
+        char *PTa = (char *)(dP + nS), *dSa = PTa + 4 * nS, *dSTa = dSa + 4 * nS;
+        float *D = (float *)(dSTa + 4 * nS);
         PAR_FOR
         for (int bh = 0; bh < B * NH; bh++) {
             const int b = bh / NH, h = bh % NH;
@@ -402,11 +425,11 @@ static void ISA_FN(attention_backward)(float *dqkv, const float *dout, const flo
             ISA_FN(attn_pack_cols)(&a, VbT, v, C3);
             for (int blk = 0; blk < a.nblk; blk++) {
                 const int r0 = blk * BS, n = T - r0 < BS ? T - r0 : BS;
-                ISA_FN(attn_pack_rows)(&a, Qa + (size_t)r0 * hs, q, C3, r0, n);
-                ISA_FN(attn_pack_rows)(&a, dOa + (size_t)r0 * hs, dy, C, r0, n);
-                ISA_FN(attn_pack_block)(&a, dOb + (size_t)r0 * hsp, dy, C, r0, n);
-                ISA_FN(attn_pack_block)(&a, Kb + (size_t)r0 * hsp, k, C3, r0, n);
-                ISA_FN(attn_pack_block)(&a, Qb + (size_t)r0 * hsp, q, C3, r0, n);
+                ISA_FN(attn_pack_rows)(&a, Qa, q, C3, r0, n);
+                ISA_FN(attn_pack_rows)(&a, dOa, dy, C, r0, n);
+                ISA_FN(attn_pack_block)(&a, dOb, dy, C, r0, n);
+                ISA_FN(attn_pack_block)(&a, Kb, k, C3, r0, n);
+                ISA_FN(attn_pack_block)(&a, Qb, q, C3, r0, n);
             }
             for (int t = 0; t < T; t++) {
                 const float *dyt = dy + (size_t)t * C, *ot = o + (size_t)t * C;
@@ -415,41 +438,31 @@ static void ISA_FN(attention_backward)(float *dqkv, const float *dout, const flo
                 for (int i = 0; i < hs; i++) d += dyt[i] * ot[i];
                 D[t] = d;
             }
-            memset(dQ, 0, sizeof(float) * 3 * nB); /* dQ, dK, dV */
+            memset(dQ, 0, sizeof(float) * 3 * nF); /* dQ, dK, dV */
             for (int kb = 0; kb < a.nblk; kb++) {
-                const int k0 = kb * BS, nk = T - k0 < BS ? T - k0 : BS, nkp = (nk + mr - 1) / mr * mr;
+                const int k0 = kb * BS, nk = T - k0 < BS ? T - k0 : BS;
                 for (int qb = kb; qb < a.nblk; qb++) {
-                    const int q0 = qb * BS, nq = T - q0 < BS ? T - q0 : BS, nqp = (nq + mr - 1) / mr * mr;
-                    ISA_FN(attn_tiles)(&a, nq, nk, hs, Qa + (size_t)q0 * hs, KbT + (size_t)k0 * hs, S, BS, 0);
-                    ISA_FN(attn_tiles)(&a, nq, nk, hs, dOa + (size_t)q0 * hs, VbT + (size_t)k0 * hs, dP, BS, 0);
-                    for (int r = 0; r < nqp; r++) {
-                        const int valid = r >= nq ? 0 : qb > kb ? nk : q0 + r - k0 + 1;
+                    const int q0 = qb * BS, nq = T - q0 < BS ? T - q0 : BS;
+                    const size_t qa = (size_t)q0 * a.hsk * eb, ka = (size_t)k0 * a.hsk * eb;
+                    ISA_FN(attn_tiles)(&a, nq, nk, hs, Qa + qa, KbT + ka, S, BS, 0);
+                    ISA_FN(attn_tiles)(&a, nq, nk, hs, dOa + qa, VbT + ka, dP, BS, 0);
+                    for (int r = 0; r < nq; r++) { /* S's row becomes P's, dP's becomes dS's */
+                        const int valid = qb > kb ? nk : q0 + r - k0 + 1;
                         float *s = S + (size_t)r * BS, *dp = dP + (size_t)r * BS;
-                        const float Lr = r < nq ? L[q0 + r] : 0.0f, Dr = r < nq ? D[q0 + r] : 0.0f;
+                        const float Lr = L[q0 + r], Dr = D[q0 + r];
                         #pragma omp simd
                         for (int j = 0; j < nk; j++) {
                             const float p = j < valid ? fast_expf(s[j] * scale - Lr) : 0.0f;
                             s[j] = p;
                             dp[j] = p * (dp[j] - Dr) * scale;
                         }
-                        float *ds = dSa + (size_t)(r / mr) * nk * mr + r % mr;
-                        for (int j = 0; j < nk; j++) ds[(size_t)j * mr] = dp[j];
                     }
-                    for (int j = 0; j < nkp; j++) { /* P^T and dS^T: rows = keys, K = queries */
-                        float *pt = PTa + (size_t)(j / mr) * nq * mr + j % mr;
-                        float *dst = dSTa + (size_t)(j / mr) * nq * mr + j % mr;
-                        if (j >= nk) {
-                            for (int r = 0; r < nq; r++) pt[(size_t)r * mr] = dst[(size_t)r * mr] = 0.0f;
-                            continue;
-                        }
-                        for (int r = 0; r < nq; r++) {
-                            pt[(size_t)r * mr] = S[(size_t)r * BS + j];
-                            dst[(size_t)r * mr] = dP[(size_t)r * BS + j];
-                        }
-                    }
-                    ISA_FN(attn_tiles)(&a, nk, hsp, nq, PTa, dOb + (size_t)q0 * hsp, dV + (size_t)k0 * hsp, hsp, 1);
-                    ISA_FN(attn_tiles)(&a, nq, hsp, nk, dSa, Kb + (size_t)k0 * hsp, dQ + (size_t)q0 * hsp, hsp, 1);
-                    ISA_FN(attn_tiles)(&a, nk, hsp, nq, dSTa, Qb + (size_t)q0 * hsp, dK + (size_t)k0 * hsp, hsp, 1);
+                    a.g->pack_a(PTa, S, BS, 1, 0, 0, nk, nq, mr);  /* P^T: rows = keys, K = queries */
+                    a.g->pack_a(dSa, dP, BS, 0, 0, 0, nq, nk, mr); /* dS: rows = queries, K = keys */
+                    a.g->pack_a(dSTa, dP, BS, 1, 0, 0, nk, nq, mr);
+                    ISA_FN(attn_tiles)(&a, nk, hsp, nq, PTa, dOb + (size_t)q0 * hsp * eb, dV + (size_t)k0 * hsp, hsp, 1);
+                    ISA_FN(attn_tiles)(&a, nq, hsp, nk, dSa, Kb + (size_t)k0 * hsp * eb, dQ + (size_t)q0 * hsp, hsp, 1);
+                    ISA_FN(attn_tiles)(&a, nk, hsp, nq, dSTa, Qb + (size_t)q0 * hsp * eb, dK + (size_t)k0 * hsp, hsp, 1);
                 }
             }
             float *dbase = dqkv + (size_t)b * T * C3 + h * hs;
@@ -460,6 +473,7 @@ static void ISA_FN(attention_backward)(float *dqkv, const float *dout, const flo
                 memcpy(row + 2 * C, dV + (size_t)t * hsp, sizeof(float) * hs);
             }
         }
+        if (a.g->thread_end) a.g->thread_end();
         BUSY_END;
     }
 }

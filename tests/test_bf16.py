@@ -299,6 +299,55 @@ def test_precision_is_validated():
         K.matmul(rand(2, 2), rand(2, 2), precision="fp16")
 
 
+# ---------------------------------------------------------------- attention in bf16
+ATTENTION_SHAPES = [(1, 1, 16, 2), (2, 17, 48, 2), (1, 100, 96, 4), (1, 130, 64, 1)]  # B, T, C, NH
+
+
+def attention_bf16(qkv, NH):
+    B, T, C3 = qkv.shape
+    out, lse = np.zeros((B, T, C3 // 3), np.float32), np.zeros((B, NH, T), np.float32)
+    K.attention_forward(out, lse, qkv, NH, precision="bf16")
+    return out, lse
+
+
+@pytest.mark.parametrize("B,T,C,NH", ATTENTION_SHAPES)
+def test_bf16_attention_matches_float64_to_bf16_rounding(bf16_path, B, T, C, NH):
+    """The block products (S = QK^T, O += PV and backward's four) on the bf16 path: the outputs
+    miss the float64 reference by bf16's rounding of Q, K, V, P and dS (a few 2^-9), no more,
+    and they do differ from fp32 (the products really ran in bf16)."""
+    from . import reference as ref
+
+    qkv, R = rand(B, T, 3 * C), rand(B, T, C)
+    out, lse = attention_bf16(qkv, NH)
+    want, _ = ref.attention(qkv.astype(np.float64), NH)
+    rel = np.linalg.norm(out - want) / np.linalg.norm(want)
+    assert rel < 2e-2, rel
+    np.testing.assert_allclose(lse, ref.attention_lse(qkv.astype(np.float64), NH), rtol=2e-2, atol=2e-2)
+    d = np.zeros_like(qkv)
+    K.attention_backward(d, R, qkv, out, lse, NH, precision="bf16")
+    dwant = ref.attention_backward(R.astype(np.float64), qkv.astype(np.float64), NH)
+    drel = np.linalg.norm(d - dwant) / np.linalg.norm(dwant)
+    assert drel < 4e-2, drel
+    if T > 1:
+        fp32 = np.zeros_like(out)
+        K.attention_forward(fp32, np.zeros_like(lse), qkv, NH)
+        assert not np.array_equal(fp32, out), "bf16 attention equals fp32's: nothing was rounded"
+
+
+def test_bf16_attention_threads_agree_bitwise(bf16_path, threads):
+    qkv, R = rand(2, 150, 3 * 64), rand(2, 150, 64)
+    results = []
+    for n in (1, 2, 3):
+        K.set_num_threads(n)
+        out, lse = attention_bf16(qkv, 4)
+        d = np.zeros_like(qkv)
+        K.attention_backward(d, R, qkv, out, lse, 4, precision="bf16")
+        results.append((out, lse, d))
+    for other in results[1:]:
+        for got, want in zip(other, results[0], strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
 # ---------------------------------------------------------------- the model in bf16
 def grads(precision: str) -> tuple[float, dict[str, np.ndarray]]:
     cfg = load_config("smoke").replace(precision=precision)

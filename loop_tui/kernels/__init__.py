@@ -399,18 +399,19 @@ def _attention_shapes(qkv: np.ndarray, num_heads: int) -> tuple[int, int, int]:
     return B, T, C
 
 
-def attention_forward(out, lse, qkv, num_heads: int) -> None:
+def attention_forward(out, lse, qkv, num_heads: int, precision: str = "fp32") -> None:
     """out[B,T,C] = causal multi-head attention of qkv[B,T,3C]; lse[B,NH,T] = the log-sum-exp of
-    each query's scaled scores (what backward needs to recompute the probabilities)"""
+    each query's scaled scores (what backward needs to recompute the probabilities). In bf16 the
+    block products run on the bf16 GEMM path; softmax and sums stay fp32."""
     qkv = _arr("qkv", qkv)
     B, T, C = _attention_shapes(qkv, num_heads)
     out, lse = _out("out", out), _out("lse", lse)
     _shape("out", out, (B, T, C))
     _shape("lse", lse, (B, num_heads, T))
-    lib.loop_attention_forward(_p(out), _p(lse), _p(qkv), B, T, C, num_heads)
+    lib.loop_attention_forward(_p(out), _p(lse), _p(qkv), B, T, C, num_heads, _precision_id(precision))
 
 
-def attention_backward(dqkv, dout, qkv, out, lse, num_heads: int) -> None:
+def attention_backward(dqkv, dout, qkv, out, lse, num_heads: int, precision: str = "fp32") -> None:
     """dqkv[B,T,3C] = gradient of attention_forward (overwritten), from its inputs and outputs"""
     qkv, dout, out, lse = _arr("qkv", qkv), _arr("dout", dout), _arr("out", out), _arr("lse", lse)
     B, T, C = _attention_shapes(qkv, num_heads)
@@ -419,7 +420,9 @@ def attention_backward(dqkv, dout, qkv, out, lse, num_heads: int) -> None:
     _shape("lse", lse, (B, num_heads, T))
     dqkv = _out("dqkv", dqkv)
     _shape("dqkv", dqkv, qkv.shape)
-    lib.loop_attention_backward(_p(dqkv), _p(dout), _p(qkv), _p(out), _p(lse), B, T, C, num_heads)
+    lib.loop_attention_backward(
+        _p(dqkv), _p(dout), _p(qkv), _p(out), _p(lse), B, T, C, num_heads, _precision_id(precision)
+    )
 
 
 def residual_forward(out, a, b) -> None:

@@ -81,10 +81,10 @@ class CBackend:
         kernels.gelu_backward(dinp, pre, dout)
 
     def attention_forward(self, out, lse, qkv, num_heads: int) -> None:
-        kernels.attention_forward(out, lse, qkv, num_heads)
+        kernels.attention_forward(out, lse, qkv, num_heads, self.precision)
 
     def attention_backward(self, dqkv, dout, qkv, out, lse, num_heads: int) -> None:
-        kernels.attention_backward(dqkv, dout, qkv, out, lse, num_heads)
+        kernels.attention_backward(dqkv, dout, qkv, out, lse, num_heads, self.precision)
 
     def residual_forward(self, out, a, b) -> None:
         kernels.residual_forward(out, a, b)
