@@ -67,8 +67,8 @@ bench: install
 # normal build is untouched), then the kernel tests run there on every ISA this CPU has.
 sanitize: install
 	rm -rf build/sanitize && mkdir -p build/sanitize/loop_tui build/sanitize/tests
-	cp -r configs build_kernels.py build/sanitize/ && mkdir build/sanitize/c && cp c/*.c c/*.h build/sanitize/c/
-	cp -r loop_tui/*.py loop_tui/kernels loop_tui/model loop_tui/data loop_tui/train build/sanitize/loop_tui/
+	cp build_kernels.py build/sanitize/ && mkdir build/sanitize/c && cp c/*.c c/*.h build/sanitize/c/
+	cp -r loop_tui/*.py loop_tui/configs loop_tui/kernels loop_tui/model loop_tui/data loop_tui/train build/sanitize/loop_tui/
 	cp tests/__init__.py tests/conftest.py tests/reference.py tests/test_kernels.py tests/test_bf16.py tests/test_train.py tests/test_generate.py tests/corpora.py build/sanitize/tests/
 	cd build/sanitize && LOOP_SANITIZE=1 ../../$(PY) build_kernels.py >/dev/null
 	isas="$$($(PY) -c "from loop_tui import kernels; print(' '.join(kernels.available_isas()))")"; \

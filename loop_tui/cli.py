@@ -389,7 +389,13 @@ def cmd_view(args) -> int:
 # ---------------------------------------------------------------- info / tui
 def cmd_info(args) -> int:
     from . import machine
+    from .cache import cache_dir
+    from .config import CONFIG_DIR, user_config_dir
+    from .train.runs import RUNS
 
+    print(f"configs: shipped in {CONFIG_DIR}; saved ones in {user_config_dir()} (LOOP_CONFIG_DIR overrides)")
+    print(f"cache (tokenizers, token ids, measurements): {cache_dir()} (LOOP_CACHE_DIR overrides)")
+    print(f"runs: {RUNS.resolve()} (under the current folder; --out RUN_DIR for another)")
     caches = machine.detect_caches()
     print(f"CPUs usable: {machine.cpu_count()}")
     print(
@@ -439,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Configs are JSON files; shipped ones can be named without a path "
         "(e.g. `loop train smoke`). Set LOOP_ISA=avx512|avx2|generic to force an "
         "instruction set, LOOP_BF16=amx|avx512bf16|portable to force the bf16 GEMM "
-        "path, LOOP_CACHE_DIR for the tokenizer cache.",
+        "path, LOOP_CACHE_DIR for the tokenizer cache, LOOP_CONFIG_DIR for saved configs (`loop info` shows "
+        "where each lives).",
     )
     from . import __version__
 
@@ -584,7 +591,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("runs", nargs="+", metavar="RUN")
     v.set_defaults(func=cmd_view)
 
-    i = sub.add_parser("info", help="machine, kernels and OpenCL devices (and which one would be used, and why)")
+    i = sub.add_parser(
+        "info",
+        help="where configs, cache and runs live; machine, kernels and OpenCL devices (which one is used, and why)",
+    )
     i.add_argument("--device", metavar="NAME", help="show which OpenCL device NAME selects")
     i.set_defaults(func=cmd_info)
     u = sub.add_parser(

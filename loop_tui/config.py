@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import orjson
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
-CONFIG_DIR = PACKAGE_ROOT.parent / "configs"
+CONFIG_DIR = PACKAGE_ROOT / "configs"  # the shipped configs: package data, read-only in an installed package
 DEFAULT_CONFIG = "default"
 VOCAB_ALIGN = 64
 
@@ -184,12 +185,26 @@ def from_dict(raw, source: str) -> Config:
     return Config(**raw)
 
 
+def user_config_dir() -> Path:
+    """Where configs the user saves go ($LOOP_CONFIG_DIR, default the platform's config folder,
+    e.g. ~/.config/loop_tui/configs); never inside the package, which may be read-only."""
+    override = os.environ.get("LOOP_CONFIG_DIR")
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return platformdirs.user_config_path("loop_tui") / "configs"
+
+
 def resolve_path(name_or_path: str) -> Path:
-    """A path as given, or the name of a shipped config ('smoke' -> configs/smoke.json)."""
+    """A path as given, or a config's name: shipped ('smoke' -> loop_tui/configs/smoke.json, so a
+    name always means the same shipped file), else one the user saved."""
     p = Path(name_or_path)
     if p.exists() or p.suffix == ".json" or "/" in name_or_path:
         return p
-    return CONFIG_DIR / f"{name_or_path}.json"
+    shipped = CONFIG_DIR / f"{name_or_path}.json"
+    saved = user_config_dir() / f"{name_or_path}.json"
+    return saved if saved.exists() and not shipped.exists() else shipped
 
 
 def load_config(name_or_path: str) -> Config:
@@ -199,8 +214,13 @@ def load_config(name_or_path: str) -> Config:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
-        raise ConfigError(f"{path}: no such config file (shipped configs: {shipped})") from None
+        known = ", ".join(p.stem for p in shipped_configs())
+        saved = ", ".join(p.stem for p in saved_configs())
+        raise ConfigError(
+            f"{path}: no such config file (shipped configs: {known}"
+            + (f"; saved in {user_config_dir()}: {saved}" if saved else "")
+            + ")"
+        ) from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     try:
@@ -213,3 +233,9 @@ def load_config(name_or_path: str) -> Config:
 
 def shipped_configs() -> list[Path]:
     return sorted(CONFIG_DIR.glob("*.json"))
+
+
+def saved_configs() -> list[Path]:
+    """Configs the user saved (the picker's "save as"), except any that a shipped name hides."""
+    shipped = {p.name for p in shipped_configs()}
+    return sorted(p for p in user_config_dir().glob("*.json") if p.name not in shipped)

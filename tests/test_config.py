@@ -146,3 +146,24 @@ def test_cli_bad_data_folder(tmp_path):
 def test_help_explains():
     r = subprocess.run([sys.executable, "-m", "loop_tui", "train", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--resume" in r.stdout and "--no-tui" in r.stdout
+
+
+def test_saved_configs_are_found_by_name_and_shipped_names_win(tmp_path, monkeypatch):
+    from loop_tui.config import CONFIG_DIR, saved_configs
+
+    monkeypatch.setenv("LOOP_CONFIG_DIR", str(tmp_path))
+    write(tmp_path, {**GOOD, "max_steps": 7}, "mine.json")
+    write(tmp_path, {**GOOD, "max_steps": 8}, "smoke.json")  # hidden by the shipped smoke
+    assert load_config("mine").max_steps == 7 and load_config("mine").name == "mine"
+    assert load_config("smoke").max_steps == orjson.loads((CONFIG_DIR / "smoke.json").read_bytes())["max_steps"]
+    assert [p.name for p in saved_configs()] == ["mine.json"]
+    with pytest.raises(ConfigError, match=f"saved in {tmp_path}: mine"):
+        load_config("nonexistent_name")
+
+
+def test_xdg_config_home_holds_saved_configs(tmp_path, monkeypatch):
+    from loop_tui.config import user_config_dir
+
+    monkeypatch.delenv("LOOP_CONFIG_DIR", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert user_config_dir() == tmp_path / "loop_tui" / "configs"
