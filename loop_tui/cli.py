@@ -47,9 +47,11 @@ def cmd_analyze(args) -> int:
 
 # ---------------------------------------------------------------- train
 def build_config(args):
-    from .config import load_config
+    from .config import load_config, with_overrides
 
     cfg = load_config(args.config)
+    if args.set:
+        cfg = with_overrides(cfg, args.set)
     changes = {}
     if args.seed is not None:
         changes["seed"] = args.seed
@@ -93,6 +95,11 @@ def cmd_train(args) -> int:
     else:
         run_dir = default_run_dir(cfg.name)
     cfg = model_shape(cfg, args, run_dir)
+    if args.print_config:
+        import orjson
+
+        print(orjson.dumps(cfg.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        return 0
 
     dashboard, terminal = use_dashboard(args)
     if dashboard:
@@ -497,6 +504,14 @@ def build_parser() -> argparse.ArgumentParser:
         "shape and tokenizer come from it, the training settings from CONFIG (e.g. `loop train gpt2_finetune "
         "--init-from ./gpt2 --data my_articles/`)",
     )
+    t.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="set any config field (repeatable), checked as in a config file, e.g. --set learning_rate=3e-4 "
+        "--set batch_size=8 (null for an optional field's default); the other options here apply after it",
+    )
+    t.add_argument("--print-config", action="store_true", help="print the config this would train with (JSON) and exit")
     t.add_argument("--no-tui", action="store_true", help="print progress lines instead of the dashboard")
     t.add_argument("--force", action="store_true", help="start even if the memory estimate exceeds the free RAM")
     t.add_argument(

@@ -185,6 +185,39 @@ def from_dict(raw, source: str) -> Config:
     return Config(**raw)
 
 
+def _typed(name: str, text: str):
+    """A --set value as a config file would hold it: a number for a numeric field (as JSON reads it, so
+    -1 stays an integer; Python's float syntax too, e.g. .5), text for the rest, null (or none) for an
+    optional or numeric field. Text that is no number stays text, so from_dict names what the field needs."""
+    t = _TYPES.get(name, "str")
+    numeric = t.startswith(("int", "float"))
+    if text.lower() in ("null", "none") and ("None" in t or numeric):  # a name may be "none"
+        return None
+    if numeric:
+        try:
+            value = orjson.loads(text)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return value
+        except orjson.JSONDecodeError:
+            pass
+        try:
+            return float(text) if t.startswith("float") else int(text)
+        except ValueError:
+            return text
+    return text
+
+
+def with_overrides(cfg: Config, assignments: list[str]) -> Config:
+    """cfg with each KEY=VALUE of `loop train --set` applied, typed and validated as a config file is."""
+    changes = {}
+    for item in assignments:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--set: expected KEY=VALUE (e.g. learning_rate=3e-4), got {item!r}")
+        changes[key.strip()] = _typed(key.strip(), value.strip())
+    return from_dict({**cfg.to_dict(), **changes}, "--set")
+
+
 def user_config_dir() -> Path:
     """Where configs the user saves go ($LOOP_CONFIG_DIR, default the platform's config folder,
     e.g. ~/.config/loop_tui/configs); never inside the package, which may be read-only."""
