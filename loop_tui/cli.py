@@ -61,6 +61,8 @@ def build_config(args):
         changes["threads"] = args.threads
     if args.precision is not None:
         changes["precision"] = args.precision
+    if args.report_to is not None:
+        changes["report_to"] = None if args.report_to == "none" else args.report_to
     return cfg.replace(**changes) if changes else cfg
 
 
@@ -496,6 +498,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--device", metavar="NAME", help="OpenCL device (substring of its name); default: a GPU, else the CPU"
+    )
+    t.add_argument(
+        "--report-to",
+        choices=("tensorboard", "none"),
+        help="also write the metrics as TensorBoard event files in the run folder (`tensorboard --logdir runs/`; "
+        'needs pip install "loop_tui[tensorboard]"); metrics.jsonl is written either way. Default: the config\'s '
+        "report_to, none",
     )
     t.add_argument(
         "--init-from",

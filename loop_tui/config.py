@@ -66,6 +66,7 @@ class Config:
     # GPT-2 checkpoints have 1024; a fine-tune may train on shorter sequences and keep them all
     n_positions: int | None = None
     init_from: str | None = None  # the HuggingFace GPT-2 folder the run started from (set by --init-from)
+    report_to: str | None = None  # "tensorboard": metrics.jsonl's numbers also as TensorBoard events in the run
 
     @property
     def head_size(self) -> int:
@@ -109,6 +110,7 @@ POSITIVE_INT = REQUIRED + (
 NON_NEGATIVE = ("warmup_steps", "weight_decay", "grad_clip", "seed", "sample_tokens")
 BACKENDS = ("c", "opencl")
 PRECISIONS = ("fp32", "bf16", "auto")
+REPORTERS = ("tensorboard",)
 _TYPES = {f.name: f.type for f in fields(Config)}
 
 
@@ -176,6 +178,8 @@ def from_dict(raw, source: str) -> Config:
         raise fail("backend", f"must be one of {', '.join(BACKENDS)}, got {raw['backend']!r}")
     if raw.get("precision", "fp32") not in PRECISIONS:
         raise fail("precision", f"must be one of {', '.join(PRECISIONS)}, got {raw['precision']!r}")
+    if raw.get("report_to") not in (None, *REPORTERS):
+        raise fail("report_to", f"must be one of {', '.join(REPORTERS)} or null, got {raw['report_to']!r}")
     if raw.get("precision") == "bf16" and raw.get("backend", "c") != "c":
         raise fail("precision", "bf16 runs on the c backend only (the OpenCL kernels are fp32)")
     if raw.get("n_positions") is not None and raw["n_positions"] < raw["max_length"]:
