@@ -182,9 +182,17 @@ def dashboard_summary(state, run_dir: Path) -> int:
 
 def train_headless(cfg, run_dir: Path, args) -> int:
     from .train.console import ConsoleReporter
-    from .train.trainer import Trainer
 
     reporter = ConsoleReporter(cfg.max_steps)
+    try:
+        return _train_headless(cfg, run_dir, args, reporter)
+    finally:
+        reporter.close()  # a terminal's progress bar goes, whatever ended the run
+
+
+def _train_headless(cfg, run_dir: Path, args, reporter) -> int:
+    from .train.trainer import Trainer
+
     trainer = Trainer(
         cfg,
         run_dir,
