@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml setup.py | system-deps
 	$(PIP) install -q -e ".[dev]"
 	@# MPI data parallelism (mpi4py + MPICH's wheel, mpiexec in .venv/bin); optional: its tests skip without it
 	-$(PIP) install -q -e ".[mpi]" 2>/dev/null || echo "mpi4py/mpich unavailable: the MPI tests will skip"
+	@# --report-to tensorboard (tensorboardX writes, tensorboard reads); optional: its tests skip without it
+	-$(PIP) install -q -e ".[tensorboard]" 2>/dev/null || echo "tensorboardX/tensorboard unavailable: the TensorBoard tests will skip"
 	@# the PyTorch yardstick for `make bench` (the CPU wheel); optional, never needed by tests
 	-$(PIP) install -q "torch==2.13.0" 2>/dev/null || echo "torch unavailable: bench runs without the PyTorch yardstick"
 	touch $(STAMP)
@@ -67,8 +69,8 @@ bench: install
 # normal build is untouched), then the kernel tests run there on every ISA this CPU has.
 sanitize: install
 	rm -rf build/sanitize && mkdir -p build/sanitize/loop_tui build/sanitize/tests
-	cp -r configs build_kernels.py build/sanitize/ && mkdir build/sanitize/c && cp c/*.c c/*.h build/sanitize/c/
-	cp -r loop_tui/*.py loop_tui/kernels loop_tui/model loop_tui/data loop_tui/train build/sanitize/loop_tui/
+	cp build_kernels.py build/sanitize/ && mkdir build/sanitize/c && cp c/*.c c/*.h build/sanitize/c/
+	cp -r loop_tui/*.py loop_tui/configs loop_tui/kernels loop_tui/model loop_tui/data loop_tui/train build/sanitize/loop_tui/
 	cp tests/__init__.py tests/conftest.py tests/reference.py tests/test_kernels.py tests/test_bf16.py tests/test_train.py tests/test_generate.py tests/corpora.py build/sanitize/tests/
 	cd build/sanitize && LOOP_SANITIZE=1 ../../$(PY) build_kernels.py >/dev/null
 	isas="$$($(PY) -c "from loop_tui import kernels; print(' '.join(kernels.available_isas()))")"; \

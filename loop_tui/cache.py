@@ -1,5 +1,6 @@
-"""The cache folder ($LOOP_CACHE_DIR, default ~/.cache/loop_tui): tokenizers, token ids and
-per-machine measurements (FMA peak, OpenCL autotune), each written atomically."""
+"""The cache folder ($LOOP_CACHE_DIR, default the platform's cache folder: $XDG_CACHE_HOME/loop_tui,
+~/.cache/loop_tui without it): tokenizers, token ids and per-machine measurements (FMA peak, OpenCL
+autotune), each written atomically."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import orjson
 
 
 def cache_dir() -> Path:
-    d = Path(os.environ.get("LOOP_CACHE_DIR") or Path.home() / ".cache" / "loop_tui")
+    import platformdirs
+
+    d = Path(os.environ.get("LOOP_CACHE_DIR") or platformdirs.user_cache_path("loop_tui"))
     d.mkdir(parents=True, exist_ok=True)
     return d
 

@@ -47,9 +47,11 @@ def cmd_analyze(args) -> int:
 
 # ---------------------------------------------------------------- train
 def build_config(args):
-    from .config import load_config
+    from .config import load_config, with_overrides
 
     cfg = load_config(args.config)
+    if args.set:
+        cfg = with_overrides(cfg, args.set)
     changes = {}
     if args.seed is not None:
         changes["seed"] = args.seed
@@ -59,6 +61,8 @@ def build_config(args):
         changes["threads"] = args.threads
     if args.precision is not None:
         changes["precision"] = args.precision
+    if args.report_to is not None:
+        changes["report_to"] = None if args.report_to == "none" else args.report_to
     return cfg.replace(**changes) if changes else cfg
 
 
@@ -93,6 +97,11 @@ def cmd_train(args) -> int:
     else:
         run_dir = default_run_dir(cfg.name)
     cfg = model_shape(cfg, args, run_dir)
+    if args.print_config:
+        import orjson
+
+        print(orjson.dumps(cfg.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        return 0
 
     dashboard, terminal = use_dashboard(args)
     if dashboard:
@@ -173,9 +182,17 @@ def dashboard_summary(state, run_dir: Path) -> int:
 
 def train_headless(cfg, run_dir: Path, args) -> int:
     from .train.console import ConsoleReporter
-    from .train.trainer import Trainer
 
     reporter = ConsoleReporter(cfg.max_steps)
+    try:
+        return _train_headless(cfg, run_dir, args, reporter)
+    finally:
+        reporter.close()  # a terminal's progress bar goes, whatever ended the run
+
+
+def _train_headless(cfg, run_dir: Path, args, reporter) -> int:
+    from .train.trainer import Trainer
+
     trainer = Trainer(
         cfg,
         run_dir,
@@ -389,7 +406,13 @@ def cmd_view(args) -> int:
 # ---------------------------------------------------------------- info / tui
 def cmd_info(args) -> int:
     from . import machine
+    from .cache import cache_dir
+    from .config import CONFIG_DIR, user_config_dir
+    from .train.runs import RUNS
 
+    print(f"configs: shipped in {CONFIG_DIR}; saved ones in {user_config_dir()} (LOOP_CONFIG_DIR overrides)")
+    print(f"cache (tokenizers, token ids, measurements): {cache_dir()} (LOOP_CACHE_DIR overrides)")
+    print(f"runs: {RUNS.resolve()} (under the current folder; --out RUN_DIR for another)")
     caches = machine.detect_caches()
     print(f"CPUs usable: {machine.cpu_count()}")
     print(
@@ -439,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Configs are JSON files; shipped ones can be named without a path "
         "(e.g. `loop train smoke`). Set LOOP_ISA=avx512|avx2|generic to force an "
         "instruction set, LOOP_BF16=amx|avx512bf16|portable to force the bf16 GEMM "
-        "path, LOOP_CACHE_DIR for the tokenizer cache.",
+        "path, LOOP_CACHE_DIR for the tokenizer cache, LOOP_CONFIG_DIR for saved configs (`loop info` shows "
+        "where each lives).",
     )
     from . import __version__
 
@@ -484,12 +508,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", metavar="NAME", help="OpenCL device (substring of its name); default: a GPU, else the CPU"
     )
     t.add_argument(
+        "--report-to",
+        choices=("tensorboard", "none"),
+        help="also write the metrics as TensorBoard event files in the run folder (`tensorboard --logdir runs/`; "
+        'needs pip install "loop_tui[tensorboard]"); metrics.jsonl is written either way. Default: the config\'s '
+        "report_to, none",
+    )
+    t.add_argument(
         "--init-from",
         metavar="HF_DIR",
         help="fine-tune a local HuggingFace GPT-2 folder (config.json, model.safetensors, tokenizer): the model's "
         "shape and tokenizer come from it, the training settings from CONFIG (e.g. `loop train gpt2_finetune "
         "--init-from ./gpt2 --data my_articles/`)",
     )
+    t.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="set any config field (repeatable), checked as in a config file, e.g. --set learning_rate=3e-4 "
+        "--set batch_size=8 (null for an optional field's default); the other options here apply after it",
+    )
+    t.add_argument("--print-config", action="store_true", help="print the config this would train with (JSON) and exit")
     t.add_argument("--no-tui", action="store_true", help="print progress lines instead of the dashboard")
     t.add_argument("--force", action="store_true", help="start even if the memory estimate exceeds the free RAM")
     t.add_argument(
@@ -584,7 +623,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("runs", nargs="+", metavar="RUN")
     v.set_defaults(func=cmd_view)
 
-    i = sub.add_parser("info", help="machine, kernels and OpenCL devices (and which one would be used, and why)")
+    i = sub.add_parser(
+        "info",
+        help="where configs, cache and runs live; machine, kernels and OpenCL devices (which one is used, and why)",
+    )
     i.add_argument("--device", metavar="NAME", help="show which OpenCL device NAME selects")
     i.set_defaults(func=cmd_info)
     u = sub.add_parser(

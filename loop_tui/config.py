@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import orjson
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
-CONFIG_DIR = PACKAGE_ROOT.parent / "configs"
+CONFIG_DIR = PACKAGE_ROOT / "configs"  # the shipped configs: package data, read-only in an installed package
 DEFAULT_CONFIG = "default"
 VOCAB_ALIGN = 64
 
@@ -65,6 +66,7 @@ class Config:
     # GPT-2 checkpoints have 1024; a fine-tune may train on shorter sequences and keep them all
     n_positions: int | None = None
     init_from: str | None = None  # the HuggingFace GPT-2 folder the run started from (set by --init-from)
+    report_to: str | None = None  # "tensorboard": metrics.jsonl's numbers also as TensorBoard events in the run
 
     @property
     def head_size(self) -> int:
@@ -108,6 +110,7 @@ POSITIVE_INT = REQUIRED + (
 NON_NEGATIVE = ("warmup_steps", "weight_decay", "grad_clip", "seed", "sample_tokens")
 BACKENDS = ("c", "opencl")
 PRECISIONS = ("fp32", "bf16", "auto")
+REPORTERS = ("tensorboard",)
 _TYPES = {f.name: f.type for f in fields(Config)}
 
 
@@ -175,6 +178,8 @@ def from_dict(raw, source: str) -> Config:
         raise fail("backend", f"must be one of {', '.join(BACKENDS)}, got {raw['backend']!r}")
     if raw.get("precision", "fp32") not in PRECISIONS:
         raise fail("precision", f"must be one of {', '.join(PRECISIONS)}, got {raw['precision']!r}")
+    if raw.get("report_to") not in (None, *REPORTERS):
+        raise fail("report_to", f"must be one of {', '.join(REPORTERS)} or null, got {raw['report_to']!r}")
     if raw.get("precision") == "bf16" and raw.get("backend", "c") != "c":
         raise fail("precision", "bf16 runs on the c backend only (the OpenCL kernels are fp32)")
     if raw.get("n_positions") is not None and raw["n_positions"] < raw["max_length"]:
@@ -184,12 +189,59 @@ def from_dict(raw, source: str) -> Config:
     return Config(**raw)
 
 
+def _typed(name: str, text: str):
+    """A --set value as a config file would hold it: a number for a numeric field (as JSON reads it, so
+    -1 stays an integer; Python's float syntax too, e.g. .5), text for the rest, null (or none) for an
+    optional or numeric field. Text that is no number stays text, so from_dict names what the field needs."""
+    t = _TYPES.get(name, "str")
+    numeric = t.startswith(("int", "float"))
+    if text.lower() in ("null", "none") and ("None" in t or numeric):  # a name may be "none"
+        return None
+    if numeric:
+        try:
+            value = orjson.loads(text)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return value
+        except orjson.JSONDecodeError:
+            pass
+        try:
+            return float(text) if t.startswith("float") else int(text)
+        except ValueError:
+            return text
+    return text
+
+
+def with_overrides(cfg: Config, assignments: list[str]) -> Config:
+    """cfg with each KEY=VALUE of `loop train --set` applied, typed and validated as a config file is."""
+    changes = {}
+    for item in assignments:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--set: expected KEY=VALUE (e.g. learning_rate=3e-4), got {item!r}")
+        changes[key.strip()] = _typed(key.strip(), value.strip())
+    return from_dict({**cfg.to_dict(), **changes}, "--set")
+
+
+def user_config_dir() -> Path:
+    """Where configs the user saves go ($LOOP_CONFIG_DIR, default the platform's config folder,
+    e.g. ~/.config/loop_tui/configs); never inside the package, which may be read-only."""
+    override = os.environ.get("LOOP_CONFIG_DIR")
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return platformdirs.user_config_path("loop_tui") / "configs"
+
+
 def resolve_path(name_or_path: str) -> Path:
-    """A path as given, or the name of a shipped config ('smoke' -> configs/smoke.json)."""
+    """A path as given, or a config's name: shipped ('smoke' -> loop_tui/configs/smoke.json, so a
+    name always means the same shipped file), else one the user saved."""
     p = Path(name_or_path)
     if p.exists() or p.suffix == ".json" or "/" in name_or_path:
         return p
-    return CONFIG_DIR / f"{name_or_path}.json"
+    shipped = CONFIG_DIR / f"{name_or_path}.json"
+    saved = user_config_dir() / f"{name_or_path}.json"
+    return saved if saved.exists() and not shipped.exists() else shipped
 
 
 def load_config(name_or_path: str) -> Config:
@@ -199,8 +251,13 @@ def load_config(name_or_path: str) -> Config:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
-        raise ConfigError(f"{path}: no such config file (shipped configs: {shipped})") from None
+        known = ", ".join(p.stem for p in shipped_configs())
+        saved = ", ".join(p.stem for p in saved_configs())
+        raise ConfigError(
+            f"{path}: no such config file (shipped configs: {known}"
+            + (f"; saved in {user_config_dir()}: {saved}" if saved else "")
+            + ")"
+        ) from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     try:
@@ -213,3 +270,9 @@ def load_config(name_or_path: str) -> Config:
 
 def shipped_configs() -> list[Path]:
     return sorted(CONFIG_DIR.glob("*.json"))
+
+
+def saved_configs() -> list[Path]:
+    """Configs the user saved (the picker's "save as"), except any that a shipped name hides."""
+    shipped = {p.name for p in shipped_configs()}
+    return sorted(p for p in user_config_dir().glob("*.json") if p.name not in shipped)

@@ -11,9 +11,11 @@ WIKI = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "wiki
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Tokenizer and peak caches go to one temporary folder per test session."""
+    """Tokenizer and peak caches go to one temporary folder per test session; saved configs to
+    another (a test never reads or writes the user's own)."""
     if "LOOP_CACHE_DIR" not in os.environ or os.environ.get("LOOP_TEST_SHARED_CACHE") != "1":
         monkeypatch.setenv("LOOP_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "loop-cache"))
+    monkeypatch.setenv("LOOP_CONFIG_DIR", str(tmp_path_factory.getbasetemp() / "loop-configs"))
 
 
 @pytest.fixture(autouse=True)

@@ -22,3 +22,11 @@ def test_unreadable_file_is_measured_again(tmp_path, monkeypatch):
     (tmp_path / "m.json").write_bytes(b"{not json")
     assert cache.measured("m.json", "k", lambda: 3.5) == 3.5
     assert orjson.loads((tmp_path / "m.json").read_bytes()) == {"k": 3.5}
+
+
+def test_folder_follows_xdg_cache_home_and_loop_cache_dir_overrides(tmp_path, monkeypatch):
+    monkeypatch.delenv("LOOP_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.cache_dir() == tmp_path / "xdg" / "loop_tui"
+    monkeypatch.setenv("LOOP_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache.cache_dir() == tmp_path / "mine" and (tmp_path / "mine").is_dir()

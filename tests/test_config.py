@@ -146,3 +146,89 @@ def test_cli_bad_data_folder(tmp_path):
 def test_help_explains():
     r = subprocess.run([sys.executable, "-m", "loop_tui", "train", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--resume" in r.stdout and "--no-tui" in r.stdout
+
+
+def test_saved_configs_are_found_by_name_and_shipped_names_win(tmp_path, monkeypatch):
+    from loop_tui.config import CONFIG_DIR, saved_configs
+
+    monkeypatch.setenv("LOOP_CONFIG_DIR", str(tmp_path))
+    write(tmp_path, {**GOOD, "max_steps": 7}, "mine.json")
+    write(tmp_path, {**GOOD, "max_steps": 8}, "smoke.json")  # hidden by the shipped smoke
+    assert load_config("mine").max_steps == 7 and load_config("mine").name == "mine"
+    assert load_config("smoke").max_steps == orjson.loads((CONFIG_DIR / "smoke.json").read_bytes())["max_steps"]
+    assert [p.name for p in saved_configs()] == ["mine.json"]
+    with pytest.raises(ConfigError, match=f"saved in {tmp_path}: mine"):
+        load_config("nonexistent_name")
+
+
+def test_xdg_config_home_holds_saved_configs(tmp_path, monkeypatch):
+    from loop_tui.config import user_config_dir
+
+    monkeypatch.delenv("LOOP_CONFIG_DIR", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert user_config_dir() == tmp_path / "loop_tui" / "configs"
+
+
+# ---------------------------------------------------------------- loop train --set / --print-config
+def print_config(capsys, *argv: str) -> dict:
+    from loop_tui import cli
+
+    assert cli.main(["train", "smoke", *argv, "--print-config"]) == 0
+    return orjson.loads(capsys.readouterr().out)
+
+
+def test_set_types_each_field_as_a_config_file_would(capsys):
+    smoke = load_config("smoke").to_dict()
+    got = print_config(
+        capsys,
+        *("--set", "learning_rate=3e-4", "--set", "batch_size=2", "--set", "beta2=.99", "--set", "name=mine"),
+        *("--set", "threads=2", "--set", "threads=null", "--set", "data=some folder", "--set", "precision=bf16"),
+    )
+    expected = {**smoke, "learning_rate": 3e-4, "batch_size": 2, "beta2": 0.99, "name": "mine", "threads": None}
+    assert got == {**expected, "data": "some folder", "precision": "bf16"}
+    assert type(got["batch_size"]) is int and type(got["learning_rate"]) is float
+    # the dedicated options apply after --set
+    assert print_config(capsys, "--set", "seed=1", "--seed", "2")["seed"] == 2
+    assert print_config(capsys) == smoke
+
+
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("learning_rate=-1", "--set: field 'learning_rate': must be positive, got -1"),
+        ("batch_size=2.5", "--set: field 'batch_size': must be an integer, got 2.5"),
+        ("batch_size=big", "--set: field 'batch_size': must be an integer, got \"big\""),
+        ("learnig_rate=1e-3", "--set: field 'learnig_rate': unknown key (did you mean 'learning_rate'?)"),
+        ("num_heads=5", "--set: field 'd_model': must be divisible by num_heads (64 % 5 != 0)"),
+        ("val_fraction=inf", "--set: field 'val_fraction': must be finite"),
+        ("backend=cuda", "--set: field 'backend': must be one of c, opencl, got 'cuda'"),
+        ("d_model=null", "--set: field 'd_model': must be an integer, got null"),
+        ("learning_rate", "--set: expected KEY=VALUE (e.g. learning_rate=3e-4), got 'learning_rate'"),
+    ],
+)
+def test_set_errors_are_one_line_and_exit_2(tmp_path, capsys, assignment, message):
+    from loop_tui import cli
+
+    code = cli.main(["train", "smoke", "--no-tui", "--out", str(tmp_path / "run"), "--set", assignment])
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"loop: error: {message}\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_set_reaches_the_runs_config_and_its_history(tmp_path, capsys):
+    from loop_tui import cli
+
+    run = str(tmp_path / "run")
+    quiet = ("--set", "eval_every=1000", "--set", "sample_every=1000", "--set", "log_every=1")
+    first = ["train", "smoke", "--no-tui", "--out", run, "--steps", "2", *quiet, "--set", "learning_rate=1e-3"]
+    assert cli.main(first) == 0
+    saved = orjson.loads((tmp_path / "run" / "config.json").read_bytes())
+    assert saved["learning_rate"] == 1e-3 and saved["log_every"] == 1
+    records = [orjson.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_bytes().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2]  # log_every=1 took effect
+    argv = ["train", "smoke", "--no-tui", "--out", run, "--steps", "1", "--resume", *quiet]
+    assert cli.main([*argv, "--set", "learning_rate=5e-4"]) == 0
+    assert "learning_rate 0.001 → 0.0005" in capsys.readouterr().out
+    history = [orjson.loads(x) for x in (tmp_path / "run" / "config_history.jsonl").read_bytes().splitlines()]
+    assert history[-1]["step"] == 2 and history[-1]["changes"] == {"learning_rate": {"from": 1e-3, "to": 5e-4}}
+    assert orjson.loads((tmp_path / "run" / "config.json").read_bytes())["learning_rate"] == 5e-4

@@ -40,7 +40,7 @@ def one_line_error(err: str) -> str:
 
 def write_config(tmp_path: Path, **fields) -> str:
     raw = {
-        **orjson.loads((Path(cli.__file__).parent.parent / "configs" / "smoke.json").read_bytes()),
+        **orjson.loads((Path(cli.__file__).parent / "configs" / "smoke.json").read_bytes()),
         "log_every": 1,
         "eval_every": 1000,
         "sample_every": 1000,

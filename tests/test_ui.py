@@ -115,10 +115,14 @@ async def test_pick_smoke_start_metrics_pause_save_quit(tmp_path, monkeypatch):
 
 
 async def test_picker_validates_inline_and_never_overwrites(tmp_path, monkeypatch):
-    import loop_tui.ui.picker as app_module
+    """save as writes to the user's config folder (never the package), refuses a shipped or saved name,
+    and the saved config is then listed and found by name."""
+    from loop_tui.config import CONFIG_DIR
 
-    monkeypatch.setattr(app_module, "CONFIG_DIR", tmp_path)
-    (tmp_path / "default.json").write_text("{}")
+    saved = tmp_path / "user-configs"
+    monkeypatch.setenv("LOOP_CONFIG_DIR", str(saved))
+    shipped_before = sorted(CONFIG_DIR.iterdir())
+    default_before = (CONFIG_DIR / "default.json").read_bytes()
     app = LoopApp(lambda: PickerScreen(FIXED_CACHES))
     async with app.run_test(size=(120, 40)) as pilot:
         picker = app.screen
@@ -133,11 +137,20 @@ async def test_picker_validates_inline_and_never_overwrites(tmp_path, monkeypatc
         picker.query_one("#save").press()
         await pilot.pause()
         assert "never overwritten" in str(picker.query_one("#picker-error").render())
-        assert (tmp_path / "default.json").read_text() == "{}"
+        assert (CONFIG_DIR / "default.json").read_bytes() == default_before and not saved.exists()
         picker.query_one("#save-name").value = "mine"
         picker.query_one("#save").press()
         await pilot.pause()
-        assert load_config(str(tmp_path / "mine.json")).num_heads == 4, str(picker.query_one("#picker-error").render())
+        assert load_config("mine").num_heads == 4, str(picker.query_one("#picker-error").render())
+        assert (saved / "mine.json").is_file() and sorted(CONFIG_DIR.iterdir()) == shipped_before
+        (saved / "mine.json").write_text("{}")
+        picker.query_one("#save").press()  # the same name again: refused, the file is untouched
+        await pilot.pause()
+        assert "never overwritten" in str(picker.query_one("#picker-error").render())
+        assert (saved / "mine.json").read_text() == "{}"
+    (saved / "mine.json").unlink()
+    (saved / "listed.json").write_bytes((CONFIG_DIR / "smoke.json").read_bytes())
+    assert [p.stem for p in PickerScreen(FIXED_CACHES).configs][-1] == "listed"
 
 
 async def test_picker_errors_clear_when_fixed_and_block_start(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
@@ -32,6 +33,9 @@ from . import checkpoint
 from .distributed import World, connect
 from .peak import peak_gflops
 from .sample import generate
+
+if TYPE_CHECKING:
+    from .tensorboard import TensorBoardWriter
 
 MODEL_FIELDS = ("d_model", "num_heads", "num_layers", "d_ff", "max_length", "vocab_size", "n_positions")
 # settings a resumed run may change; each change is printed and appended to config_history.jsonl
@@ -104,6 +108,7 @@ class Trainer:
         self.last: StepStats | None = None
         self.last_sample = ""
         self.last_val_loss: float | None = None
+        self.tensorboard: TensorBoardWriter | None = None  # on rank 0 with report_to "tensorboard"
 
     # ------------------------------------------------------------------ setup
     def _lock_run_dir(self) -> None:
@@ -137,6 +142,9 @@ class Trainer:
             f = getattr(self, name, None)
             if f is not None and not f.closed:
                 f.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
 
     def _check_memory(self) -> None:
         import psutil
@@ -203,6 +211,10 @@ class Trainer:
                 ckpt, params, optim, state = checkpoint.load_newest_intact(
                     self.run_dir, lambda m: self.emit("warning", message=m)
                 )
+            if cfg.report_to == "tensorboard":  # before data preparation: a missing package fails fast
+                from .tensorboard import TensorBoardWriter
+
+                self.tensorboard = TensorBoardWriter(self.run_dir, state["step"] if state else 0)
         state = world.bcast_obj(state)
         if state is not None:
             saved = state["config"]
@@ -487,6 +499,8 @@ class Trainer:
         try:
             self.metrics_file.write(orjson.dumps(record) + b"\n")
             self.metrics_file.flush()
+            if self.tensorboard is not None:
+                self.tensorboard.write(record)
         except OSError as e:
             raise StorageError(f"{self.run_dir / 'metrics.jsonl'}: cannot write: {e.strerror or e}") from None
 

@@ -16,7 +16,16 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, OptionList, Static
 
 from .. import analyze, machine
-from ..config import CONFIG_DIR, Config, ConfigError, from_dict, load_config, shipped_configs
+from ..config import (
+    CONFIG_DIR,
+    Config,
+    ConfigError,
+    from_dict,
+    load_config,
+    saved_configs,
+    shipped_configs,
+    user_config_dir,
+)
 from ..model.layout import parameter_count, training_flops_per_token
 from ..train.runs import RUNS, default_run_dir
 from .dashboard import DashboardScreen
@@ -59,10 +68,11 @@ class PickerScreen(Screen):
     ]
 
     def __init__(self, caches: machine.Caches, extra: list[Path] | None = None):
-        """extra: config files from anywhere, listed after the shipped ones (by path)."""
+        """extra: config files from anywhere, listed after the shipped and saved ones (by path)."""
         super().__init__()
         self.caches = caches
-        self.configs = shipped_configs() + [Path(p) for p in (extra or [])]
+        self.named = shipped_configs() + saved_configs()  # listed by name
+        self.configs = self.named + [Path(p) for p in (extra or [])]
         self.cfg: Config | None = None
         self.invalid: dict[str, str] = {}  # field -> why its text is not usable (Start is refused)
 
@@ -71,9 +81,7 @@ class PickerScreen(Screen):
         with Horizontal(id="picker"):
             with Vertical(id="picker-left"):
                 yield Label("Configs", classes="title")
-                yield OptionList(
-                    *[p.stem if p.parent == CONFIG_DIR else str(p) for p in self.configs], id="config-list"
-                )
+                yield OptionList(*[p.stem if p in self.named else str(p) for p in self.configs], id="config-list")
                 yield Button("Start training (Enter)", id="start", variant="success")
                 yield Label("Data folder", classes="title")
                 yield Input(placeholder="blank: Python's docs", id="data")
@@ -107,7 +115,7 @@ class PickerScreen(Screen):
     def on_mount(self) -> None:
         self.title = "loop_tui — pick a config"
         names = [p.stem for p in self.configs]
-        extra = len(self.configs) > len(shipped_configs())
+        extra = len(self.configs) > len(self.named)
         self.query_one(OptionList).highlighted = (
             len(names) - 1 if extra else names.index("default") if "default" in names else 0
         )
@@ -175,13 +183,18 @@ class PickerScreen(Screen):
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name or ""):
             err.update("[red]save as: use letters, digits, _ and - only[/]")
             return
-        path = CONFIG_DIR / f"{name}.json"
-        if path.exists():
-            err.update(f"[red]save as: {path} exists; shipped and saved configs are never overwritten[/]")
+        path = user_config_dir() / f"{name}.json"
+        if path.exists() or (CONFIG_DIR / path.name).exists():
+            err.update(f"[red]save as: {name} exists; shipped and saved configs are never overwritten[/]")
             return
         data = {k: v for k, v in self.cfg.replace(name=name).to_dict().items() if v is not None}
-        path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-        err.update(f"[green]saved {path}[/]")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        except OSError as e:
+            err.update(f"[red]save as: {path}: {e.strerror or e}[/]")
+            return
+        err.update(f"[green]saved {path} (`loop train {name}` finds it)[/]")
 
     @on(Button.Pressed, "#start")
     def action_start(self) -> None:
