@@ -19,9 +19,9 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from .cache import atomic_write_bytes, cache_dir
-from .config import Config
+from .config import Config, ConfigError, from_dict
 from .data.tokens import EOT
-from .errors import LoopError
+from .errors import LoopError, StorageError
 
 LAYER_NORM_EPS = 1e-5  # what the C LayerNorm uses (GPT-2's layer_norm_epsilon)
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")  # the tanh approximation our GELU computes
@@ -75,11 +75,19 @@ def our_name(theirs: str) -> str | None:
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """Every tensor of a .safetensors file as float32 (F32, F16, BF16 and F64 accepted). Read
     directly (8-byte header length, JSON header, raw little-endian data) because numpy has no
-    bfloat16, the dtype many checkpoints ship in."""
-    data = np.memmap(path, dtype=np.uint8, mode="r")
+    bfloat16, the dtype many checkpoints ship in. A damaged file (empty, truncated, a bad
+    header) is an InteropError naming it."""
+    try:
+        data = np.memmap(path, dtype=np.uint8, mode="r")
+    except OSError as e:
+        raise InteropError(f"{path}: cannot read: {e.strerror or e}") from None
+    except ValueError:  # numpy cannot map an empty file
+        raise InteropError(f"{path}: not a safetensors file (empty)") from None
     try:
         n = int(np.frombuffer(data[:8], "<u8")[0])
         header = json.loads(bytes(data[8 : 8 + n]))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
     except (ValueError, IndexError) as e:
         raise InteropError(f"{path}: not a safetensors file ({e})") from None
     out = {}
@@ -87,16 +95,23 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dtype = _DTYPES.get(info["dtype"])
-        if dtype is None:
-            raise InteropError(f"{path}: tensor {name} has dtype {info['dtype']}; only F32, F16, BF16, F64 are read")
-        a, b = info["data_offsets"]
-        raw = np.frombuffer(data[base + a : base + b], dtype=np.dtype(dtype).newbyteorder("<"))
-        if info["dtype"] == "BF16":  # the top half of a float32
-            arr = (raw.astype(np.uint32) << 16).view(np.float32)
-        else:
-            arr = raw.astype(np.float32)
-        out[name] = arr.reshape(info["shape"])
+        try:
+            dtype = _DTYPES.get(info["dtype"])
+            if dtype is None:
+                raise InteropError(
+                    f"{path}: tensor {name} has dtype {info['dtype']}; only F32, F16, BF16, F64 are read"
+                )
+            a, b = info["data_offsets"]
+            if not 0 <= a <= b <= len(data) - base:
+                raise InteropError(f"{path}: damaged (tensor {name} lies past the end of the file: truncated?)")
+            raw = np.frombuffer(data[base + a : base + b], dtype=np.dtype(dtype).newbyteorder("<"))
+            if info["dtype"] == "BF16":  # the top half of a float32
+                arr = (raw.astype(np.uint32) << 16).view(np.float32)
+            else:
+                arr = raw.astype(np.float32)
+            out[name] = arr.reshape(info["shape"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise InteropError(f"{path}: damaged (tensor {name}: {type(e).__name__}: {e})") from None
     return out
 
 
@@ -105,7 +120,10 @@ def _weights_of(folder: Path) -> dict[str, np.ndarray]:
     if single.exists():
         return read_safetensors(single)
     if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise InteropError(f"{index}: damaged ({type(e).__name__}: {e})") from None
         tensors: dict[str, np.ndarray] = {}
         for shard in shards:
             tensors.update(read_safetensors(folder / shard))
@@ -129,8 +147,13 @@ class HFModel:
     tokenizer_path: Path  # a tokenizers JSON file (the folder's, or built from vocab.json + merges.txt)
 
 
+RUN_MARKERS = ("checkpoints", "metrics.jsonl", "run.json", ".lock")  # files only a run folder has
+
+
 def is_hf_folder(path: Path) -> bool:
-    return (Path(path) / "config.json").exists() and not (Path(path) / "checkpoints").exists()
+    """A folder with config.json that is not a run folder (a run writes config.json too)."""
+    path = Path(path)
+    return (path / "config.json").exists() and not any((path / m).exists() for m in RUN_MARKERS)
 
 
 def read_config(folder: Path) -> dict:
@@ -140,8 +163,10 @@ def read_config(folder: Path) -> dict:
         hc = json.loads(path.read_text())
     except OSError as e:
         raise InteropError(f"{path}: cannot read: {e.strerror or e}") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InteropError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(hc, dict):
+        raise InteropError(f"{path}: must be a JSON object, got {type(hc).__name__}")
     if hc.get("model_type") != "gpt2":
         raise InteropError(f"{path}: model_type is {hc.get('model_type')!r}; only GPT-2 ('gpt2') folders are read")
     act = hc.get("activation_function", "gelu_new")
@@ -158,12 +183,19 @@ def read_config(folder: Path) -> dict:
     for ok, what in rules:
         if not ok:
             raise InteropError(f"{path}: {what} is not supported")
+    for key in ("n_embd", "n_head", "n_layer", "vocab_size", "n_positions"):
+        value = hc.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise InteropError(f"{path}: {key} must be a positive integer, got {json.dumps(value)}")
+    inner = hc.get("n_inner")
+    if inner is not None and (not isinstance(inner, int) or isinstance(inner, bool) or inner <= 0):
+        raise InteropError(f"{path}: n_inner must be a positive integer or null, got {json.dumps(inner)}")
     d = hc["n_embd"]
     return {
         "d_model": d,
         "num_heads": hc["n_head"],
         "num_layers": hc["n_layer"],
-        "d_ff": hc.get("n_inner") or 4 * d,
+        "d_ff": inner or 4 * d,
         "vocab_size": hc["vocab_size"],
         "n_positions": hc["n_positions"],
     }
@@ -192,6 +224,14 @@ def _tokenizer_file(folder: Path) -> Path:
     return path
 
 
+def read_tokenizer(path: Path) -> Tokenizer:
+    """The tokenizers JSON file at `path`; an unreadable or damaged one is an InteropError."""
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception for a bad file
+        raise InteropError(f"{path}: not a usable tokenizer ({str(e).splitlines()[0] if str(e) else e!r})") from None
+
+
 def read_folder(folder: str | Path) -> HFModel:
     """A local HuggingFace GPT-2 folder (config.json, model.safetensors, a tokenizer) in our terms."""
     folder = Path(folder)
@@ -206,10 +246,20 @@ def read_folder(folder: str | Path) -> HFModel:
         ours = our_name(theirs)
         if ours is not None:
             params[ours] = arr
-    cfg = Config(**{k: v for k, v in shape.items()}, batch_size=1, max_length=shape["n_positions"])
+    try:
+        cfg = from_dict({**shape, "batch_size": 1, "max_length": shape["n_positions"]}, str(folder / "config.json"))
+    except ConfigError as e:
+        raise InteropError(str(e)) from None
     from .model.layout import parameter_specs
 
-    for spec in parameter_specs(cfg):
+    specs = parameter_specs(cfg)
+    extra = sorted(set(params) - {s.name for s in specs})
+    if extra:  # e.g. more layers than config.json's n_layer: loading would silently drop them
+        raise InteropError(
+            f"{folder}: model.safetensors holds {hf_name(extra[0])}, which config.json (n_layer "
+            f"{cfg.num_layers}, n_embd {cfg.d_model}) has no place for; fix config.json to match the weights"
+        )
+    for spec in specs:
         want = (cfg.vocab_size, cfg.d_model) if spec.name == "wte" else spec.shape
         got = params.get(spec.name)
         if got is None:
@@ -217,7 +267,7 @@ def read_folder(folder: str | Path) -> HFModel:
         if got.shape != want:
             raise InteropError(f"{folder}: {hf_name(spec.name)} has shape {got.shape}, config.json implies {want}")
     tok_path = _tokenizer_file(folder)
-    tok_vocab = Tokenizer.from_file(str(tok_path)).get_vocab_size()
+    tok_vocab = read_tokenizer(tok_path).get_vocab_size()
     if tok_vocab > shape["vocab_size"]:
         raise InteropError(f"{folder}: the tokenizer has {tok_vocab} ids but the model only {shape['vocab_size']}")
     return HFModel(folder, shape, params, tok_path)
@@ -267,11 +317,12 @@ def export_params(cfg: Config, params: dict[str, np.ndarray], tokenizer_file: Pa
     """Write a transformers GPT-2 folder: config.json, model.safetensors, generation_config.json,
     tokenizer.json, tokenizer_config.json, special_tokens_map.json. Written beside `out` first and
     renamed into place, so a failure leaves no half folder."""
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     if out.exists() and any(out.iterdir()):
         raise InteropError(f"{out}: exists and is not empty; give a new folder")
-    tok = Tokenizer.from_file(str(tokenizer_file))
+    tok = read_tokenizer(tokenizer_file)
     eot = tok.token_to_id(EOT)
     special = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT} if eot is not None else {}
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
@@ -300,4 +351,7 @@ def export_params(cfg: Config, params: dict[str, np.ndarray], tokenizer_file: Pa
         os.replace(tmp, out)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise InteropError(f"{e.filename or out}: cannot write: {e.strerror or e}") from None
+        raise StorageError(f"{e.filename or out}: cannot write: {e.strerror or e}") from None
+    except SafetensorError as e:  # its I/O errors (a full disk) are not OSErrors
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise StorageError(f"{tmp / 'model.safetensors'}: cannot write: {e}") from None

@@ -49,11 +49,10 @@ def load_model(path: str | Path, step: int | None = None, warn: Callable[[str], 
     elif (path / "state.json").exists():
         ckpt = path
         params, _, state = checkpoint.load(path, with_optimizer=False)
+    elif any((path / m).exists() for m in hf.RUN_MARKERS):
+        raise checkpoint.CheckpointError(f"{path}: no checkpoint yet: train it first (or wait for its first save)")
     else:
-        raise ConfigError(
-            f"{path}: no checkpoint found (expected RUN_DIR/checkpoints/step_*/, or a HuggingFace folder "
-            "with config.json)"
-        )
+        raise ConfigError(f"{path}: not a run folder (no checkpoints/) nor a HuggingFace folder (no config.json)")
     cfg = from_dict(state["config"], str(ckpt / "state.json"))
     return ModelSource(
         cfg, params, ckpt / "tokenizer.json", f"{path} step {state['step']}", state.get("precision", cfg.precision)

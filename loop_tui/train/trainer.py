@@ -207,7 +207,7 @@ class Trainer:
                 )
             if self.resume:
                 if checkpoint.latest(self.run_dir) is None:
-                    raise ConfigError(f"{self.run_dir}: no checkpoint to resume from")
+                    raise checkpoint.CheckpointError(f"{self.run_dir}: no checkpoint to resume from")
                 ckpt, params, optim, state = checkpoint.load_newest_intact(
                     self.run_dir, lambda m: self.emit("warning", message=m)
                 )
