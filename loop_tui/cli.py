@@ -23,6 +23,16 @@ def _warn(message: str) -> None:
     print(f"loop: warning: {message}", file=sys.stderr)
 
 
+def _check_option(option: str, value: int | None, least: int) -> None:
+    """A usage error (exit 2) unless value is None or in [least, INT64_MAX]."""
+    from .config import INT64_MAX, ConfigError
+
+    if value is None or least <= value <= INT64_MAX:
+        return
+    rule = "positive" if least == 1 else "non-negative" if least == 0 else f"at least {least}"
+    raise ConfigError(f"{option} must be {rule} and below 2^63, got {value}")
+
+
 # ---------------------------------------------------------------- analyze
 def cmd_analyze(args) -> int:
     import orjson
@@ -71,16 +81,14 @@ def cmd_train(args) -> int:
     from .config import ConfigError
     from .train.runs import default_run_dir, latest_run_dir
 
+    for option, value, least in (("--threads", args.threads, 1), ("--steps", args.steps, 1), ("--seed", args.seed, 0)):
+        _check_option(option, value, least)
     cfg = build_config(args)
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads must be positive, got {args.threads}")
     if args.threads is not None and args.threads > machine.cpu_count():
         _warn(
             f"--threads {args.threads} is more than the {machine.cpu_count()} usable cores: kernels will wait on "
             "each other and run much slower"
         )
-    if args.steps is not None and args.steps < 1:
-        raise ConfigError(f"--steps must be positive, got {args.steps}")
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be positive, got {args.checkpoint_every}")
     if args.new_data and not args.resume:
@@ -144,8 +152,6 @@ def use_dashboard(args) -> tuple[bool, str | None]:
 
 def model_shape(cfg, args, run_dir: Path):
     """cfg with the model shape of --init-from's folder, or, resuming a fine-tune, of its run."""
-    import orjson
-
     from . import hf
 
     if args.init_from:
@@ -153,7 +159,7 @@ def model_shape(cfg, args, run_dir: Path):
         cfg, msg = hf.apply_shape(cfg, hf.read_config(folder), str(folder))
         cfg = cfg.replace(init_from=str(folder.resolve()))
     elif args.resume and (run_dir / "config.json").exists():
-        saved = orjson.loads((run_dir / "config.json").read_bytes())
+        saved = saved_config(run_dir)
         if not saved.get("init_from"):
             return cfg
         shape = {k: saved.get(k) for k in hf.SHAPE_FIELDS}
@@ -164,6 +170,35 @@ def model_shape(cfg, args, run_dir: Path):
     if msg:
         print(f"loop: {msg}", file=sys.stderr)
     return cfg
+
+
+def saved_config(run_dir: Path) -> dict:
+    """The run's config.json; if it is damaged, the newest checkpoint's copy (with a warning), or
+    {} when neither can be read (loading the checkpoint then reports what is wrong)."""
+    import orjson
+
+    from .train import checkpoint
+
+    path = run_dir / "config.json"
+    try:
+        saved = orjson.loads(path.read_bytes())
+        if isinstance(saved, dict):
+            return saved
+        why = f"a JSON {type(saved).__name__}, not an object"
+    except orjson.JSONDecodeError as e:
+        why = f"not valid JSON: {e.args[0]}"
+    except OSError as e:
+        why = f"cannot read: {e.strerror or e}"
+    newest = checkpoint.latest(run_dir)
+    try:
+        state = orjson.loads((newest / "state.json").read_bytes()) if newest else None
+        fallback = state.get("config") if isinstance(state, dict) else None
+    except (OSError, orjson.JSONDecodeError):
+        fallback = None
+    if not isinstance(fallback, dict):
+        return {}
+    _warn(f"{path}: damaged ({why}); using the settings saved in {newest}")
+    return fallback
 
 
 def dashboard_summary(state, run_dir: Path) -> int:
@@ -255,6 +290,9 @@ def cmd_generate(args) -> int:
     from .train.sample import check_sampling, generate
 
     check_sampling(args.temperature, args.top_k, args.top_p, args.tokens)
+    _check_option("--threads", args.threads, 1)
+    _check_option("--seed", args.seed, 0)
+    prompt = text_argument("--prompt", args.prompt)
     src = load_model(args.run_dir, warn=_warn)
     cfg = src.cfg
     backend = make_backend(
@@ -264,7 +302,7 @@ def cmd_generate(args) -> int:
     model.load_params(src.params)
     tok = Tokenizer.from_file(str(src.tokenizer_path))
     rng = np.random.default_rng(args.seed)
-    sys.stdout.write(args.prompt)
+    sys.stdout.write(prompt)
     sys.stdout.flush()
 
     def stream(piece: str) -> None:  # each piece as soon as it is sampled
@@ -274,7 +312,7 @@ def cmd_generate(args) -> int:
     generate(
         model,
         tok,
-        args.prompt,
+        prompt,
         args.tokens,
         args.temperature,
         args.top_k,
@@ -286,6 +324,22 @@ def cmd_generate(args) -> int:
     )
     print()
     return 0
+
+
+def text_argument(option: str, value: str) -> str:
+    """value, which must be valid UTF-8: Python hands bytes that are not UTF-8 over as lone
+    surrogates, which the tokenizer cannot encode."""
+    from .config import ConfigError
+
+    try:
+        value.encode()
+    except UnicodeEncodeError as e:
+        bad = os.fsencode(value[e.start : e.end])
+        raise ConfigError(
+            f"{option} is not valid UTF-8 text (byte {bad.hex(' ')} at position {e.start}); "
+            "give it in UTF-8 (e.g. iconv -t utf-8)"
+        ) from None
+    return value
 
 
 # ---------------------------------------------------------------- export / eval
@@ -317,9 +371,10 @@ def cmd_eval(args) -> int:
     from .model.gpt import GPT
     from .sources import load_model
 
+    _check_option("--threads", args.threads, 1)
     src = load_model(args.model, args.step, warn=_warn)
     cfg = src.cfg
-    T = args.context or cfg.max_length
+    T = cfg.max_length if args.context is None else args.context
     if not 1 <= T <= cfg.positions:
         raise ConfigError(f"--context must be in [1, {cfg.positions}] (the model's positions), got {T}")
     corpus = load_corpus(args.data)

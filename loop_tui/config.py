@@ -19,6 +19,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 CONFIG_DIR = PACKAGE_ROOT / "configs"  # the shipped configs: package data, read-only in an installed package
 DEFAULT_CONFIG = "default"
 VOCAB_ALIGN = 64
+INT64_MAX = 2**63 - 1  # seeds and counts reach the kernels and numpy as 64-bit integers
 
 
 class ConfigError(ValueError):
@@ -153,6 +154,12 @@ def from_dict(raw, source: str) -> Config:
             raise fail(key, f"must be {_type_name(key)}, got {orjson.dumps(value).decode()}")
         if isinstance(value, float) and not math.isfinite(value):
             raise fail(key, "must be finite")
+        if isinstance(value, int) and abs(value) > INT64_MAX:
+            raise fail(key, f"must be below 2^63, got {value}")
+    name = raw.get("name", "")
+    if "/" in name or "\0" in name:
+        # the default run folder is runs/<name>-<time>: a path here would put it outside runs/
+        raise fail("name", f"must be a plain name (no '/'), got {name!r}")
     for key in POSITIVE_INT:
         if key in raw and raw[key] <= 0:
             raise fail(key, f"must be positive, got {raw[key]}")
