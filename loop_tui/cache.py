@@ -1,10 +1,13 @@
 """The cache folder ($LOOP_CACHE_DIR, default the platform's cache folder: $XDG_CACHE_HOME/loop_tui,
 ~/.cache/loop_tui without it): tokenizers, token ids and per-machine measurements (FMA peak, OpenCL
-autotune), each written atomically."""
+autotune), each written atomically. Temporary files and work folders carry their process's PID,
+so those of a killed process can be found and removed (`remove_stale`)."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,39 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)  # a full disk or a Ctrl-C leaves no half-written file behind
         raise
+
+
+# names that carry their writer's PID: "<name>.tmp<pid>" (atomic_write_bytes) and ".<job>-<pid>-<random>"
+# (work folders, see work_folder)
+_PID_NAMES = re.compile(r".+\.tmp(\d+)|\.[a-z]+-(\d+)-[a-z0-9_]+")
+
+
+def work_folder(job: str) -> str:
+    """The prefix of a temporary work folder in the cache folder that remove_stale recognizes."""
+    return f".{job}-{os.getpid()}-"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale(folder: Path | None = None) -> None:
+    """Remove temporary files and work folders left in the cache folder by processes that are
+    gone (a kill -9 gives them no chance to clean up)."""
+    for p in (folder or cache_dir()).iterdir():
+        m = _PID_NAMES.fullmatch(p.name)
+        if m is None or pid_alive(int(m[1] or m[2])):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def measured(file: str, key: str, measure: Callable[[], Any]) -> Any:

@@ -10,10 +10,20 @@ per piece done: the bytes of text processed so far."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import orjson
+
+
+def path_to_json(path: Path) -> str:
+    """A file path as a JSON-safe string (its bytes as Latin-1): names that are not UTF-8 survive."""
+    return os.fsencode(path).decode("latin-1")
+
+
+def path_from_json(text: str) -> Path:
+    return Path(os.fsdecode(text.encode("latin-1")))
 
 
 def report(done: int) -> None:
@@ -73,11 +83,17 @@ def main(spec_path: str) -> None:
 
     spec = orjson.loads(Path(spec_path).read_bytes())
     docs = [
-        Doc(d["name"], d["size"], path=Path(d["path"]) if d.get("path") else None, text=d.get("text"))
+        Doc(d["name"], d["size"], path=path_from_json(d["path"]) if d.get("path") else None, text=d.get("text"))
         for d in spec["docs"]
     ]
     corpus = Corpus(spec["name"], docs, digest="")
-    {"train": train, "encode": encode}[spec["job"]](corpus, spec)
+    try:
+        {"train": train, "encode": encode}[spec["job"]](corpus, spec)
+    except OSError as e:  # the parent turns this exit code and line into a StorageError
+        from ..errors import EXIT_OS
+
+        print(f"{e.filename or spec['out']}: {e.strerror or e}", file=sys.stderr)
+        sys.exit(EXIT_OS)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 Loading scans each file once in 1 MiB blocks: hidden, empty, binary (NUL bytes) and non-UTF-8
 files are skipped and counted, and the corpus digest is computed on the way; no text is kept.
+Symlinked subfolders are not followed (a link can loop back up the tree) and are counted as
+skipped; symlinked files are read. File names need not be UTF-8: they are opened by their bytes
+and shown with the odd bytes escaped (caf\xe9.txt).
 Later passes (tokenizer training, encoding) stream each document as pieces of about 1 MiB cut
 at line breaks (`pieces`). Only an empty result is an error, and it says why every file was
 skipped. With no folder, the corpus is Python's own documentation (pydoc_data.topics), which
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +30,7 @@ class DataError(LoopError):
 
 @dataclass(frozen=True)
 class Doc:
-    name: str  # path relative to the folder (a topic name for the built-in corpus)
+    name: str  # path relative to the folder, printable (a topic name for the built-in corpus)
     size: int  # bytes of UTF-8 text
     path: Path | None = None  # the file, read again when needed
     text: str | None = None  # held in memory instead (the small built-in corpus only)
@@ -34,7 +38,7 @@ class Doc:
 
 @dataclass
 class Corpus:
-    name: str  # folder path, or "builtin:pydoc"
+    name: str  # folder path (printable), or "builtin:pydoc"
     docs: list[Doc]  # sorted by name
     digest: str  # sha256 over every (name, text), first 16 hex digits
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
@@ -76,6 +80,12 @@ def _cut(texts: Iterator[str], chunk: int, tail: Callable[[], str] | None = None
         carry += tail()
     if carry:
         yield carry
+
+
+def printable(path: str | Path) -> str:
+    """A path as text that can be printed anywhere: bytes that are not UTF-8 (which Python holds
+    as lone surrogates) shown as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def builtin_corpus() -> Corpus:
@@ -121,15 +131,17 @@ HINTS = {
     "hidden": "names starting with '.' are skipped",
     "empty": "the files hold no text",
     "unreadable": "check their permissions",
+    "symlinked folder": "links to folders are not followed; give the linked folder as --data or copy it in",
 }
 
 
 def load_folder(path: str | Path) -> Corpus:
     root = Path(path)
+    name = printable(root)
     if not root.exists():
-        raise DataError(f"{root}: data folder does not exist")
+        raise DataError(f"{name}: data folder does not exist")
     if not root.is_dir():
-        raise DataError(f"{root}: is not a folder (give a folder of text files)")
+        raise DataError(f"{name}: is not a folder (give a folder of text files)")
     docs: list[Doc] = []
     skipped: dict[str, int] = {}
     digest = hashlib.sha256()
@@ -143,10 +155,13 @@ def load_folder(path: str | Path) -> Corpus:
             if p.is_file():
                 skip("hidden")
             continue
+        if p.is_symlink() and p.is_dir():
+            skip("symlinked folder")
+            continue
         if not p.is_file():
             continue
         trial = digest.copy()  # the corpus digest goes on from here only if the file is kept
-        trial.update(str(rel).encode() + b"\0")
+        trial.update(os.fsencode(rel) + b"\0")
         reason = _scan(p, trial)
         if reason:
             skip(reason)
@@ -154,13 +169,13 @@ def load_folder(path: str | Path) -> Corpus:
         trial.update(b"\0")
         digest = trial
         size = p.stat().st_size
-        docs.append(Doc(str(rel), size, path=p))
+        docs.append(Doc(printable(rel), size, path=p))
     if not docs:
         why = "; ".join(f"{n} {r}: {HINTS.get(r, '')}" for r, n in sorted(skipped.items()))
         raise DataError(
-            f"{root}: no usable text files" + (f" (skipped {why})" if skipped else " (the folder is empty)")
+            f"{name}: no usable text files" + (f" (skipped {why})" if skipped else " (the folder is empty)")
         )
-    return Corpus(str(root), docs, digest.hexdigest()[:16], skipped)
+    return Corpus(name, docs, digest.hexdigest()[:16], skipped)
 
 
 def load_corpus(path: str | Path | None) -> Corpus:

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from ..cache import atomic_write_bytes, cache_dir
-from ..errors import EXIT_ABORTED, LoopError
+from ..cache import atomic_write_bytes, cache_dir, remove_stale, work_folder
+from ..errors import EXIT_ABORTED, EXIT_OS, LoopError, StorageError
 from .corpus import Corpus, DataError
 
 EOT = "<|endoftext|>"
@@ -63,10 +63,12 @@ def _run_worker(
     import orjson
 
     from ..machine import cpu_count
+    from .bpe_worker import path_to_json
 
     spec = work / "spec.json"
     docs = [
-        {"name": d.name, "size": d.size, "path": str(d.path) if d.path else None, "text": d.text} for d in corpus.docs
+        {"name": d.name, "size": d.size, "path": path_to_json(d.path) if d.path else None, "text": d.text}
+        for d in corpus.docs
     ]
     spec.write_bytes(orjson.dumps({"name": corpus.name, "docs": docs, **job}))
     threads = os.environ.get("LOOP_DATA_THREADS") or str(cpu_count())
@@ -96,6 +98,8 @@ def _run_worker(
                 pass
         if child.returncode != 0:
             err = (child.stderr.read().strip().splitlines() or ["no message"])[-1]  # type: ignore[union-attr]
+            if child.returncode == EXIT_OS:  # the OS refused (a full cache disk): its one line says where and why
+                raise StorageError(err)
             raise DataError(f"{corpus.name}: {phase} failed (exit code {child.returncode}: {err})")
         progress(phase, total, total)
     finally:
@@ -111,7 +115,7 @@ def train_tokenizer(
     """Byte-level BPE trained on the corpus (streamed in pieces) by a worker process."""
     import tempfile
 
-    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".bpe-") as work:
+    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=work_folder("bpe")) as work:
         out = Path(work) / "tokenizer.json"
         _run_worker(
             corpus,
@@ -138,7 +142,7 @@ def encode_in_worker(
     """encode_to_file run by a worker process; `path` appears only when complete."""
     import tempfile
 
-    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".encode-") as work:
+    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=work_folder("encode")) as work:
         out = Path(work) / "ids.bin"
         job = {
             "job": "encode",
@@ -264,6 +268,7 @@ def prepare(
 ) -> TokenData:
     """Token ids of the corpus, split into train and validation. With tokenizer_file (a resumed
     run's own tokenizer), encode with it instead of training one on this corpus."""
+    remove_stale()
     if tokenizer_file is not None:
         import hashlib
 
