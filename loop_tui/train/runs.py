@@ -35,6 +35,7 @@ class RunSummary:
     mfu: float
     started: str
     status: str  # running | finished | interrupted
+    damaged: str = ""  # files that could not be read in full ("run.json, metrics.jsonl"); the rest is shown
 
 
 def is_running(run: Path) -> bool:
@@ -53,45 +54,91 @@ def is_running(run: Path) -> bool:
     return False
 
 
+def _number(record: dict, key: str) -> float | None:
+    value = record.get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _number_or_nan(record: dict, key: str) -> float:
+    value = _number(record, key)
+    return float("nan") if value is None else value
+
+
+def _text(meta: dict, key: str) -> str | None:
+    value = meta.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _well_typed(record: dict) -> bool:
+    """run.json's fields have the types the trainer writes."""
+    texts = all(isinstance(record.get(k, ""), str) for k in ("config", "started", "precision"))
+    counts = all(
+        isinstance(record.get(k, 0), int) and not isinstance(record.get(k, 0), bool)
+        for k in ("planned_steps", "world_size")
+    )
+    return texts and counts
+
+
 def summarize(run: Path) -> RunSummary | None:
-    """None for a folder that is not a run (no metrics.jsonl and no run.json)."""
+    """None for a folder that is not a run (no metrics.jsonl and no run.json). A damaged file
+    (not JSON, not an object, fields of the wrong type) is named in `damaged`; what can be read
+    is still shown."""
     meta: dict = {}
+    damaged: list[str] = []
     for name in ("run.json", "config.json"):
         try:
-            meta = {**orjson.loads((run / name).read_bytes()), **meta}
-        except (OSError, orjson.JSONDecodeError):
-            pass
+            raw = orjson.loads((run / name).read_bytes())
+        except OSError:
+            continue
+        except orjson.JSONDecodeError:
+            raw = None
+        if isinstance(raw, dict) and name == "run.json" and not _well_typed(raw):
+            damaged.append(name)
+        elif isinstance(raw, dict):
+            meta = {**raw, **meta}
+        else:
+            damaged.append(name)
     records = []
     try:
-        for line in (run / "metrics.jsonl").read_bytes().splitlines():
-            try:
-                records.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                continue  # a line cut short by a crash
+        lines = (run / "metrics.jsonl").read_bytes().splitlines()
     except OSError:
-        if not meta:
+        if not meta and not damaged:
             return None
-    steps = [r for r in records if "loss" in r]
-    vals = [r["val_loss"] for r in records if "val_loss" in r]
+        lines = []
+    bad_lines = False
+    for line in lines:
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue  # a line cut short by a crash
+        if isinstance(record, dict) and isinstance(record.get("step", 0), int):
+            records.append(record)
+        else:
+            bad_lines = True
+    if bad_lines:
+        damaged.append("metrics.jsonl")
+    steps = [r for r in records if _number(r, "loss") is not None]
+    vals = [v for v in (_number(r, "val_loss") for r in records) if v is not None]
     last = steps[-1] if steps else {}
     step = max([r.get("step", 0) for r in records], default=0)
-    planned = int(meta.get("planned_steps") or meta.get("max_steps") or 0)
+    planned_raw = meta.get("planned_steps") or meta.get("max_steps") or 0
+    planned = planned_raw if isinstance(planned_raw, int) else 0
     status = "running" if is_running(run) else "finished" if planned and step >= planned else "interrupted"
-    started = meta.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(run.stat().st_mtime))
-    nan = float("nan")
-    name = str(meta["config"] if isinstance(meta.get("config"), str) else meta.get("name") or "?")
+    started = _text(meta, "started") or time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(run.stat().st_mtime))
+    name = _text(meta, "config") or _text(meta, "name") or "?"
     return RunSummary(
         path=run,
         config=name,
-        precision=meta.get("precision", "fp32"),
+        precision=_text(meta, "precision") or "fp32",
         step=step,
         planned=planned,
-        loss=last.get("loss", nan),
-        best_val=min(vals) if vals else nan,
-        tokens_per_s=last.get("tokens_per_s", nan),
-        mfu=last.get("mfu", nan),
+        loss=_number_or_nan(last, "loss"),
+        best_val=min(vals) if vals else float("nan"),
+        tokens_per_s=_number_or_nan(last, "tokens_per_s"),
+        mfu=_number_or_nan(last, "mfu"),
         started=started.replace("T", " "),
         status=status,
+        damaged=", ".join(damaged),
     )
 
 
@@ -121,7 +168,7 @@ def cells(r: RunSummary) -> list[str]:
         fmt(r.tokens_per_s, ",.0f"),
         fmt(100 * r.mfu, ".1f") + ("%" if math.isfinite(r.mfu) else ""),
         r.started,
-        r.status,
+        r.status + (f" (damaged {r.damaged})" if r.damaged else ""),
     ]
 
 
