@@ -220,7 +220,8 @@ def test_a_folder_that_is_neither_a_run_nor_a_model_is_a_usage_error(tmp_path, c
         (["train", "smoke", "--no-tui", "--seed", "-1"], "--seed"),
     ],
 )
-def test_out_of_range_options_are_usage_errors(capsys, argv, needle):
+def test_out_of_range_options_are_usage_errors(tmp_path, capsys, monkeypatch, argv, needle):
+    monkeypatch.chdir(tmp_path)  # were one accepted, its run folder would go under runs/ here
     code, _, err = run_cli(capsys, *argv)
     assert code == errors.EXIT_USAGE and needle in one_line_error(err)
 

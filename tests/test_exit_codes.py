@@ -19,7 +19,7 @@ from .test_bad_inputs import mount_tmpfs
 from .test_reliability import one_line_error, run_cli, write_config
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-COVERED_ELSEWHERE = {errors.EXIT_RANK_LOST: "tests/test_mpi.py::test_a_killed_rank_ends_the_job_and_keeps_the_checkpoint"}
+COVERED_ELSEWHERE = {errors.EXIT_RANK_LOST: "test_mpi.py::test_a_killed_rank_ends_the_job_and_keeps_the_checkpoint"}
 
 
 def readme_codes() -> dict[int, str]:
@@ -34,7 +34,7 @@ def train(tmp_path, capsys, *extra: str, **fields) -> tuple[int, str]:
     return code, err
 
 
-# each trigger: (tmp_path, capsys, monkeypatch) -> (exit code, stderr); several per row where the row names several causes
+# each trigger: (tmp_path, capsys, monkeypatch) -> (exit code, stderr); a row naming several causes has several
 def done(tmp_path, capsys, monkeypatch):
     return train(tmp_path, capsys, "--steps", "1")
 
