@@ -1,13 +1,14 @@
 """The cache folder ($LOOP_CACHE_DIR, default the platform's cache folder: $XDG_CACHE_HOME/loop_tui,
 ~/.cache/loop_tui without it): tokenizers, token ids and per-machine measurements (FMA peak, OpenCL
-autotune), each written atomically. Temporary files and work folders carry their process's PID,
-so those of a killed process can be found and removed (`remove_stale`)."""
+autotune), each written atomically. Work folders carry their process's host and PID, so those of
+a killed process can be found and removed (`remove_stale`)."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,14 +38,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-# names that carry their writer's PID: "<name>.tmp<pid>" (atomic_write_bytes) and ".<job>-<pid>-<random>"
-# (work folders, see work_folder)
-_PID_NAMES = re.compile(r".+\.tmp(\d+)|\.[a-z]+-(\d+)-[a-z0-9_]+")
-
-
 def work_folder(job: str) -> str:
-    """The prefix of a temporary work folder in the cache folder that remove_stale recognizes."""
-    return f".{job}-{os.getpid()}-"
+    """The name prefix of a temporary work folder in the cache folder: it carries the host and PID
+    of its process, so remove_stale can tell a dead process's folder (the cache may be shared by
+    several machines, whose PIDs mean nothing here)."""
+    return f".{job}-{socket.gethostname()}-{os.getpid()}-"
+
+
+_WORK_FOLDER = re.compile(r"\.[a-z]+-(?P<host>.+)-(?P<pid>\d+)-[a-z0-9_]+")
 
 
 def pid_alive(pid: int) -> bool:
@@ -58,16 +59,13 @@ def pid_alive(pid: int) -> bool:
 
 
 def remove_stale(folder: Path | None = None) -> None:
-    """Remove temporary files and work folders left in the cache folder by processes that are
-    gone (a kill -9 gives them no chance to clean up)."""
+    """Remove the work folders that processes of this machine left in the cache folder when they
+    died (a kill -9 gives them no chance to clean up)."""
+    host = socket.gethostname()
     for p in (folder or cache_dir()).iterdir():
-        m = _PID_NAMES.fullmatch(p.name)
-        if m is None or pid_alive(int(m[1] or m[2])):
-            continue
-        if p.is_dir() and not p.is_symlink():
+        m = _WORK_FOLDER.fullmatch(p.name)
+        if m and m["host"] == host and not pid_alive(int(m["pid"])) and p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
 
 
 def measured(file: str, key: str, measure: Callable[[], Any]) -> Any:

@@ -331,7 +331,9 @@ def test_seamless_cuts_are_pre_tokenizer_boundaries():
 
 
 # ---------------------------------------------------------------- stale work files in the cache
-def test_work_files_of_killed_processes_are_removed_from_the_cache(tmp_path, monkeypatch):
+def test_work_folders_of_killed_processes_are_removed_from_the_cache(tmp_path, monkeypatch):
+    import socket
+
     from loop_tui import cache
     from loop_tui.data.corpus import load_corpus
     from loop_tui.data.tokens import prepare
@@ -340,19 +342,19 @@ def test_work_files_of_killed_processes_are_removed_from_the_cache(tmp_path, mon
     d = cache.cache_dir()
     dead = subprocess.Popen(["true"])
     dead.wait()
-    mine = os.getpid()
-    stale = [d / f".encode-{dead.pid}-abc123", d / f".bpe-{dead.pid}-x_9", d / f"tokenizer-1-512.json.tmp{dead.pid}"]
-    live = [d / f".encode-{mine}-zzz", d / f"tokenizer-2-512.json.tmp{mine}"]
-    for p in stale + live:
-        if ".json" in p.name:
-            p.write_text("half")
-        else:
-            p.mkdir()
-            (p / "ids.bin").write_bytes(b"\0" * 10)
+    host = socket.gethostname()
+    stale = [d / f".encode-{host}-{dead.pid}-abc123", d / f".bpe-{host}-{dead.pid}-x_9"]
+    kept = [
+        d / f".encode-{host}-{os.getpid()}-zzz",  # alive
+        d / f".encode-{host}x-{dead.pid}-zzz",  # another machine's (a shared cache): its PIDs mean nothing here
+    ]
+    for p in stale + kept:
+        p.mkdir()
+        (p / "ids.bin").write_bytes(b"\0" * 10)
+    assert cache.work_folder("encode") == f".encode-{host}-{os.getpid()}-"
     prepare(load_corpus(make_folder(tmp_path / "data", 2, 300)), 300, 0.1, 8)
     assert not any(p.exists() for p in stale)
-    assert all(p.exists() for p in live)
-    assert not list(d.glob(f".*-{mine}-*")) or all(p in live for p in d.glob(f".*-{mine}-*"))
+    assert sorted(p for p in d.iterdir() if p.name.startswith(".")) == sorted(kept)  # its own work is gone too
 
 
 # ---------------------------------------------------------------- a full cache disk
