@@ -24,8 +24,17 @@ static inline uint32_t bf16_bits(float x) {
     return (u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded;
 }
 
-/* a packed pair: bf16(lo) in the low half, bf16(hi) in the high half (VDPBF16PS's order in K) */
-static inline uint32_t bf16_pair(float lo, float hi) { return bf16_bits(lo) | bf16_bits(hi) << 16; }
+/* bf16(x) as VCVTNEPS2BF16 and VCVTNE2PS2BF16 compute it, whatever MXCSR says: bf16_bits, but a
+ * denormal x becomes a zero of its sign (so the largest denormals, which bf16_bits rounds up to
+ * FLT_MIN, do not) */
+static inline uint32_t bf16_bits_daz(float x) {
+    uint32_t u = f32_bits(x);
+    return (u & 0x7F800000u) == 0 ? (u >> 16) & 0x8000u : bf16_bits(x);
+}
+
+/* a packed pair for the native bf16 instructions (and their emulations): bf16(lo) in the low half,
+ * bf16(hi) in the high half (VDPBF16PS's order in K), converted as the hardware converts */
+static inline uint32_t bf16_pair(float lo, float hi) { return bf16_bits_daz(lo) | bf16_bits_daz(hi) << 16; }
 
 /* x rounded to the nearest bf16, as an fp32 */
 static inline float bf16_round(float x) { return bits_f32(bf16_bits(x) << 16); }

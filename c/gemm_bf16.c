@@ -71,6 +71,7 @@ static inline void store_tile(float *c, long ldc, const float *acc, int mr, int 
 #include <immintrin.h>
 #include "avx512_tile.h"
 #define ISA_FN(name) name##_avx512bf16
+#define PACK_VCVTNE2PS2BF16
 #include "gemm_pack_bf16.h"
 
 static void ukernel_avx512bf16(int kc, const void *a_, const void *b_, float *restrict c, long ldc,
@@ -112,12 +113,14 @@ static double peak_avx512bf16(long iters) {
     return (double)iters * 12 * 16 * 4;
 }
 #undef ISA_FN
+#undef PACK_VCVTNE2PS2BF16
 #pragma GCC pop_options
 
 /* ================================================================ native: AMX-BF16 */
 #pragma GCC push_options
 #pragma GCC target("amx-tile,amx-bf16,avx512f,avx512vl,avx512bw,avx512dq,avx512bf16,avx2,fma")
 #define ISA_FN(name) name##_amx
+#define PACK_VCVTNE2PS2BF16
 #include "gemm_pack_bf16.h"
 
 typedef struct {
@@ -205,6 +208,7 @@ static double peak_amx(long iters) {
 #pragma GCC pop_options
 
 /* ================================================================ emulations (plain C) */
+#undef PACK_VCVTNE2PS2BF16
 #define ISA_FN(name) name##_emu
 #include "gemm_pack_bf16.h"
 

@@ -7,7 +7,9 @@
  * panel of mr rows (A) or nr columns (B) and P = kc_padded / 2 pairs:
  *   pairs (AVX512-BF16 A and B, AMX B):  panel[p][mr or nr]          (B: rows of an AMX B tile)
  *   AMX A:                               panel[p / 16][mr][p % 16]   (rows of 16-row A tiles)
- * Included once per target (ISA_FN names each copy). */
+ * Included once per target (ISA_FN names each copy). Where PACK_VCVTNE2PS2BF16 is defined (the native
+ * copies, compiled for AVX512-BF16), full runs of 16 pairs are converted by VCVTNE2PS2BF16, 32 values
+ * per instruction; bf16_pair converts the rest, bit for bit as the instruction does. */
 #include "bf16.h"
 
 /* A panels; `amx` selects the tile layout and 32-padding, else pairs and 2-padding */
@@ -22,7 +24,15 @@ static inline __attribute__((always_inline)) void ISA_FN(pack_a_pairs_body)(uint
         if (!trans) {
             for (int r = 0; r < rows; r++) {
                 const float *src = A + (size_t)(i0 + ip + r) * lda + k0;
-                for (int p = 0; p < full; p++) d[PAIR_AT(r, p)] = bf16_pair(src[2 * p], src[2 * p + 1]);
+                int p = 0;
+#ifdef PACK_VCVTNE2PS2BF16
+                /* AMX: 16 pairs of a row are 64 contiguous bytes of its tile row, in memory order */
+                for (; amx && p + 16 <= full; p += 16) {
+                    const __m512 lo = _mm512_loadu_ps(src + 2 * p), hi = _mm512_loadu_ps(src + 2 * p + 16);
+                    _mm512_storeu_si512(d + PAIR_AT(r, p), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+                }
+#endif
+                for (; p < full; p++) d[PAIR_AT(r, p)] = bf16_pair(src[2 * p], src[2 * p + 1]);
                 for (int p = full; p < np; p++) d[PAIR_AT(r, p)] = 2 * p < kc ? bf16_pair(src[2 * p], 0.0f) : 0u;
             }
         } else {
@@ -53,8 +63,17 @@ static inline __attribute__((always_inline)) void ISA_FN(pack_b_pairs_body)(uint
             const float *s0 = B + (size_t)(k0 + 2 * p) * ldb + j0;
             if (2 * p + 1 < kc) {
                 const float *s1 = s0 + ldb;
-                #pragma omp simd
-                for (int j = 0; j < n; j++) dp[j] = bf16_pair(s0[j], s1[j]);
+                int j = 0;
+#ifdef PACK_VCVTNE2PS2BF16
+                /* 16 columns of two K rows: convert both, then interleave them into (lo, hi) pairs */
+                const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                                            23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+                for (; j + 16 <= n; j += 16) {
+                    const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(s1 + j), _mm512_loadu_ps(s0 + j));
+                    _mm512_storeu_si512(dp + j, _mm512_permutexvar_epi16(interleave, both));
+                }
+#endif
+                for (; j < n; j++) dp[j] = bf16_pair(s0[j], s1[j]);
             } else {
                 for (int j = 0; j < n; j++) dp[j] = bf16_pair(s0[j], 0.0f);
             }
