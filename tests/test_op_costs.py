@@ -12,7 +12,7 @@ from loop_tui import kernels as K
 from loop_tui.ops_table import OPS, StepDims
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from op_calls import op_call  # noqa: E402
+from op_calls import op_call
 
 CASES = [pytest.param(op, name, id=f"{op}-{name}") for op in OPS for name in OPS[op].tests]
 
