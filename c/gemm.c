@@ -93,6 +93,16 @@ void loop_gemm_get_blocking(int precision, int *out7) {
     out7[6] = gk->can_stream ? stream_min_mib : 0;
 }
 
+void loop_gemm_kernel_facts(int precision, int *out6) {
+    const loop_gemm_kernel *gk = loop_gemm_kernel_active(precision);
+    out6[0] = gk->mr;
+    out6[1] = gk->nr;
+    out6[2] = gk->kpack;
+    out6[3] = gk->elem_bytes;
+    out6[4] = gk->b_panel_in_l1;
+    out6[5] = gk->can_stream ? stream_min_mib : 0;
+}
+
 const char *loop_gemm_kernel_name(int precision) { return loop_gemm_kernel_active(precision)->name; }
 
 /* C rows get bias (overwrite or add) so the main loop can always accumulate. */
