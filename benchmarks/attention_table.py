@@ -5,7 +5,7 @@ measured alternately in one run.
     .venv/bin/python benchmarks/attention_table.py [--threads 2] [--heads 12] [--batch 4] [--repeat 5]
 
 GFLOP/s count the causal half only: forward 4 * hs FLOPs per (query, key) pair (q.k and p.v),
-backward twice that, over T(T+1)/2 pairs per head, as the kernel table counts them. Median of
+backward twice that, over T(T+1)/2 pairs per head, as loop_tui/ops_table.py counts them. Median of
 --repeat timings of forward + backward; peak extra memory is what the kernels keep between
 forward and backward (ours: out + lse; the previous kernels kept the T x T probabilities)."""
 
@@ -21,7 +21,10 @@ import numpy as np
 
 
 def flops(B: int, NH: int, T: int, hs: int) -> float:
-    return 3 * 4.0 * B * NH * hs * T * (T + 1) / 2
+    from loop_tui.ops_table import cost
+
+    shape = dict(B=B, T=T, C=NH * hs, NH=NH)
+    return cost("attention_forward", **shape)[0] + cost("attention_backward", **shape)[0]
 
 
 def time_ours(B, NH, T, hs, repeat):

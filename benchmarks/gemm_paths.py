@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from loop_tui.ops_table import cost
+
 
 def timed(fns: dict, reps: int = 3) -> dict[str, float]:
     ts = {k: [] for k in fns}
@@ -54,7 +56,8 @@ def gemm_ab(K, title, shapes, on, off, labels):
             {"on": lambda: (on(M), run()), "off": lambda: (off(M), run()), "blas": lambda: np.matmul(A, B, out=c)}
         )
         on(M)
-        g = {k: 2 * M * N * Kd / v / 1e9 for k, v in t.items()}
+        flops = cost("matmul", M=M, N=N, K=Kd, ta=ta, tb=tb, accumulate=0, bias=0)[0]
+        g = {k: flops / v / 1e9 for k, v in t.items()}
         op = ("T" if ta else "N") + ("T" if tb else "N")
         print(
             f"{M:6d} {N:6d} {Kd:6d} {op} {g['on']:10.1f} {g['off']:10.1f} {g['blas']:9.1f}  "

@@ -24,6 +24,7 @@ def measure(threads: int, configs: list[str], precision: str = "fp32") -> list[t
     from shapes import step_gemms
 
     from loop_tui import kernels as K
+    from loop_tui.ops_table import cost
 
     K.set_num_threads(threads)
     rows = []
@@ -57,7 +58,7 @@ def measure(threads: int, configs: list[str], precision: str = "fp32") -> list[t
                     t0 = time.perf_counter()
                     fn()
                     ts.append(time.perf_counter() - t0)
-            flops = 2 * M * N * Kd
+            flops = cost("matmul", M=M, N=N, K=Kd, ta=ta, tb=tb, accumulate=0, bias=0)[0]
             go, gb = flops / np.median(t_ours) / 1e9, flops / np.median(t_blas) / 1e9
             rows.append((cfg, name, M, N, Kd, threads, float(go), float(gb), float(go / gb)))
     return rows

@@ -9,7 +9,7 @@ one measured number per config: this machine's step time (fp32, all cores, media
 - effective bandwidth 1.1 GB/s on 10 GbE and 11 GB/s on 100 GbE (TCP, about 90% of line rate),
   latency 50 us and 10 us per hop.
 
-    .venv/bin/python benchmarks/mpi_scaling.py [--steps 4]"""
+    .venv/bin/python benchmarks/mpi_scaling.py [--steps 4] [--config NAME]"""
 
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ def allreduce_s(nbytes: float, nodes: int, bandwidth: float, latency: float) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--config", action="append", help="configs to estimate (default: the three seed configs)")
     args = ap.parse_args()
     sys.path.insert(0, os.path.dirname(__file__))
     from cpu import cpu_line
@@ -58,7 +59,7 @@ def main() -> None:
         f"{'config':24s} {'grad MB':>8s} {'step s':>7s} {'network':>8s} {'nodes':>5s} {'all-reduce s':>12s} "
         f"{'efficiency':>10s} {'speed-up':>8s}"
     )
-    for name in CONFIGS:
+    for name in args.config or CONFIGS:
         cfg = load_config(name)
         nbytes = 4.0 * parameter_count(cfg)
         step = step_time(cfg, args.steps)

@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from loop_tui.ops_table import cost
+
 sys.path.insert(0, os.path.dirname(__file__))
 
 
@@ -49,7 +51,7 @@ def gemm_rows(be, configs):
                     t0 = time.perf_counter()
                     fn()
                     ts.append(time.perf_counter() - t0)
-                res.append(2 * M * N * Kd / np.median(ts) / 1e9)
+                res.append(cost("matmul", M=M, N=N, K=Kd, ta=ta, tb=tb, accumulate=0, bias=0)[0] / np.median(ts) / 1e9)
             be.pending.clear()
             rows.append((cfg, name, M, N, Kd, *res))
     return rows

@@ -1,28 +1,38 @@
-"""The GEMM shapes a training step of each seed config runs (M, N, K, transpose_a, transpose_b)."""
+"""The shapes a training step of each seed config runs, from the op table (loop_tui/ops_table.py)."""
 
 from __future__ import annotations
 
+import os
+
 from loop_tui.config import load_config
-from loop_tui.model.layout import head_chunk_rows
+from loop_tui.model.layout import head_chunk_rows, parameter_count
+from loop_tui.ops_table import OPS, StepDims
 
 SEED_CONFIGS = ("wiki_gpu_optimized", "wiki_cache_optimized", "wiki_performance_tuned")
 
 
-def step_gemms(name: str) -> list[tuple[str, int, int, int, int, int]]:
+def bench_configs(default: tuple[str, ...]) -> tuple[str, ...]:
+    """The configs the pytest benchmarks take their shapes from: LOOP_BENCH_CONFIGS (comma-separated;
+    tests set it to "smoke" to run every benchmark once, small) or the default."""
+    names = [n.strip() for n in os.environ.get("LOOP_BENCH_CONFIGS", "").split(",") if n.strip()]
+    return tuple(names) or default
+
+
+def step_dims(name: str) -> StepDims:
     c = load_config(name)
-    d, f, V, N = c.d_model, c.d_ff, c.vocab_size, c.batch_size * c.max_length
-    R = head_chunk_rows(c, N)
-    return [
-        ("qkv NN", N, 3 * d, d, 0, 0),
-        ("fc NN", N, f, d, 0, 0),
-        ("fcproj NN", N, d, f, 0, 0),
-        ("head NT", R, V, d, 0, 1),
-        ("dW qkv TN", d, 3 * d, N, 1, 0),
-        ("dW fc TN", d, f, N, 1, 0),
-        ("dW fcproj TN", f, d, N, 1, 0),
-        ("dwte TN", V, d, R, 1, 0),
-        ("dx qkv NT", N, d, 3 * d, 0, 1),
-        ("dx fc NT", N, d, f, 0, 1),
-        ("dx fcproj NT", N, f, d, 0, 1),
-        ("dx head NN", R, d, V, 0, 0),
-    ]
+    N = c.batch_size * c.max_length
+    return StepDims(
+        B=c.batch_size,
+        T=c.max_length,
+        C=c.d_model,
+        F=c.d_ff,
+        V=c.vocab_size,
+        NH=c.num_heads,
+        head_rows=head_chunk_rows(c, N),
+        params=parameter_count(c),
+    )
+
+
+def step_gemms(name: str) -> list[tuple[str, int, int, int, int, int]]:
+    """(name, M, N, K, transpose_a, transpose_b) of every GEMM of a training step of config `name`."""
+    return [(g, s["M"], s["N"], s["K"], s["ta"], s["tb"]) for g, s in OPS["matmul"].benches(step_dims(name)).items()]

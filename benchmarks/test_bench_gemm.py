@@ -5,12 +5,13 @@ benchmarks/gemm_table.py measures the same ratios more carefully (alternating bl
 
 import numpy as np
 import pytest
-from shapes import SEED_CONFIGS, step_gemms
+from shapes import SEED_CONFIGS, bench_configs, step_gemms
 from threadpoolctl import threadpool_limits
 
 from loop_tui import kernels as K
+from loop_tui.ops_table import cost
 
-CASES = sorted({g for c in SEED_CONFIGS for g in step_gemms(c)}, key=lambda g: (g[0], g[1:]))
+CASES = sorted({g for c in bench_configs(SEED_CONFIGS) for g in step_gemms(c)}, key=lambda g: (g[0], g[1:]))
 GFLOPS: dict[tuple, dict[str, float]] = {}  # (case, threads) -> {"loop_tui": .., "OpenBLAS": ..}
 
 
@@ -23,9 +24,13 @@ def operands(M, N, Kd, ta, tb):
 
 def record(benchmark, case, threads, impl):
     if benchmark.stats:  # None under --benchmark-disable (a quick run that only checks they work)
-        _, M, N, Kd, _, _ = case
-        benchmark.extra_info["gflops"] = g = 2 * M * N * Kd / benchmark.stats["median"] / 1e9
+        benchmark.extra_info["gflops"] = g = flops(case) / benchmark.stats["median"] / 1e9
         GFLOPS.setdefault((case, threads), {})[impl] = g
+
+
+def flops(case) -> float:
+    _, M, N, Kd, ta, tb = case
+    return cost("matmul", M=M, N=N, K=Kd, ta=ta, tb=tb, accumulate=0, bias=0)[0]
 
 
 case_ids = lambda g: f"{g[0].replace(' ', '_')}-{g[1]}x{g[2]}x{g[3]}"
@@ -37,7 +42,7 @@ def test_loop_gemm(benchmark, case, threads):
     name, M, N, Kd, ta, tb = case
     a, b, c = operands(M, N, Kd, ta, tb)
     K.set_num_threads(threads)
-    benchmark.extra_info["flops"] = 2 * M * N * Kd
+    benchmark.extra_info["flops"] = flops(case)
     try:
         benchmark.pedantic(
             K.matmul,

@@ -93,6 +93,16 @@ void loop_gemm_get_blocking(int precision, int *out7) {
     out7[6] = gk->can_stream ? stream_min_mib : 0;
 }
 
+void loop_gemm_kernel_facts(int precision, int *out6) {
+    const loop_gemm_kernel *gk = loop_gemm_kernel_active(precision);
+    out6[0] = gk->mr;
+    out6[1] = gk->nr;
+    out6[2] = gk->kpack;
+    out6[3] = gk->elem_bytes;
+    out6[4] = gk->b_panel_in_l1;
+    out6[5] = gk->can_stream ? stream_min_mib : 0;
+}
+
 const char *loop_gemm_kernel_name(int precision) { return loop_gemm_kernel_active(precision)->name; }
 
 /* C rows get bias (overwrite or add) so the main loop can always accumulate. */
@@ -266,18 +276,19 @@ static void gemm(const loop_gemm_kernel *gk, int trans_a, int trans_b, int M, in
     }
 }
 
-#define GEMM_BYTES(acc) (4.0 * ((double)M * K + (double)K * N + ((acc) ? 2.0 : 1.0) * M * N))
+/* A and B read once, C written (and read first when accumulating), the bias (N floats) read */
+#define GEMM_BYTES(acc, bias) (4.0 * ((double)M * K + (double)K * N + ((acc) ? 2.0 : 1.0) * M * N + ((bias) ? N : 0)))
 
 void loop_gemm(int trans_a, int trans_b, int M, int N, int K, const float *A, long lda,
                const float *B, long ldb, float *C, long ldc, const float *bias, int accumulate) {
     KSTAT_BEGIN;
     gemm(loop_gemm_kernel_active(LOOP_FP32), trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate);
-    KSTAT_END(K_GEMM, 2.0 * M * N * K, GEMM_BYTES(accumulate || bias));
+    KSTAT_END(K_GEMM, 2.0 * M * N * K, GEMM_BYTES(accumulate, bias));
 }
 
 void loop_gemm_bf16(int trans_a, int trans_b, int M, int N, int K, const float *A, long lda,
                     const float *B, long ldb, float *C, long ldc, const float *bias, int accumulate) {
     KSTAT_BEGIN;
     gemm(loop_gemm_kernel_active(LOOP_BF16), trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate);
-    KSTAT_END(K_GEMM_BF16, 2.0 * M * N * K, GEMM_BYTES(accumulate || bias));
+    KSTAT_END(K_GEMM_BF16, 2.0 * M * N * K, GEMM_BYTES(accumulate, bias));
 }

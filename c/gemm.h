@@ -22,6 +22,10 @@ void loop_gemm_set_stream_min_mib(int mib);
  * short_m_rows (the largest M that takes the short-M path), stream_min_mib (the smallest C
  * written with streaming stores; 0 = never) */
 void loop_gemm_get_blocking(int precision, int *out7);
+/* For precision 0 (fp32) or 1 (bf16), out: the facts blocking() derives the block sizes from, of
+ * the micro-kernel in use: mr, nr, kpack, elem_bytes, b_panel_in_l1, and stream_min_mib if the
+ * kernel can stream (else 0); Python works out the blocking for other caches from them */
+void loop_gemm_kernel_facts(int precision, int *out6);
 /* the name of the micro-kernel GEMMs of that precision use now */
 const char *loop_gemm_kernel_name(int precision);
 

@@ -50,23 +50,35 @@ def _fmt_shape(shape) -> str:
     return "×".join(str(s) for s in shape)
 
 
+def blocking_for(k, caches: machine.Caches):
+    """The GEMM blocking micro-kernel k (a kernels.GemmKernel) derives from these caches: c/gemm.c's
+    blocking() and short_m_rows(), block sizes not fixed by set_gemm_blocking. Worked out here, so
+    a what-if never touches the library's own cache sizes."""
+    from .kernels import Blocking
+
+    l1d, l2, l3, eb = caches.size("L1d"), caches.size("L2"), caches.size("L3"), k.elem_bytes
+    b_panel_budget = l1d // 2 if k.b_panel_in_l1 else l1d * 3 // 2
+    kc = min(max(b_panel_budget // (k.nr * eb) // 64 * 64, 64), 4096 // eb)
+    mstep = k.mr * 64 // math.gcd(k.mr, 64)
+    mc = max(l2 // 2 // (kc * eb) // mstep * mstep, mstep)
+    nc = min(max(l3 // 4 // (kc * eb) // 64 * 64, 64), 4096)
+    short_m_rows = l2 * 3 // 4 // (kc * eb) // k.mr * k.mr
+    return Blocking(k.mr, k.nr, mc, kc, nc, short_m_rows, k.stream_min_mib)
+
+
 def gemm_blocking(caches: machine.Caches):
     """The blocking the kernels would use with these caches (None if the kernels are not built)."""
     try:
         from . import kernels
     except ImportError:
         return None
-    kernels.configure_caches(caches)
-    try:
-        return (
-            kernels.gemm_blocking(),
-            kernels.isa(),
-            kernels.get_num_threads(),
-            kernels.gemm_blocking("bf16"),
-            kernels.bf16_path(),
-        )
-    finally:
-        kernels.configure_caches(machine.detect_caches())
+    return (
+        blocking_for(kernels.gemm_kernel(), caches),
+        kernels.isa(),
+        kernels.get_num_threads(),
+        blocking_for(kernels.gemm_kernel("bf16"), caches),
+        kernels.bf16_path(),
+    )
 
 
 def rows(cfg: Config, caches: machine.Caches) -> list[Row]:

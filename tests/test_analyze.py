@@ -102,3 +102,37 @@ def test_table_cli_shows_what_the_note_left_out():
     )
     assert r.returncode == 0, r.stderr
     assert "23.4 MiB" in r.stdout and "250 MiB" in r.stdout and "192 KiB" in r.stdout and "768 KiB" in r.stdout
+
+
+CACHES = [  # small, a 2-core VM, a Xeon core, a Zen 4 core, large
+    "L1=16K,L2=256K,L3=2M",
+    "L1=32K,L2=1M,L3=32M",
+    "L1=48K,L2=2M,L3=105M",
+    "L1=32K,L2=1M,L3=16M",
+    "L1=128K,L2=8M,L3=512M",
+]
+
+
+def test_what_if_blocking_is_the_libraries_without_touching_it(isa):
+    """analyze works the blocking out from the micro-kernel's facts; for any caches it equals what
+    the C library derives once given those caches, and the library's own blocking never moves."""
+    from loop_tui import kernels as K
+    from loop_tui.analyze import blocking_for
+
+    path_before = K.bf16_path()
+    try:
+        for path in K.available_bf16_paths():
+            K.set_bf16_path(path)
+            for precision in ("fp32", "bf16"):
+                own = K.gemm_blocking(precision)
+                for sizes in CACHES:
+                    caches = machine.detect_caches(sizes)
+                    ours = blocking_for(K.gemm_kernel(precision), caches)
+                    assert K.gemm_blocking(precision) == own  # computing it changed nothing
+                    K.configure_caches(caches)
+                    try:
+                        assert ours == K.gemm_blocking(precision), (path, precision, caches)
+                    finally:
+                        K.configure_caches(machine.detect_caches())
+    finally:
+        K.set_bf16_path(path_before)

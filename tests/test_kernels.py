@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loop_tui import kernels as K
+from loop_tui.ops_table import OPS
 
 from . import reference as ref
 
@@ -279,17 +280,8 @@ def test_gelu_extremes(isa):
     np.testing.assert_allclose(out, ref.gelu(x.astype(np.float64)), rtol=1e-6, atol=1e-6)
 
 
-ATTENTION_SHAPES = [  # (B, T, C, NH): T across block edges, head sizes 1 to 383, GPT-2's 64 at T 1024
-    (1, 1, 8, 2),
-    (2, 7, 24, 3),
-    (1, 17, 24, 3),
-    (1, 64, 64, 4),
-    (1, 65, 64, 1),
-    (2, 129, 48, 8),
-    (1, 3, 383, 1),
-    (1, 100, 40, 2),
-    (1, 1024, 128, 2),
-]
+# (B, T, C, NH): the op table's attention test shapes
+ATTENTION_SHAPES = [(s["B"], s["T"], s["C"], s["NH"]) for s in OPS["attention_forward"].tests.values()]
 
 
 @pytest.mark.parametrize("B,T,C,NH", ATTENTION_SHAPES)

@@ -140,3 +140,16 @@ def test_inference_view_shares_weights():
     a = inf.next_token_logits(ctx)
     m.params["lnf_b"][...] += 1.0
     assert not np.allclose(a, inf.next_token_logits(ctx))
+
+
+def test_every_tensor_starts_on_an_align_boundary():
+    """gpt.ALIGN is bytes, as kernels.ALIGN is: every arena tensor starts on a multiple of it, so
+    on the C backend (arenas from kernels.empty) each is cache-line aligned."""
+    from loop_tui.model import gpt
+
+    m = GPT(TINY, CBackend())
+    assert gpt.ALIGN % K.ALIGN == 0
+    for arena in (m.params, m.grads, m.acts):
+        for name, off in arena.offsets.items():
+            assert 4 * off % gpt.ALIGN == 0, name
+            assert arena[name].ctypes.data % K.ALIGN == 0, name

@@ -235,7 +235,29 @@ def test_kernel_profiling_feeds_the_table(be):
     be.matmul(a, b)
     be.to_numpy(a)
     stats = {s.name: s for s in be.kernel_stats()}
-    assert stats["gemm_tiled"].calls == 1 and stats["gemm_tiled"].ns > 0 and stats["gemm_tiled"].flops == 2 * 64**3
+    assert stats["gemm"].calls == 1 and stats["gemm"].ns > 0 and stats["gemm"].flops == 2 * 64**3
+
+
+def test_a_step_counts_the_same_costs_as_the_c_backend(be):
+    """Both backends count an op's FLOPs and bytes from loop_tui/ops_table.py (the C library by its
+    own counters, which tests/test_op_costs.py holds to the table), under the same names."""
+    from loop_tui.kernels import kernel_stats, reset_stats
+    from loop_tui.model.gpt import GPT
+
+    cfg = load_config("smoke")
+    x = RNG.integers(0, cfg.vocab_size, (cfg.batch_size, cfg.max_length + 1)).astype(np.int32)
+    counted = {}
+    for name, backend, reset, stats in (
+        ("c", CBackend(), reset_stats, kernel_stats),
+        ("opencl", be, be.reset_stats, be.kernel_stats),
+    ):
+        m = GPT(cfg, backend)
+        m.init_weights(3)
+        reset()
+        m.forward_backward(x[:, :-1], x[:, 1:])
+        be.to_numpy(be.dummy)  # collects the OpenCL events
+        counted[name] = {s.name: (s.calls, s.flops, s.bytes) for s in stats() if s.calls}
+    assert counted["opencl"] == counted["c"]
 
 
 def test_unknown_device_is_a_clear_error():

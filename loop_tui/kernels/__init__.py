@@ -147,6 +147,24 @@ def gemm_blocking(precision: str = "fp32") -> Blocking:
     return Blocking(*out)
 
 
+@dataclass(frozen=True)
+class GemmKernel:
+    """What c/gemm.c's blocking() derives the block sizes from, for the micro-kernel in use."""
+
+    mr: int
+    nr: int
+    kpack: int  # packed K is a multiple of this
+    elem_bytes: int  # bytes per packed element
+    b_panel_in_l1: bool  # KC keeps a B micro-panel in half of L1d (else 1.5x L1d)
+    stream_min_mib: int  # as in Blocking
+
+
+def gemm_kernel(precision: str = "fp32") -> GemmKernel:
+    out = ffi.new("int[6]")
+    lib.loop_gemm_kernel_facts(_precision_id(precision), out)
+    return GemmKernel(out[0], out[1], out[2], out[3], bool(out[4]), out[5])
+
+
 def set_gemm_blocking(mc: int = 0, kc: int = 0, nc: int = 0) -> None:
     """Fix GEMM block sizes (0 = derive from the caches), for tuning and tests."""
     lib.loop_gemm_set_blocking(int(mc), int(kc), int(nc))

@@ -14,7 +14,7 @@ import numpy as np
 from ..config import Config
 from .layout import Spec, activation_specs, head_chunk_rows, parameter_specs
 
-ALIGN = 64  # floats: every tensor starts on a 256-byte boundary
+ALIGN = 256  # bytes, as kernels.ALIGN: every tensor starts at a multiple of this into its arena
 
 
 class Arena:
@@ -23,9 +23,9 @@ class Arena:
     def __init__(self, backend, specs: list[Spec]):
         self.specs = specs
         self.offsets: dict[str, int] = {}
-        off = 0
+        off, step = 0, ALIGN // 4  # in float32 elements
         for s in specs:
-            off = (off + ALIGN - 1) // ALIGN * ALIGN
+            off = (off + step - 1) // step * step
             self.offsets[s.name] = off
             off += s.size
         self.size = off

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..backend import KernelStat, matmul_dims  # one record type and one shape check for both backends
 from ..cache import measured
+from ..ops_table import OPS
 from .device import NoOpenCL, choose
 
 KERNELS = Path(__file__).with_name("kernels.cl")
@@ -45,7 +46,7 @@ class OpenCLBackend:
         self.allocations = 0
         self.allocated_bytes = 0
         self.kernel_objects: dict = {}
-        self.pending: list = []
+        self.pending: list = []  # (stat name, events, FLOPs, bytes) of op calls not yet collected
         self.stats: dict[str, list] = {}
         self.norm_partial = self.empty(NORM_CHUNKS)
         self.scratch_D: Any = None  # a pyopencl array once attention_backward first runs
@@ -93,7 +94,7 @@ class OpenCLBackend:
         """(buffer, offset in elements) of an array view."""
         return x.base_data, np.uint64(x.offset // x.dtype.itemsize)
 
-    def _run(self, name: str, program, gsize, lsize, args, flops: float = 0.0, nbytes: float = 0.0):
+    def _run(self, name: str, program, gsize, lsize, args):
         flat = []
         for a in args:
             if isinstance(a, self.cla.Array):
@@ -103,18 +104,23 @@ class OpenCLBackend:
         key = (id(program), name)
         if key not in self.kernel_objects:  # retrieving a kernel creates a new object each time
             self.kernel_objects[key] = self.cl.Kernel(program, name)
-        ev = self.kernel_objects[key](self.queue, gsize, lsize, *flat)
-        self.pending.append((name, ev, flops, nbytes))
+        return self.kernel_objects[key](self.queue, gsize, lsize, *flat)
+
+    def _count(self, op: str, events: list, **shape) -> None:
+        """One call of an op of loop_tui/ops_table.py, run as these kernel launches: the statistics
+        row (named as the C backend names it) gets their device time and the table's cost."""
+        flops, nbytes = OPS[op].cost(shape)
+        self.pending.append((OPS[op].stat, events, flops, nbytes))
         if len(self.pending) > 256:
             self._collect()
-        return ev
 
     def _collect(self) -> None:
-        for name, ev, flops, nbytes in self.pending:
-            ev.wait()
+        for name, events, flops, nbytes in self.pending:
             s = self.stats.setdefault(name, [0, 0, 0.0, 0.0])
             s[0] += 1
-            s[1] += ev.profile.end - ev.profile.start
+            for ev in events:
+                ev.wait()
+                s[1] += ev.profile.end - ev.profile.start
             s[2] += flops
             s[3] += nbytes
         self.pending.clear()
@@ -155,14 +161,14 @@ class OpenCLBackend:
             np.int32(has_bias),
             np.int32(accumulate),
         ]
-        flops = 2.0 * M * N * K
         if variant == "rb4":
-            self._run("gemm_rb4", self.k16, (self._g(N, 64) // 4, self._g(M, 64) // 4), (16, 16), args, flops)
+            ev = self._run("gemm_rb4", self.k16, (self._g(N, 64) // 4, self._g(M, 64) // 4), (16, 16), args)
         elif variant == "direct4":
-            self._run("gemm_direct4", self.k16, (self._g(N, 16), self._g((M + 3) // 4, 4)), (16, 4), args, flops)
+            ev = self._run("gemm_direct4", self.k16, (self._g(N, 16), self._g((M + 3) // 4, 4)), (16, 4), args)
         else:
             t = int(variant[len("tiled") :])
-            self._run("gemm_tiled", self.programs[t], (self._g(N, t), self._g(M, t)), (t, t), args, flops)
+            ev = self._run("gemm_tiled", self.programs[t], (self._g(N, t), self._g(M, t)), (t, t), args)
+        self._count("matmul", [ev], M=M, N=N, K=K, accumulate=int(accumulate), bias=int(has_bias))
         return out
 
     def _autotune(self) -> str:
@@ -192,97 +198,88 @@ class OpenCLBackend:
     def encoder_forward(self, out, tokens, wte, wpe):
         B, T = tokens.shape
         C = wte.shape[1]
-        self._run(
+        ev = self._run(
             "encoder_forward",
             self.k16,
             (self._g(C, 64), B * T),
             (64, 1),
             [out, tokens, wte, wpe, np.int32(T), np.int32(C)],
-            B * T * C,
-            12.0 * B * T * C,
         )
+        self._count("encoder_forward", [ev], B=B, T=T, C=C)
 
     def encoder_backward(self, dwte, dwpe, dout, tokens):
         B, T = tokens.shape
         C = dwte.shape[1]
-        self._run(
+        ev = self._run(
             "encoder_backward",
             self.k16,
             (self._g(C, 64),),
             (64,),
             [dwte, dwpe, dout, tokens, np.int32(B * T), np.int32(T), np.int32(C)],
-            2 * B * T * C,
-            20.0 * B * T * C,
         )
+        self._count("encoder_backward", [ev], B=B, T=T, C=C)
 
     def layernorm_forward(self, out, mean, rstd, inp, weight, bias):
         C = inp.shape[-1]
         N = inp.size // C
-        self._run(
+        ev = self._run(
             "layernorm_forward",
             self.k16,
             (self._g(N, 64),),
             (64,),
             [out, mean, rstd, inp, weight, bias, np.int32(N), np.int32(C)],
-            7.0 * N * C,
-            8.0 * N * C,
         )
+        self._count("layernorm_forward", [ev], N=N, C=C)
 
     def layernorm_backward(self, dinp, dweight, dbias, dout, inp, weight, mean, rstd):
         C = inp.shape[-1]
         N = inp.size // C
-        self._run(
+        inputs = self._run(
             "layernorm_backward_input",
             self.k16,
             (self._g(N, 64),),
             (64,),
             [dinp, dout, inp, weight, mean, rstd, np.int32(N), np.int32(C)],
-            10.0 * N * C,
-            16.0 * N * C,
         )
-        self._run(
+        params = self._run(
             "layernorm_backward_params",
             self.k16,
             (self._g(C, 64),),
             (64,),
             [dweight, dbias, dout, inp, mean, rstd, np.int32(N), np.int32(C)],
-            4.0 * N * C,
-            8.0 * N * C,
         )
+        self._count("layernorm_backward", [inputs, params], N=N, C=C)
 
     def bias_gelu_forward(self, pre, out, bias=None):
         C = pre.shape[-1]
         n = pre.size
-        self._run(
+        ev = self._run(
             "bias_gelu_forward",
             self.k16,
             (self._g(n, 256),),
             (256,),
             [pre, out, bias if bias is not None else self.dummy, np.int32(bias is not None), np.int32(C), np.uint64(n)],
-            12.0 * n,
-            12.0 * n,
         )
+        self._count("bias_gelu_forward", [ev], N=n // C, C=C)
 
     def gelu_backward(self, dinp, pre, dout):
         n = pre.size
-        self._run(
-            "gelu_backward", self.k16, (self._g(n, 256),), (256,), [dinp, pre, dout, np.uint64(n)], 20.0 * n, 12.0 * n
-        )
+        ev = self._run("gelu_backward", self.k16, (self._g(n, 256),), (256,), [dinp, pre, dout, np.uint64(n)])
+        self._count("gelu_backward", [ev], n=n)
 
     def attention_forward(self, out, lse, qkv, num_heads):
         B, T, C3 = qkv.shape
         C = C3 // 3
         if C // num_heads > 256:
             raise ValueError(f"the OpenCL attention takes head sizes up to 256, got {C // num_heads}")
-        self._run(
+        ev = self._run(
             "attention_forward",
             self.k16,
             (self._g(T, 32), B * num_heads),
             (32, 1),
             [out, lse, qkv, np.int32(T), np.int32(C), np.int32(num_heads)],
-            2.0 * B * T * (T + 1) * C,
-            4.0 * (4 * B * T * C + B * num_heads * T),
         )
+        self._count("attention_forward", [ev], B=B, T=T, C=C, NH=num_heads)
 
     def attention_backward(self, dqkv, dout, qkv, out, lse, num_heads):
         B, T, C3 = qkv.shape
@@ -292,46 +289,44 @@ class OpenCLBackend:
             self.scratch_D = self.empty(n)
         D = self.scratch_D[:n]
         g = (self._g(T, 32), B * num_heads)
-        self._run(
+        rowsum = self._run(
             "attention_backward_rowsum",
             self.k16,
             g,
             (32, 1),
             [D, dout, out, np.int32(T), np.int32(C), np.int32(num_heads)],
-            2.0 * B * T * C,
         )
-        self._run(
+        grads = self._run(
             "attention_backward",
             self.k16,
             g,
             (32, 1),
             [dqkv, D, dout, qkv, lse, np.int32(T), np.int32(C), np.int32(num_heads)],
-            4.0 * B * T * (T + 1) * C,
-            4.0 * (8 * B * T * C + B * num_heads * T),
         )
+        self._count("attention_backward", [rowsum, grads], B=B, T=T, C=C, NH=num_heads)
 
     def residual_forward(self, out, a, b):
         n = a.size
-        self._run("residual_forward", self.k16, (self._g(n, 256),), (256,), [out, a, b, np.uint64(n)], n, 12.0 * n)
+        ev = self._run("residual_forward", self.k16, (self._g(n, 256),), (256,), [out, a, b, np.uint64(n)])
+        self._count("residual_forward", [ev], n=n)
 
     def bias_backward(self, dbias, dout):
         C = dout.shape[-1]
         N = dout.size // C
-        self._run(
+        ev = self._run(
             "bias_backward",
             self.k16,
             (self._g(C, 64),),
             (64,),
             [dbias, dout, np.int32(N), np.int32(C)],
-            N * C,
-            4.0 * N * C,
         )
+        self._count("bias_backward", [ev], N=N, C=C)
 
     def crossentropy(self, logits, targets, losses, grad_scale=0.0, write_grad=False, vocab=None):
         Vp = logits.shape[-1]
         N = logits.size // Vp
         V = Vp if vocab is None else int(vocab)
-        self._run(
+        ev = self._run(
             "crossentropy",
             self.k16,
             (self._g(N, 32),),
@@ -346,13 +341,12 @@ class OpenCLBackend:
                 np.float32(grad_scale),
                 np.int32(write_grad),
             ],
-            5.0 * N * V,
-            8.0 * N * V,
         )
+        self._count("crossentropy", [ev], N=N, V=V, Vp=Vp, write_grad=int(write_grad))
 
     def adamw(self, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, grad_scale=1.0):
         n = param.size
-        self._run(
+        ev = self._run(
             "adamw",
             self.k16,
             (self._g(n, 256),),
@@ -372,20 +366,18 @@ class OpenCLBackend:
                 np.float32(1 - beta2**step),
                 np.float32(grad_scale),
             ],
-            14.0 * n,
-            28.0 * n,
         )
+        self._count("adamw", [ev], n=n)
 
     def sum_squares(self, x) -> float:
         n = x.size
         chunks = min(NORM_CHUNKS, n)
-        self._run(
+        ev = self._run(
             "sum_squares",
             self.k16,
             (self._g(chunks, 64),),
             (64,),
             [self.norm_partial.base_data, x, np.uint64(n), np.int32(chunks)],
-            2.0 * n,
-            4.0 * n,
         )
+        self._count("sum_squares", [ev], n=n)
         return float(self.to_numpy(self.norm_partial)[:chunks].astype(np.float64).sum())

@@ -1,0 +1,91 @@
+"""`make bench` runs to the end: every module under benchmarks/ imports, every pytest benchmark runs
+once at the smoke config's shapes, and every script-style table runs its smallest case. Nothing here
+reads a timing: a case passes when it runs to the end."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+MODULES = sorted(p.stem for p in BENCH.glob("*.py") if p.stem != "conftest")
+SCRIPTS = sorted(m for m in MODULES if "\ndef main(" in (BENCH / f"{m}.py").read_text())
+
+# the smallest run of each script-style table (Makefile's bench target runs them at full size) and
+# the optional module it cannot run without, or why it has none
+SMALLEST: dict[str, list[tuple[list[str], str | None]] | str] = {
+    "attention_table": [
+        (["--threads", "1", "--batch", "1", "--heads", "2", "--head-size", "8", "--seq", "16", "--repeat", "1"], None)
+    ],
+    "bf16_weight_copy": [(["--config", "smoke", "--threads", "1"], None)],
+    "dashboard_overhead": [(["--config", "smoke", "--steps", "3", "--rounds", "1"], None)],
+    "gemm_paths": "its shapes are fixed where the paths it compares differ (C over 32 MiB, 4096-row weight "
+    "gradients) and it then times whole wiki_cache_optimized steps: minutes, with no smaller case",
+    "gemm_table": [
+        (["--threads", "1", "--config", "smoke"], None),
+        (["--threads", "1", "--config", "smoke", "--precision", "bf16"], "torch"),
+    ],
+    "generate_table": [
+        (["--shape", "wiki_cache_optimized", "--tokens", "2", "--repeat", "1", "--uncached-tokens", "1"], "torch")
+    ],
+    "mpi_scaling": [(["--config", "smoke", "--steps", "1"], None)],
+    "mpi_table": [(["--config", "smoke", "--steps", "3", "--rounds", "1"], "mpi4py")],
+    "opencl_table": [(["--config", "smoke", "--steps", "1"], "pyopencl")],
+    "tokenizer_memory": [(["--mb", "1", "--files", "10", "--vocab", "300"], None)],
+    "train_table": [(["--config", "smoke", "--steps", "1", "--threads", "1", "--precision", "fp32"], None)],
+}
+
+
+def run(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAYON_NUM_THREADS": "1", **env}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_benchmark_module_imports(module, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    importlib.import_module(module)
+
+
+def test_every_script_has_a_smallest_case_or_a_reason():
+    assert sorted(SMALLEST) == SCRIPTS
+
+
+def test_pytest_benchmarks_run_once_at_the_smoke_shapes():
+    out = run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(BENCH), "--benchmark-disable"],
+        LOOP_BENCH_CONFIGS="smoke",
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert " passed" in out.stdout and "skipped" not in out.stdout, out.stdout[-1000:]
+
+
+@pytest.mark.slow  # seconds each, most of it starting processes and the tables' own pauses
+@pytest.mark.parametrize(
+    "script,argv,needs",
+    [
+        pytest.param(s, *case, id=f"{s}{i or ''}")
+        for s in sorted(SMALLEST)
+        for i, case in enumerate(SMALLEST[s] if isinstance(SMALLEST[s], list) else [([], None)])
+    ],
+)
+def test_script_runs_its_smallest_case(script, argv, needs):
+    why = SMALLEST[script]
+    if isinstance(why, str):
+        pytest.skip(why)
+    if needs:  # the script would print that it is missing and stop, which proves nothing
+        pytest.importorskip(needs, reason=f"{script} {' '.join(argv)} needs {needs}, which is not installed")
+    if script == "opencl_table":
+        from loop_tui.opencl.device import all_devices
+
+        if not all_devices():
+            pytest.skip("no OpenCL platform (pip install 'pyopencl[pocl]')")
+    out = run([sys.executable, str(BENCH / f"{script}.py"), *argv])
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.stdout.strip(), out.stderr[-3000:]
