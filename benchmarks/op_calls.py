@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from loop_tui import kernels as K
+from loop_tui.backend import DropoutKey
 
 
 def op_call(op: str, shape: Mapping[str, int], seed: int = 0) -> Callable[[], object]:
@@ -64,6 +65,15 @@ def op_call(op: str, shape: Mapping[str, int], seed: int = 0) -> Callable[[], ob
     if op == "bias_backward":
         dbias, dout = np.zeros(s["C"], np.float32), r(s["N"], s["C"])
         return lambda: K.bias_backward(dbias, dout)
+    if op in ("dropout", "residual_dropout"):
+        key, a, b, out = DropoutKey(0.1, 1337, 0, 1), r(s["n"]), r(s["n"]), np.empty(s["n"], np.float32)
+        if op == "dropout":
+            return lambda: K.dropout(out, b, key)
+        return lambda: K.residual_dropout(out, a, b, key)
+    if op == "dropout_bias_backward":
+        key, dout = DropoutKey(0.1, 1337, 0, 1), r(s["N"], s["C"])
+        dmasked, dbias = np.empty_like(dout), np.zeros(s["C"], np.float32)
+        return lambda: K.dropout_bias_backward(dmasked, dbias, dout, key)
     if op == "crossentropy":
         N, V, Vp = s["N"], s["V"], s["Vp"]
         logits, targets, losses = r(N, Vp), rng.integers(0, V, N).astype(np.int32), np.empty(N, np.float32)

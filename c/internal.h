@@ -37,7 +37,8 @@ static inline void loop_store_fence(void) {
 enum {
     K_GEMM, K_GEMM_BF16, K_ENCODER_FWD, K_ENCODER_BWD, K_LAYERNORM_FWD, K_LAYERNORM_BWD, K_BIAS_GELU_FWD,
     K_GELU_BWD, K_ATTENTION_FWD, K_ATTENTION_BWD, K_RESIDUAL_FWD, K_BIAS_BWD, K_CROSSENTROPY,
-    K_ADAMW, K_GRAD_NORM, K_SCALE, K_GEMV, K_ATTENTION_DECODE, K_COUNT
+    K_ADAMW, K_GRAD_NORM, K_SCALE, K_GEMV, K_ATTENTION_DECODE, K_DROPOUT, K_RESIDUAL_DROPOUT, K_DROPOUT_BIAS_BWD,
+    K_COUNT
 };
 void loop_kstat_add(int kernel, uint64_t ns, double flops, double bytes);
 #define KSTAT_BEGIN uint64_t kstat_t0__ = loop_now_ns()

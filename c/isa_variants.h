@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "ops.h"
 
 #define LOOP_MAX_MR 32 /* AMX: two 16-row A tiles */
 #define LOOP_MAX_NR 32
@@ -71,6 +72,10 @@ typedef struct {
                                const float *lse, int B, int T, int C, int NH, int precision);
     void (*residual_forward)(float *out, const float *a, const float *b, size_t n);
     void (*bias_backward)(float *dbias, const float *dout, int N, int C);
+    void (*dropout)(float *out, const float *inp, size_t n, const loop_dropout_key *key);
+    void (*residual_dropout)(float *out, const float *a, const float *b, size_t n, const loop_dropout_key *key);
+    void (*dropout_bias_backward)(float *dmasked, float *dbias, const float *dout, int N, int C,
+                                  const loop_dropout_key *key);
     void (*gemv)(float *y, const float *x, const float *W, const float *bias, int K, int N);
     void (*gemv_t)(float *y, const float *x, const float *W, int K, int N);
     void (*attention_decode)(float *out, const float *q, const float *kc, const float *vc, int NH, int hs, int n,
@@ -102,6 +107,8 @@ const loop_gemm_kernel *loop_gemm_kernel_active(int precision);
     .bias_gelu_forward = ISA_FN(bias_gelu_forward), .gelu_backward = ISA_FN(gelu_backward),        \
     .attention_forward = ISA_FN(attention_forward), .attention_backward = ISA_FN(attention_backward), \
     .residual_forward = ISA_FN(residual_forward), .bias_backward = ISA_FN(bias_backward),          \
+    .dropout = ISA_FN(dropout), .residual_dropout = ISA_FN(residual_dropout),                      \
+    .dropout_bias_backward = ISA_FN(dropout_bias_backward),                                        \
     .crossentropy = ISA_FN(crossentropy), .adamw = ISA_FN(adamw), .sum_squares = ISA_FN(sum_squares), \
     .scale = ISA_FN(scale), .gemv = ISA_FN(gemv), .gemv_t = ISA_FN(gemv_t),                       \
     .attention_decode = ISA_FN(attention_decode)

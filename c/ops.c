@@ -92,6 +92,28 @@ void loop_residual_forward(float *out, const float *a, const float *b, size_t n)
     KSTAT_END(K_RESIDUAL_FWD, (double)n, F4 * 3 * n);
 }
 
+/* a Philox block (10 rounds of 2 multiplies and 4 xors) per four elements, one multiply each */
+static double dropout_flops(size_t n) { return 16.0 * n; }
+
+void loop_dropout(float *out, const float *inp, size_t n, const loop_dropout_key *key) {
+    KSTAT_BEGIN;
+    OPS->dropout(out, inp, n, key);
+    KSTAT_END(K_DROPOUT, dropout_flops(n), F4 * 2 * n);
+}
+
+void loop_residual_dropout(float *out, const float *a, const float *b, size_t n, const loop_dropout_key *key) {
+    KSTAT_BEGIN;
+    OPS->residual_dropout(out, a, b, n, key);
+    KSTAT_END(K_RESIDUAL_DROPOUT, dropout_flops(n) + n, F4 * 3 * n);
+}
+
+void loop_dropout_bias_backward(float *dmasked, float *dbias, const float *dout, int N, int C, const loop_dropout_key *key) {
+    KSTAT_BEGIN;
+    OPS->dropout_bias_backward(dmasked, dbias, dout, N, C, key);
+    double n = (double)N * C;
+    KSTAT_END(K_DROPOUT_BIAS_BWD, dropout_flops((size_t)n) + n, F4 * 2 * n);
+}
+
 void loop_bias_backward(float *dbias, const float *dout, int N, int C) {
     KSTAT_BEGIN;
     OPS->bias_backward(dbias, dout, N, C);

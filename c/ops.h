@@ -26,6 +26,25 @@ void loop_attention_forward(float *out, float *lse, const float *qkv, int B, int
 void loop_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out, const float *lse, int B, int T, int C, int NH, int precision);
 /* out[n] = a[n] + b[n] */
 void loop_residual_forward(float *out, const float *a, const float *b, size_t n);
+/* Dropout (training only) of one tensor in one step, inverted: element e of the tensor is kept with
+ * probability 1 - p and scaled by 1/(1 - p), else zeroed. Whether it is kept is word (g mod 4) of
+ * Philox4x32-10 with key (seed low, seed high) and counter (g / 4 low, g / 4 high, site, step), where
+ * g = offset + e: a pure function of those numbers, so any thread count, a resumed run and backward
+ * (which draws the mask again instead of storing it) all see the same mask. Kept when the word is
+ * >= floor(p * 2^32); the scale is 1/(1 - p) in double, rounded to float. */
+typedef struct {
+    double p;        /* drop probability, 0 <= p < 1 */
+    uint64_t seed;   /* the run's seed */
+    uint64_t offset; /* g of the tensor's first element (its rows before it in the global batch x width) */
+    uint32_t step;   /* the training step */
+    uint32_t site;   /* which tensor: 0 embeddings, 2l + 1 layer l's attention output, 2l + 2 its MLP output */
+} loop_dropout_key;
+/* out[n] = dropout(inp[n]); out may be inp */
+void loop_dropout(float *out, const float *inp, size_t n, const loop_dropout_key *key);
+/* out[n] = a[n] + dropout(b[n]): the residual add of a dropped-out branch */
+void loop_residual_dropout(float *out, const float *a, const float *b, size_t n, const loop_dropout_key *key);
+/* dmasked[N,C] = dropout(dout[N,C]) (the branch's gradient through its mask); dbias[C] += its column sums */
+void loop_dropout_bias_backward(float *dmasked, float *dbias, const float *dout, int N, int C, const loop_dropout_key *key);
 /* dbias[C] += column sums of dout[N,C] */
 void loop_bias_backward(float *dbias, const float *dout, int N, int C);
 /* losses[N] = cross-entropy of softmax(logits[N,V]) at targets[N]; with write_grad, logits is

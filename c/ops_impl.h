@@ -36,6 +36,51 @@ static inline float fast_tanhf(float x) { return 1.0f - 2.0f / (fast_expf(2.0f *
 #define GELU_S 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_C 0.044715f
 
+/* ---- dropout masks: Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3",
+ * SC 2011), counter-based, so an element's draw depends on its key and counter alone; loop_dropout_key
+ * in ops.h says which counter each element gets ---- */
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+#define PHILOX_W0 0x9E3779B9u
+#define PHILOX_W1 0xBB67AE85u
+#define DROPOUT_BLOCK 2048 /* elements whose factors one call draws (a stack buffer per thread) */
+
+static inline uint32_t dropout_threshold(const loop_dropout_key *key) {
+    return (uint32_t)(key->p * 4294967296.0); /* kept when the word is >= this: probability 1 - p */
+}
+
+/* f[i] = 1/(1-p) where element e0 + i of the tensor is kept, else 0, for i < n <= DROPOUT_BLOCK.
+ * The words are drawn four at a time (one Philox block per four consecutive g), into a buffer
+ * the second loop reads at g's place, so the first loop vectorises over blocks. */
+static inline void ISA_FN(dropout_factors)(float *f, const loop_dropout_key *key, uint64_t e0, int n) {
+    const uint32_t thr = dropout_threshold(key), site = key->site, step = key->step;
+    const uint32_t k0 = (uint32_t)key->seed, k1 = (uint32_t)(key->seed >> 32);
+    const float keep = (float)(1.0 / (1.0 - key->p));
+    const uint64_t first = key->offset + e0, g0 = first >> 2;
+    const int blocks = (int)(((first + (uint64_t)n + 3) >> 2) - g0), shift = (int)(first & 3);
+    uint32_t w[DROPOUT_BLOCK + 8];
+    #pragma omp simd
+    for (int b = 0; b < blocks; b++) {
+        uint32_t c0 = (uint32_t)(g0 + b), c1 = (uint32_t)((g0 + b) >> 32), c2 = site, c3 = step;
+        uint32_t r0 = k0, r1 = k1;
+        for (int round = 0; round < 10; round++) {
+            const uint64_t p0 = (uint64_t)PHILOX_M0 * c0, p1 = (uint64_t)PHILOX_M1 * c2;
+            c0 = (uint32_t)(p1 >> 32) ^ c1 ^ r0;
+            c1 = (uint32_t)p1;
+            c2 = (uint32_t)(p0 >> 32) ^ c3 ^ r1;
+            c3 = (uint32_t)p0;
+            r0 += PHILOX_W0;
+            r1 += PHILOX_W1;
+        }
+        w[4 * b] = c0;
+        w[4 * b + 1] = c1;
+        w[4 * b + 2] = c2;
+        w[4 * b + 3] = c3;
+    }
+    #pragma omp simd
+    for (int i = 0; i < n; i++) f[i] = w[shift + i] >= thr ? keep : 0.0f;
+}
+
 /* ---- encoder: out[B,T,C] = wte[tokens[b,t]] + wpe[t] ---- */
 static void ISA_FN(encoder_forward)(float *out, const int32_t *tokens, const float *wte,
                                     const float *wpe, int B, int T, int C) {
@@ -172,13 +217,16 @@ static void ISA_FN(layernorm_backward)(float *dinp, float *dweight, float *dbias
     }
 }
 
-/* dbias[C] += column sums of dout[N,C] */
-static void ISA_FN(bias_backward)(float *dbias, const float *dout, int N, int C) {
+/* dbias[C] += column sums of dout[N,C]; with a dropout key, of dropout(dout) instead, which is
+ * also written to dmasked (the pass that masks the gradient sums it too) */
+static void ISA_FN(bias_backward_masked)(float *dbias, float *dmasked, const float *dout, int N, int C,
+                                         const loop_dropout_key *key) {
     int chunks = N < LOOP_REDUCE_CHUNKS ? N : LOOP_REDUCE_CHUNKS;
     float *partial = loop_scratch(SCRATCH_REDUCE, (size_t)chunks * C);
     #pragma omp parallel num_threads(loop_nthreads)
     {
         BUSY_BEGIN;
+        float f[DROPOUT_BLOCK];
         PAR_FOR
         for (int k = 0; k < chunks; k++) {
             float *p = partial + (size_t)k * C;
@@ -186,13 +234,36 @@ static void ISA_FN(bias_backward)(float *dbias, const float *dout, int N, int C)
             int n0 = (int)((long)N * k / chunks), n1 = (int)((long)N * (k + 1) / chunks);
             for (int n = n0; n < n1; n++) {
                 const float *dy = dout + (size_t)n * C;
-                #pragma omp simd
-                for (int c = 0; c < C; c++) p[c] += dy[c];
+                if (!key) {
+                    #pragma omp simd
+                    for (int c = 0; c < C; c++) p[c] += dy[c];
+                    continue;
+                }
+                float *dm = dmasked + (size_t)n * C;
+                for (int c0 = 0; c0 < C; c0 += DROPOUT_BLOCK) {
+                    const int w = C - c0 < DROPOUT_BLOCK ? C - c0 : DROPOUT_BLOCK;
+                    ISA_FN(dropout_factors)(f, key, (uint64_t)n * C + c0, w);
+                    #pragma omp simd
+                    for (int c = 0; c < w; c++) {
+                        const float g = dy[c0 + c] * f[c];
+                        dm[c0 + c] = g;
+                        p[c0 + c] += g;
+                    }
+                }
             }
         }
         BUSY_END;
     }
     ISA_FN(reduce_chunks)(dbias, partial, chunks, C);
+}
+
+static void ISA_FN(bias_backward)(float *dbias, const float *dout, int N, int C) {
+    ISA_FN(bias_backward_masked)(dbias, NULL, dout, N, C, NULL);
+}
+
+static void ISA_FN(dropout_bias_backward)(float *dmasked, float *dbias, const float *dout, int N, int C,
+                                          const loop_dropout_key *key) {
+    ISA_FN(bias_backward_masked)(dbias, dmasked, dout, N, C, key);
 }
 
 /* ---- MLP activation: pre[N,C] += bias (if any); out = gelu_tanh(pre) ---- */
@@ -493,6 +564,38 @@ static void ISA_FN(residual_forward)(float *out, const float *a, const float *b,
         }
         BUSY_END;
     }
+}
+
+/* ---- out[n] = (a[n] if a else 0) + dropout(b[n]) ---- */
+static void ISA_FN(residual_dropout)(float *out, const float *a, const float *b, size_t n,
+                                     const loop_dropout_key *key) {
+    long nblocks = (long)((n + DROPOUT_BLOCK - 1) / DROPOUT_BLOCK);
+    #pragma omp parallel num_threads(loop_nthreads)
+    {
+        BUSY_BEGIN;
+        float f[DROPOUT_BLOCK];
+        PAR_FOR
+        for (long k = 0; k < nblocks; k++) {
+            const size_t i0 = (size_t)k * DROPOUT_BLOCK;
+            const int w = n - i0 < DROPOUT_BLOCK ? (int)(n - i0) : DROPOUT_BLOCK;
+            ISA_FN(dropout_factors)(f, key, i0, w);
+            float *o = out + i0;
+            const float *x = b + i0;
+            if (a) {
+                const float *y = a + i0;
+                #pragma omp simd
+                for (int i = 0; i < w; i++) o[i] = y[i] + x[i] * f[i];
+            } else {
+                #pragma omp simd
+                for (int i = 0; i < w; i++) o[i] = x[i] * f[i];
+            }
+        }
+        BUSY_END;
+    }
+}
+
+static void ISA_FN(dropout)(float *out, const float *inp, size_t n, const loop_dropout_key *key) {
+    ISA_FN(residual_dropout)(out, NULL, inp, n, key);
 }
 
 /* ---- decoding one token at a time (the KV cache): GEMV-shaped kernels ----

@@ -91,7 +91,7 @@ int loop_thread_stats(int64_t *os_tid, uint64_t *busy_ns, int max_threads) {
 static const char *kernel_names[K_COUNT] = {
     "gemm", "gemm_bf16", "encoder_fwd", "encoder_bwd", "layernorm_fwd", "layernorm_bwd", "bias_gelu_fwd",
     "gelu_bwd", "attention_fwd", "attention_bwd", "residual_fwd", "bias_bwd", "crossentropy",
-    "adamw", "grad_norm", "scale", "gemv", "attention_decode"};
+    "adamw", "grad_norm", "scale", "gemv", "attention_decode", "dropout", "residual_dropout_fwd", "dropout_bias_bwd"};
 static uint64_t k_calls[K_COUNT], k_ns[K_COUNT];
 static double k_flops[K_COUNT], k_bytes[K_COUNT];
 

@@ -32,6 +32,43 @@ class KernelStat:
         return self.bytes / self.ns if self.ns else 0.0
 
 
+@dataclass(frozen=True)
+class DropoutKey:
+    """Which dropout mask an op draws (c/ops.h's loop_dropout_key says how): the mask of tensor `site`
+    (0 embeddings, 2l + 1 layer l's attention output, 2l + 2 its MLP output) at training step `step`
+    of a run with seed `seed`; `offset` is the index of the tensor's first element in the step's whole
+    batch (rows of other ranks or micro-batches before it, times the width), so every rank draws its
+    own part of one mask."""
+
+    p: float
+    seed: int
+    step: int
+    site: int
+    offset: int = 0
+
+    def __post_init__(self):
+        if not 0 <= self.p < 1:
+            raise ValueError(f"dropout probability must be in [0, 1), got {self.p}")
+        if min(self.seed, self.step, self.site, self.offset) < 0:
+            raise ValueError(f"dropout key fields must not be negative: {self}")
+
+    @property
+    def threshold(self) -> int:
+        """A Philox word >= this keeps its element (probability 1 - p)."""
+        return int(self.p * 2**32)
+
+    @property
+    def scale(self) -> np.float32:
+        """What a kept element is multiplied by: 1 / (1 - p) in double, rounded to float32."""
+        return np.float32(1.0 / (1.0 - self.p))
+
+    @property
+    def words(self) -> tuple[int, int, int, int]:
+        """(seed low, seed high, step, site) as the 32-bit words Philox takes."""
+        seed = self.seed % 2**64
+        return seed & 0xFFFFFFFF, seed >> 32, self.step % 2**32, self.site % 2**32
+
+
 def matmul_dims(
     a_shape, b_shape, transpose_a: bool, transpose_b: bool, has_out: bool, accumulate: bool
 ) -> tuple[int, int, int]:
@@ -99,6 +136,9 @@ class Backend(Protocol):
     ) -> None: ...
     def residual_forward(self, out: Buffer, a: Buffer, b: Buffer) -> None: ...
     def bias_backward(self, dbias: Buffer, dout: Buffer) -> None: ...
+    def dropout(self, out: Buffer, inp: Buffer, key: DropoutKey) -> None: ...
+    def residual_dropout(self, out: Buffer, a: Buffer, b: Buffer, key: DropoutKey) -> None: ...
+    def dropout_bias_backward(self, dmasked: Buffer, dbias: Buffer, dout: Buffer, key: DropoutKey) -> None: ...
     def crossentropy(
         self,
         logits: Buffer,

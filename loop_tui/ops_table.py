@@ -228,6 +228,30 @@ OPS: dict[str, Op] = {
             lambda d: {"step": _rows(d.N, d.F)},
         ),
         Op(
+            "dropout",
+            "dropout",
+            lambda n, **_: 16.0 * n,  # a Philox block (10 rounds of 2 multiplies, 4 xors) per 4 elements
+            lambda n, **_: F4 * 2 * n,  # inp, out
+            _FLAT_TESTS,
+            lambda d: {"embeddings": _flat(d.N * d.C)},
+        ),
+        Op(
+            "residual_dropout",
+            "residual_dropout_fwd",
+            lambda n, **_: 17.0 * n,  # the mask's 16, the add's 1
+            lambda n, **_: F4 * 3 * n,  # a, b, out
+            _FLAT_TESTS,
+            lambda d: {"step": _flat(d.N * d.C)},
+        ),
+        Op(
+            "dropout_bias_backward",
+            "dropout_bias_bwd",
+            lambda N, C, **_: 17.0 * N * C,  # the mask's 16, the column sum's 1
+            lambda N, C, **_: F4 * 2 * N * C,  # dout, dmasked
+            _ROW_TESTS,
+            lambda d: {"step": _rows(d.N, d.C)},
+        ),
+        Op(
             "crossentropy",
             "crossentropy",
             lambda N, V, write_grad, **_: (5 if write_grad else 3) * N * V,

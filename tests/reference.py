@@ -85,19 +85,64 @@ def attention_backward(dout, qkv, num_heads):
     return np.concatenate([g.transpose(0, 2, 1, 3).reshape(B, T, C) for g in (dq, dk, dv)], -1)
 
 
-def gpt_loss(p: dict, tokens, targets, cfg) -> float:
+# ---- dropout: Philox4x32-10 (Salmon et al. 2011) from its published definition, and the mask rule
+# of c/ops.h (element g of a tensor: word g % 4 of the block with counter (g // 4, site, step))
+PHILOX_M = (0xD2511F53, 0xCD9E8D57)
+PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+U32 = 0xFFFFFFFF
+
+
+def philox4x32_10(counter, key):
+    """Philox4x32-10 of counters (four arrays of 32-bit words) under key (two words) -> four arrays."""
+    c0, c1, c2, c3 = (np.asarray(c, np.uint64) & np.uint64(U32) for c in counter)
+    k0, k1 = (int(k) & U32 for k in key)
+    for _ in range(10):
+        p0, p1 = np.uint64(PHILOX_M[0]) * c0, np.uint64(PHILOX_M[1]) * c2
+        c0, c1, c2, c3 = (
+            (p1 >> np.uint64(32)) ^ c1 ^ np.uint64(k0),
+            p1 & np.uint64(U32),
+            (p0 >> np.uint64(32)) ^ c3 ^ np.uint64(k1),
+            p0 & np.uint64(U32),
+        )
+        k0, k1 = (k0 + PHILOX_W[0]) & U32, (k1 + PHILOX_W[1]) & U32
+    return [c.astype(np.uint32) for c in (c0, c1, c2, c3)]
+
+
+def dropout_keep(n: int, p: float, seed: int, step: int, site: int, offset: int = 0) -> np.ndarray:
+    """Which of a tensor's n elements dropout keeps (bool), starting at element `offset`."""
+    g = np.uint64(offset) + np.arange(n, dtype=np.uint64)
+    block = g >> np.uint64(2)
+    words = philox4x32_10(
+        (block & np.uint64(U32), block >> np.uint64(32), np.full(n, site), np.full(n, step)), (seed, seed >> 32)
+    )
+    word = np.choose((g & np.uint64(3)).astype(np.intp), words)
+    return word >= np.uint32(int(p * 2**32))
+
+
+def dropout(x, p: float, seed: int, step: int, site: int, offset: int = 0):
+    """Inverted dropout of x (any shape) with the kernels' mask, in x's precision."""
+    keep = dropout_keep(x.size, p, seed, step, site, offset).reshape(x.shape)
+    return np.where(keep, x / (1 - p), 0.0)
+
+
+def gpt_loss(p: dict, tokens, targets, cfg, dropout_step: int | None = None) -> float:
     """Mean cross-entropy of GPT-2 with parameters p (name -> array, float64). wte may carry padded
-    rows past vocab_size: they are no part of the model (no logit, so no gradient)."""
+    rows past vocab_size: they are no part of the model (no logit, so no gradient). With
+    dropout_step, cfg.dropout applies with that step's masks (sites as c/ops.h numbers them)."""
     B, T = tokens.shape
-    x = p["wte"][tokens] + p["wpe"][:T]
+
+    def drop(v, site):
+        return v if dropout_step is None else dropout(v, cfg.dropout, cfg.seed, dropout_step, site)
+
+    x = drop(p["wte"][tokens] + p["wpe"][:T], 0)
     for l in range(cfg.num_layers):
         h = f"h{l}."
         a, _, _ = layernorm(x, p[h + "ln1_w"], p[h + "ln1_b"])
         qkv = a @ p[h + "qkv_w"] + p[h + "qkv_b"]
         y, _ = attention(qkv, cfg.num_heads)
-        x = x + y @ p[h + "proj_w"] + p[h + "proj_b"]
+        x = x + drop(y @ p[h + "proj_w"] + p[h + "proj_b"], 2 * l + 1)
         a, _, _ = layernorm(x, p[h + "ln2_w"], p[h + "ln2_b"])
-        x = x + gelu(a @ p[h + "fc_w"] + p[h + "fc_b"]) @ p[h + "fcproj_w"] + p[h + "fcproj_b"]
+        x = x + drop(gelu(a @ p[h + "fc_w"] + p[h + "fc_b"]) @ p[h + "fcproj_w"] + p[h + "fcproj_b"], 2 * l + 2)
     x, _, _ = layernorm(x, p["lnf_w"], p["lnf_b"])
     return float(crossentropy(x @ p["wte"][: cfg.vocab_size].T, targets).mean())
 

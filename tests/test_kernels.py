@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loop_tui import kernels as K
+from loop_tui.backend import DropoutKey
 from loop_tui.ops_table import OPS
 
 from . import reference as ref
@@ -339,6 +340,142 @@ def test_residual_forward(isa):
     np.testing.assert_array_equal(out, a + b)
 
 
+# ---------------------------------------------------------------- dropout
+def test_philox_reference_matches_the_published_known_answers():
+    """Random123's kat_vectors for Philox4x32-10: (counter, key) -> four words."""
+    cases = [
+        ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+        ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+        (
+            (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+            (0xA4093822, 0x299F31D0),
+            (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+        ),
+    ]
+    for counter, key, want in cases:
+        got = ref.philox4x32_10([[c] for c in counter], key)
+        assert tuple(int(w[0]) for w in got) == want
+
+
+# keys that reach every word of the counter and key: offsets not a multiple of 4 and past 2^34
+# elements (the block index's high word), a seed past 2^32, late steps, high sites
+DROPOUT_KEYS = [
+    DropoutKey(0.1, 1337, 0, 0),
+    DropoutKey(0.5, 7, 3, 5, offset=3),
+    DropoutKey(0.9, 2**40 + 5, 123456, 17, offset=2**34 + 6),
+    DropoutKey(0.25, 0, 2**32 - 1, 2**31, offset=1),
+]
+
+
+def dropout_ref(x, key):
+    return ref.dropout(x.astype(np.float64), key.p, key.seed, key.step, key.site, key.offset)
+
+
+@pytest.mark.parametrize("key", DROPOUT_KEYS, ids=str)
+@pytest.mark.parametrize("n", [1, 5, 2047, 2049, 10_001])
+def test_dropout_mask_is_philox_and_values_float64(isa, key, n):
+    """The kernels' mask equals the numpy Philox reference bit for bit (a dropped element is exactly
+    0, a kept one x / (1 - p)), across DROPOUT_BLOCK boundaries and unaligned offsets."""
+    x = rand(n) + 10  # no zero among the inputs: out == 0 means dropped
+    out = np.empty_like(x)
+    K.dropout(out, x, key)
+    keep = ref.dropout_keep(n, key.p, key.seed, key.step, key.site, key.offset)
+    np.testing.assert_array_equal(out != 0, keep)
+    np.testing.assert_allclose(out, dropout_ref(x, key), rtol=1e-6)
+    K.dropout(x, x, key)  # in place
+    np.testing.assert_array_equal(x, out)
+
+
+def test_dropout_keeps_one_minus_p_and_masks_differ_by_site_and_step(isa):
+    n, p = 1_000_000, 0.1
+    x = np.ones(n, np.float32)
+    masks = {}
+    for step, site in ((0, 0), (0, 1), (1, 0)):
+        out = np.empty_like(x)
+        K.dropout(out, x, DropoutKey(p, 1337, step, site))
+        masks[step, site] = out != 0
+        kept = masks[step, site].mean()
+        assert abs(kept - (1 - p)) < 5 * np.sqrt(p * (1 - p) / n), kept  # 5 sigma of a binomial
+        assert out.mean(dtype=np.float64) == pytest.approx(1.0, abs=5 * np.sqrt(p / (1 - p) / n))
+    # independent masks agree where both keep or both drop: (1-p)^2 + p^2 of the elements
+    for other in ((0, 1), (1, 0)):
+        agree = (masks[0, 0] == masks[other]).mean()
+        assert abs(agree - ((1 - p) ** 2 + p**2)) < 0.005, (other, agree)
+
+
+def test_dropout_zero_is_the_identity(isa):
+    x = rand(3000)
+    out = np.empty_like(x)
+    K.dropout(out, x, DropoutKey(0.0, 1, 2, 3))
+    np.testing.assert_array_equal(out, x)
+
+
+@pytest.mark.parametrize("key", DROPOUT_KEYS[:2], ids=str)
+def test_residual_dropout_forward(isa, key):
+    a, b = rand(4099), rand(4099)
+    out = np.empty_like(a)
+    K.residual_dropout(out, a, b, key)
+    np.testing.assert_allclose(out, a.astype(np.float64) + dropout_ref(b, key), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("key", DROPOUT_KEYS, ids=str)
+@pytest.mark.parametrize("N,C", [(1, 3), (130, 65), (3, 2100)])
+def test_dropout_bias_backward_is_the_masked_gradient(isa, key, N, C):
+    """Backward draws forward's mask again: d(a + dropout(b))/db = the mask times 1/(1-p)."""
+    dout = rand(N, C)
+    dm, db = np.full_like(dout, np.nan), np.ones(C, np.float32)
+    K.dropout_bias_backward(dm, db, dout, key)
+    want = dropout_ref(dout, key)
+    np.testing.assert_allclose(dm, want, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(db, 1 + want.sum(0), rtol=1e-5, atol=1e-5)
+    a, fwd = rand(N, C), np.empty_like(dout)  # the forward's kept set is backward's nonzero set
+    K.residual_dropout(fwd, a, np.full_like(a, 2.0), key)
+    np.testing.assert_array_equal(fwd != a, (dm != 0))
+
+
+def test_dropout_backward_fd(isa):
+    key = DropoutKey(0.3, 5, 2, 1, offset=7)
+    a, b, R = rand(4, 33), rand(4, 33), rand(4, 33)
+    b64 = b.astype(np.float64)
+    loss = lambda: float(((a + ref.dropout(b64, key.p, key.seed, key.step, key.site, key.offset)) * R).sum())
+    dm, db = np.empty_like(R), np.zeros(33, np.float32)
+    K.dropout_bias_backward(dm, db, R, key)
+    np.testing.assert_allclose(dm, ref.numeric_grad(loss, b64), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda: DropoutKey(1.0, 1, 0, 0),
+        lambda: DropoutKey(-0.1, 1, 0, 0),
+        lambda: DropoutKey(0.1, 1, -1, 0),
+        lambda: K.dropout(rand(4), rand(4), (0.1, 1, 0, 0)),
+        lambda: K.dropout(rand(5), rand(4), DropoutKey(0.1, 1, 0, 0)),
+        lambda: K.residual_dropout(rand(4), rand(4), rand(3), DropoutKey(0.1, 1, 0, 0)),
+        lambda: K.dropout_bias_backward(rand(2, 4), rand(3), rand(2, 4), DropoutKey(0.1, 1, 0, 0)),
+        lambda: (lambda d: K.dropout_bias_backward(d, rand(4), d, DropoutKey(0.1, 1, 0, 0)))(rand(2, 4)),
+    ],
+)
+def test_dropout_bad_input_raises_value_error(bad):
+    with pytest.raises(ValueError):
+        bad()
+
+
+def test_dropout_ops_agree_across_thread_counts(threads):
+    key = DropoutKey(0.2, 9, 4, 3, offset=5)
+    a, b = rand(50_001), rand(50_001)
+    results = []
+    for n in (1, 2, 3):
+        K.set_num_threads(n)
+        out, dm, db = np.empty_like(a), np.empty((97, 515), np.float32), np.zeros(515, np.float32)
+        K.residual_dropout(out, a, b, key)
+        K.dropout_bias_backward(dm, db, b[: 97 * 515].reshape(97, 515), key)
+        results.append((out, dm, db))
+    for other in results[1:]:
+        for x, y in zip(results[0], other, strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
 # ---------------------------------------------------------------- backward: finite differences
 def test_layernorm_backward_fd(isa):
     x, w, b = rand(3, 17) + 0.5, rand(17), rand(17)
@@ -536,12 +673,27 @@ def op_residual(T, C, F, NH, V):
     return [("out", r, a + b, 0, 0)]
 
 
+def op_dropout(T, C, F, NH, V):
+    key = DropoutKey(0.1, 1337, 41, 3, offset=T * C)  # the second sequence of a batch
+    a, b = rand(1, T, C), rand(1, T, C)
+    r, dm, db = np.empty_like(a), np.empty_like(b), np.zeros(C, np.float32)
+    K.residual_dropout(r, a, b, key)
+    K.dropout_bias_backward(dm, db, b, key)
+    want = dropout_ref(b, key)
+    return [
+        ("out", r, _f64(a) + want, 1e-6, 1e-6),
+        ("dmasked", dm, want, 1e-6, 0),
+        ("dbias", db, want.sum((0, 1)), 1e-5, 1e-5),
+    ]
+
+
 OPS = {
     "encoder": op_encoder,
     "layernorm": op_layernorm,
     "bias_gelu": op_bias_gelu,
     "attention": op_attention,
     "residual": op_residual,
+    "dropout": op_dropout,
 }
 
 

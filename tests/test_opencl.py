@@ -8,6 +8,7 @@ import pytest
 
 cl = pytest.importorskip("pyopencl")
 
+from loop_tui.backend import DropoutKey  # noqa: E402
 from loop_tui.config import load_config  # noqa: E402
 from loop_tui.kernels.backend import CBackend  # noqa: E402
 from loop_tui.opencl.device import NoOpenCL, all_devices  # noqa: E402
@@ -172,6 +173,30 @@ def test_row_ops(be, N, C):
     o = np.empty_like(x)
     compare_op(be, "residual_forward", [o, x, dy], [dev(be, o), dev(be, x), dev(be, dy)], [0])
     compare_op(be, "bias_backward", [db.copy(), dy], [dev(be, db), dev(be, dy)], [0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "key", [DropoutKey(0.1, 1337, 0, 0), DropoutKey(0.5, 2**40 + 5, 77, 9, offset=2**34 + 3)], ids=str
+)
+def test_dropout_ops_draw_the_c_masks(be, key):
+    """Philox on the device gives the C kernels' masks bit for bit (and the numpy reference's)."""
+    a, b = rand(5003), rand(5003) + 10  # no zero in b: out == 0 means dropped
+    o = np.empty_like(a)
+    d_o = dev(be, o)
+    compare_op(be, "dropout", [o, b, key], [d_o, dev(be, b), key], [0])
+    keep = ref.dropout_keep(b.size, key.p, key.seed, key.step, key.site, key.offset)
+    np.testing.assert_array_equal(d_o.get() != 0, keep)
+    compare_op(be, "residual_dropout", [o, a, b, key], [dev(be, o), dev(be, a), dev(be, b), key], [0])
+    dy, dm, db = rand(37, 129), np.empty((37, 129), np.float32), rand(129)
+    compare_op(
+        be,
+        "dropout_bias_backward",
+        [dm, db.copy(), dy, key],
+        [dev(be, dm), dev(be, db), dev(be, dy), key],
+        [0, 1],
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_embedding_crossentropy_adamw_norm(be):

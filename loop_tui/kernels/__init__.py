@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import machine
-from ..backend import KernelStat, matmul_dims
+from ..backend import DropoutKey, KernelStat, matmul_dims
 
 _PKG = Path(__file__).resolve().parent.parent
 
@@ -449,6 +449,42 @@ def residual_forward(out, a, b) -> None:
     _shape("b", b, a.shape)
     _shape("out", out, a.shape)
     lib.loop_residual_forward(_p(out), _p(a), _p(b), a.size)
+
+
+def _key(key) -> object:
+    if not isinstance(key, DropoutKey):
+        raise ValueError(f"key must be a DropoutKey, got {type(key).__name__}")
+    seed_lo, seed_hi, step, site = key.words
+    return ffi.new(
+        "loop_dropout_key *",
+        {"p": key.p, "seed": seed_hi << 32 | seed_lo, "offset": key.offset, "step": step, "site": site},
+    )
+
+
+def dropout(out, inp, key: DropoutKey) -> None:
+    """out = inp * keep / (1 - p), keep drawn by Philox from `key` (see c/ops.h); out may be inp"""
+    inp, out = _arr("inp", inp), _out("out", out)
+    _shape("out", out, inp.shape)
+    lib.loop_dropout(_p(out), _p(inp), inp.size, _key(key))
+
+
+def residual_dropout(out, a, b, key: DropoutKey) -> None:
+    """out = a + dropout(b)"""
+    a, b, out = _arr("a", a), _arr("b", b), _out("out", out)
+    _shape("b", b, a.shape)
+    _shape("out", out, a.shape)
+    lib.loop_residual_dropout(_p(out), _p(a), _p(b), a.size, _key(key))
+
+
+def dropout_bias_backward(dmasked, dbias, dout, key: DropoutKey) -> None:
+    """dmasked = dropout(dout) (the same mask as forward's); dbias[C] += column sums of dmasked"""
+    dout, dmasked, dbias = _arr("dout", dout), _out("dmasked", dmasked), _out("dbias", dbias)
+    N, C = _rows("dout", dout)
+    _shape("dmasked", dmasked, dout.shape)
+    _shape("dbias", dbias, (C,))
+    if np.shares_memory(dmasked, dout):
+        raise ValueError("dmasked must not overlap dout")
+    lib.loop_dropout_bias_backward(_p(dmasked), _p(dbias), _p(dout), N, C, _key(key))
 
 
 def bias_backward(dbias, dout) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
-from ..backend import KernelStat
+from ..backend import DropoutKey, KernelStat
 
 
 class CBackend:
@@ -91,6 +91,15 @@ class CBackend:
 
     def bias_backward(self, dbias, dout) -> None:
         kernels.bias_backward(dbias, dout)
+
+    def dropout(self, out, inp, key: DropoutKey) -> None:
+        kernels.dropout(out, inp, key)
+
+    def residual_dropout(self, out, a, b, key: DropoutKey) -> None:
+        kernels.residual_dropout(out, a, b, key)
+
+    def dropout_bias_backward(self, dmasked, dbias, dout, key: DropoutKey) -> None:
+        kernels.dropout_bias_backward(dmasked, dbias, dout, key)
 
     def crossentropy(
         self, logits, targets, losses, grad_scale: float = 0.0, write_grad: bool = False, vocab: int | None = None

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import KernelStat, matmul_dims  # one record type and one shape check for both backends
+from ..backend import DropoutKey, KernelStat, matmul_dims  # one record type and one shape check for both backends
 from ..cache import measured
 from ..ops_table import OPS
 from .device import NoOpenCL, choose
@@ -310,17 +310,41 @@ class OpenCLBackend:
         ev = self._run("residual_forward", self.k16, (self._g(n, 256),), (256,), [out, a, b, np.uint64(n)])
         self._count("residual_forward", [ev], n=n)
 
+    def _bias_sums(self, dbias, dout):
+        C = dout.shape[-1]
+        return self._run(
+            "bias_backward", self.k16, (self._g(C, 64),), (64,), [dbias, dout, np.int32(dout.size // C), np.int32(C)]
+        )
+
     def bias_backward(self, dbias, dout):
         C = dout.shape[-1]
-        N = dout.size // C
-        ev = self._run(
-            "bias_backward",
+        self._count("bias_backward", [self._bias_sums(dbias, dout)], N=dout.size // C, C=C)
+
+    def _masked(self, out, a, b, key: DropoutKey):
+        """out = (a or 0) + dropout(b): one launch, one item per Philox block of four elements."""
+        n = b.size
+        seed_lo, seed_hi, step, site = key.words
+        blocks = (key.offset + n + 3) // 4 - key.offset // 4
+        return self._run(
+            "residual_dropout",
             self.k16,
-            (self._g(C, 64),),
+            (self._g(blocks, 64),),
             (64,),
-            [dbias, dout, np.int32(N), np.int32(C)],
+            [out, a if a is not None else self.dummy, np.int32(a is not None), b, np.uint64(n)]
+            + [np.uint32(key.threshold), key.scale, np.uint32(seed_lo), np.uint32(seed_hi)]
+            + [np.uint32(step), np.uint32(site), np.uint64(key.offset)],
         )
-        self._count("bias_backward", [ev], N=N, C=C)
+
+    def residual_dropout(self, out, a, b, key: DropoutKey):
+        self._count("residual_dropout", [self._masked(out, a, b, key)], n=b.size)
+
+    def dropout(self, out, inp, key: DropoutKey):
+        self._count("dropout", [self._masked(out, None, inp, key)], n=inp.size)
+
+    def dropout_bias_backward(self, dmasked, dbias, dout, key: DropoutKey):
+        C = dout.shape[-1]
+        events = [self._masked(dmasked, None, dout, key), self._bias_sums(dbias, dmasked)]
+        self._count("dropout_bias_backward", events, N=dout.size // C, C=C)
 
     def crossentropy(self, logits, targets, losses, grad_scale=0.0, write_grad=False, vocab=None):
         Vp = logits.shape[-1]

@@ -218,6 +218,44 @@ __kernel void residual_forward(__global float *out, const ulong o_off, __global 
     if (i < n) out[i] = a[i] + b[i];
 }
 
+/* ---- dropout: the masks of c/ops.h (loop_dropout_key), bit for bit. Element g of a tensor (g = offset
+ * + index) is kept when word g % 4 of Philox4x32-10 with counter (g / 4 low, g / 4 high, site, step) and
+ * key (seed low, seed high) is >= thr; kept elements are multiplied by scale (the host computes thr and
+ * scale as the C kernels do) ---- */
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+#define PHILOX_W0 0x9E3779B9u
+#define PHILOX_W1 0xBB67AE85u
+uint4 philox4x32_10(uint4 c, uint k0, uint k1) {
+    for (int r = 0; r < 10; r++) {
+        const uint hi0 = mul_hi(PHILOX_M0, c.x), lo0 = PHILOX_M0 * c.x;
+        const uint hi1 = mul_hi(PHILOX_M1, c.z), lo1 = PHILOX_M1 * c.z;
+        c = (uint4)(hi1 ^ c.y ^ k0, lo1, hi0 ^ c.w ^ k1, lo0);
+        k0 += PHILOX_W0;
+        k1 += PHILOX_W1;
+    }
+    return c;
+}
+
+/* out[i] = (has_a ? a[i] : 0) + dropout(b[i]), i < n; one item per Philox block of four elements */
+__kernel void residual_dropout(__global float *out, const ulong o_off, __global const float *a, const ulong a_off,
+                               const int has_a, __global const float *b, const ulong b_off, const ulong n,
+                               const uint thr, const float scale, const uint k0, const uint k1, const uint step,
+                               const uint site, const ulong offset) {
+    out += o_off; a += a_off; b += b_off;
+    const ulong blk = (offset >> 2) + get_global_id(0);
+    if (blk * 4 >= offset + n) return;
+    const uint4 w = philox4x32_10((uint4)((uint)blk, (uint)(blk >> 32), site, step), k0, k1);
+    const uint words[4] = {w.x, w.y, w.z, w.w};
+    for (int j = 0; j < 4; j++) {
+        const ulong g = blk * 4 + j;
+        if (g < offset || g >= offset + n) continue;
+        const size_t i = g - offset;
+        const float dropped = b[i] * (words[j] >= thr ? scale : 0.0f);
+        out[i] = has_a ? a[i] + dropped : dropped;
+    }
+}
+
 /* ---- causal attention, one item per (b, h, t) query row; lse[b,h,t] = log-sum-exp of the row's
  * scaled scores replaces the T x T probabilities (flash style): backward recomputes them ---- */
 #define ATTN_MAX_HS 256
