@@ -48,6 +48,9 @@ class Config:
     beta2: float = 0.95  # AdamW second-moment decay
     adam_eps: float = 1e-8  # AdamW denominator epsilon
     grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
+    # share of the embeddings, attention outputs and MLP outputs zeroed in training (GPT-2's residual
+    # dropout; kept ones scaled by 1 / (1 - dropout)); never in evaluation, sampling or export
+    dropout: float = 0.0
     eval_every: int = 100  # steps between validation losses
     eval_batches: int = 8  # batches per validation loss (the same fixed windows every time)
     sample_every: int = 200  # steps between text samples
@@ -177,6 +180,8 @@ def from_dict(raw, source: str) -> Config:
     for key in ("beta1", "beta2", "min_lr_ratio"):
         if key in raw and not 0 <= raw[key] < 1 + (key == "min_lr_ratio"):
             raise fail(key, f"must be in [0, 1{']' if key == 'min_lr_ratio' else ')'}, got {raw[key]}")
+    if "dropout" in raw and not 0 <= raw["dropout"] < 1:
+        raise fail("dropout", f"must be in [0, 1), got {raw['dropout']}")
     if "val_fraction" in raw and not 0 < raw["val_fraction"] < 1:
         raise fail("val_fraction", f"must be in (0, 1), got {raw['val_fraction']}")
     if "adam_eps" in raw and raw["adam_eps"] <= 0:

@@ -41,6 +41,7 @@ def test_shipped_configs_load_with_original_values():
     assert {"smoke", "default"} <= names
     for p in shipped_configs():
         assert isinstance(load_config(str(p)), Config)
+        assert load_config(str(p)).dropout == 0.0  # shipped runs train as they always did
 
 
 def test_defaults_fill_training_fields(tmp_path):
@@ -66,6 +67,9 @@ def test_defaults_fill_training_fields(tmp_path):
         ({"learning_rate": 0}, r"field 'learning_rate': must be positive"),
         ({"beta2": 1.0}, r"field 'beta2': must be in \[0, 1\)"),
         ({"val_fraction": 0}, r"field 'val_fraction': must be in \(0, 1\)"),
+        ({"dropout": 1.0}, r"field 'dropout': must be in \[0, 1\), got 1.0$"),
+        ({"dropout": -0.1}, r"field 'dropout': must be in \[0, 1\), got -0.1$"),
+        ({"dropout": "some"}, r"field 'dropout': must be a number"),
         ({"backend": "cuda"}, r"field 'backend': must be one of c, opencl"),
         ({"threads": 0}, r"field 'threads': must be positive or null"),
         ({"warmup_steps": -1}, r"field 'warmup_steps': must not be negative"),
@@ -201,6 +205,7 @@ def test_set_types_each_field_as_a_config_file_would(capsys):
         ("learnig_rate=1e-3", "--set: field 'learnig_rate': unknown key (did you mean 'learning_rate'?)"),
         ("num_heads=5", "--set: field 'd_model': must be divisible by num_heads (64 % 5 != 0)"),
         ("val_fraction=inf", "--set: field 'val_fraction': must be finite"),
+        ("dropout=1", "--set: field 'dropout': must be in [0, 1), got 1"),
         ("backend=cuda", "--set: field 'backend': must be one of c, opencl, got 'cuda'"),
         ("d_model=null", "--set: field 'd_model': must be an integer, got null"),
         ("learning_rate", "--set: expected KEY=VALUE (e.g. learning_rate=3e-4), got 'learning_rate'"),

@@ -743,23 +743,25 @@ def test_sum_squares_and_threads(isa, threads):
     assert one == pytest.approx(float((x.astype(np.float64) ** 2).sum()), rel=1e-9)
 
 
-def test_all_ops_agree_across_thread_counts(threads):
-    """The whole step's ops give bit-identical results with 1 and 2 threads."""
+@pytest.mark.parametrize("dropout", [0.0, 0.1], ids=["no_dropout", "dropout"])
+def test_all_ops_agree_across_thread_counts(threads, dropout):
+    """The whole step's ops give bit-identical results with 1 and 2 threads, dropout's masks too."""
     from loop_tui.config import load_config
     from loop_tui.kernels.backend import CBackend
     from loop_tui.model.gpt import GPT
 
-    cfg = load_config("smoke")
+    cfg = load_config("smoke").replace(dropout=dropout)
     x = RNG.integers(0, cfg.vocab_size, (cfg.batch_size, cfg.max_length + 1)).astype(np.int32)
     results = []
     for n in (1, 2):
         K.set_num_threads(n)
         m = GPT(cfg, CBackend())
         m.init_weights(3)
-        loss = m.forward_backward(x[:, :-1], x[:, 1:])
-        results.append((loss, m.grads.flat.copy()))
+        loss = m.forward_backward(x[:, :-1], x[:, 1:], train_step=3)
+        results.append((loss, m.grads.flat.copy(), m.loss(x[:, :-1], x[:, 1:])))
     assert results[0][0] == results[1][0]
     assert np.array_equal(results[0][1], results[1][1])
+    assert (results[0][0] != results[0][2]) == (dropout > 0)  # dropout changed the training loss only
 
 
 # ---------------------------------------------------------------- observability

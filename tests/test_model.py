@@ -3,6 +3,7 @@ allocation inside a step."""
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 
 import numpy as np
@@ -51,6 +52,66 @@ def test_loss_and_every_gradient_match_float64_finite_differences(isa):
         got = m.grads[s.name]
         scale = max(np.abs(num).max(), 1e-3)
         np.testing.assert_allclose(got, num, rtol=1e-3, atol=2e-4 * scale, err_msg=s.name)
+
+
+TINY_DROPOUT = dataclasses.replace(TINY, dropout=0.3)
+
+
+def test_gradients_with_dropout_match_float64_finite_differences():
+    """With dropout, the loss and every gradient are those of the float64 model under the same masks
+    (the numpy Philox of tests/reference.py): backward draws forward's masks again, so a fixed
+    step's loss is a plain function of the weights that finite differences can check."""
+    m = GPT(TINY_DROPOUT, CBackend())
+    m.params.flat[...] = tiny_model().params.flat
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, TINY.vocab_size, (TINY.batch_size, TINY.max_length + 1)).astype(np.int32)
+    tokens, targets = x[:, :-1], x[:, 1:]
+    loss = m.forward_backward(tokens, targets, train_step=5)
+    assert loss == m.loss(tokens, targets, train_step=5)  # the step's training forward, without backward
+    p64 = {s.name: m.params[s.name].astype(np.float64) for s in m.param_specs}
+    f = lambda: ref.gpt_loss(p64, tokens, targets, TINY_DROPOUT, dropout_step=5)
+    assert loss == pytest.approx(f(), rel=1e-5)
+    assert loss != pytest.approx(ref.gpt_loss(p64, tokens, targets, TINY), rel=1e-3)  # the masks matter
+    for s in parameter_specs(TINY):
+        num = ref.numeric_grad(f, p64[s.name])
+        got = m.grads[s.name]
+        scale = max(np.abs(num).max(), 1e-3)
+        np.testing.assert_allclose(got, num, rtol=1e-3, atol=2e-4 * scale, err_msg=s.name)
+
+
+def test_dropout_is_off_in_evaluation_and_sampling():
+    """A model with dropout evaluates and samples exactly as the same weights without it; only a
+    training step (forward_backward, or loss with its train_step) draws masks, one per step."""
+    plain = tiny_model()
+    m = GPT(TINY_DROPOUT, CBackend(), params=plain.params)
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, TINY.vocab_size, (TINY.batch_size, TINY.max_length + 1)).astype(np.int32)
+    tokens, targets = x[:, :-1], x[:, 1:]
+    assert m.loss(tokens, targets) == plain.loss(tokens, targets)
+    np.testing.assert_array_equal(m.token_losses(tokens, targets), plain.token_losses(tokens, targets))
+    one, one_plain = (GPT(c, CBackend(), batch_size=1, params=plain.params) for c in (TINY_DROPOUT, TINY))
+    np.testing.assert_array_equal(one.next_token_logits(x[0, :4]), one_plain.next_token_logits(x[0, :4]))
+    trained = GPT(TINY_DROPOUT, CBackend())
+    trained.params.flat[...] = plain.params.flat
+    steps = [trained.forward_backward(tokens, targets, train_step=s) for s in (0, 1, 0)]
+    assert steps[0] == steps[2] != steps[1] and steps[0] != plain.loss(tokens, targets)
+
+
+def test_dropout_masks_of_a_split_batch_are_the_whole_batchs():
+    """An MPI rank (or a micro-batch) starting at sequence k of the step's batch draws the masks the
+    whole batch has there: split training sees the same dropout as one process."""
+    whole = GPT(TINY_DROPOUT, CBackend())
+    whole.params.flat[...] = tiny_model().params.flat
+    half = GPT(TINY_DROPOUT, CBackend(), batch_size=1)
+    half.params.flat[...] = whole.params.flat
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, TINY.vocab_size, (TINY.batch_size, TINY.max_length + 1)).astype(np.int32)
+    whole.forward_backward(x[:, :-1], x[:, 1:], train_step=7)
+    for b in range(TINY.batch_size):
+        half.forward_backward(x[b : b + 1, :-1], x[b : b + 1, 1:], train_step=7, first_sequence=b)
+        np.testing.assert_allclose(half.acts["losses"], whole.acts["losses"].reshape(TINY.batch_size, -1)[b], 1e-6)
+    half.forward_backward(x[1:2, :-1], x[1:2, 1:], train_step=7, first_sequence=0)
+    assert not np.allclose(half.acts["losses"], whole.acts["losses"].reshape(TINY.batch_size, -1)[1], 1e-6)
 
 
 def test_matches_pytorch_gpt2():

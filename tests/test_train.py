@@ -59,6 +59,29 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert all(a[s] == b[s] for s in a), {s: (a[s], b[s]) for s in a if a[s] != b[s]}
 
 
+def test_dropout_resume_equals_uninterrupted_run_and_evaluation_is_without_it(tmp_path):
+    """With dropout the masks are keyed by the step, so a resumed run repeats the uninterrupted one
+    bit for bit; dropout changes the training losses, and the validation loss of the trained weights
+    is the one a model without dropout computes from them."""
+    import numpy as np
+
+    from loop_tui.model.gpt import GPT
+
+    cfg = quick(max_steps=8, dropout=0.2)
+    straight = train(cfg, tmp_path / "straight", 8)
+    train(cfg, tmp_path / "split", 3)
+    train(cfg, tmp_path / "split", 5, resume=True)
+    a, b = losses(tmp_path / "straight"), losses(tmp_path / "split")
+    assert sorted(a) == sorted(b) == list(range(1, 9))
+    assert all(a[s] == b[s] for s in a), {s: (a[s], b[s]) for s in a if a[s] != b[s]}
+    train(cfg.replace(dropout=0.0), tmp_path / "plain", 1)
+    assert losses(tmp_path / "plain")[1] != a[1]  # same weights and batch at step 1: the masks differ
+    plain = GPT(cfg.replace(dropout=0.0), straight.backend)
+    plain.load_params(straight.model.export_params())
+    val = [plain.loss(x, y) for x, y in straight.val]
+    assert straight.evaluate() == float(np.sum(val)) / len(val)
+
+
 def test_checkpoint_contents_and_retention(tmp_path):
     cfg = quick(max_steps=12, checkpoint_every=3, keep_checkpoints=2)
     train(cfg, tmp_path, 12)

@@ -8,9 +8,11 @@ N = B*T rows."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
+from ..backend import DropoutKey
 from ..config import Config
 from .layout import Spec, activation_specs, head_chunk_rows, parameter_specs
 
@@ -122,16 +124,35 @@ class GPT:
         if targets is not None:
             self.ops.write(self.targets, targets.astype(np.int32, copy=False))
 
-    def forward_body(self, t: int | None = None) -> None:
+    def dropout_keys(self, train_step: int | None, first_sequence: int = 0) -> Callable[[int], DropoutKey] | None:
+        """The dropout masks of training step `train_step` (site -> key), or None when dropout is off:
+        in evaluation and sampling (train_step None) or with dropout 0. first_sequence: where this
+        batch starts in the step's whole batch (an MPI rank's rows), so its masks are its part of one."""
+        if train_step is None or self.cfg.dropout == 0:
+            return None
+        p, seed, offset = self.cfg.dropout, self.cfg.seed, first_sequence * self.T * self.cfg.d_model
+        return lambda site: DropoutKey(p, seed, train_step, site, offset)
+
+    def forward_body(self, t: int | None = None, drop: Callable[[int], DropoutKey] | None = None) -> None:
         """tokens[B,t] -> lnf[B*t,d]: embeddings, L blocks, final LayerNorm. t (default T) may be
         shorter than the arenas were built for: every activation is then the first B*t rows of
-        its buffer (a prompt runs over its own length, not a padded window)."""
+        its buffer (a prompt runs over its own length, not a padded window). drop: dropout_keys'
+        masks for the embeddings and each block's two branches (GPT-2's residual dropout)."""
         o, P, cfg, B = self.ops, self.params, self.cfg, self.B
         t = t or self.T
         N, d, NH = B * t, cfg.d_model, cfg.num_heads
         a = self.acts.prefix
         tokens = self.tokens if t == self.T else self.ops.view(self.tokens.reshape(-1), 0, (B, t))
         o.encoder_forward(a("residual0", B, t, d), tokens, P["wte"], P["wpe"])
+        if drop:
+            o.dropout(a("residual0", B, t, d), a("residual0", B, t, d), drop(0))
+
+        def add_branch(out, x, branch, site: int) -> None:  # out = x + branch, through its dropout
+            if drop:
+                o.residual_dropout(out, x, branch, drop(site))
+            else:
+                o.residual_forward(out, x, branch)
+
         for l in range(cfg.num_layers):
             h = f"h{l}."
             x = a(f"residual{l}", N, d)
@@ -141,7 +162,7 @@ class GPT:
             o.matmul(ln1, P[h + "qkv_w"], out=a(h + "qkv", N, 3 * d), bias=P[h + "qkv_b"])
             o.attention_forward(a(h + "atty", B, t, d), a(h + "lse", B, NH, t), a(h + "qkv", B, t, 3 * d), NH)
             o.matmul(a(h + "atty", N, d), P[h + "proj_w"], out=proj_out, bias=P[h + "proj_b"])
-            o.residual_forward(a(h + "residual2", N, d), x, proj_out)
+            add_branch(a(h + "residual2", N, d), x, proj_out, 2 * l + 1)
             # MLP block: x3 = x2 + fcproj(gelu(fc(ln2(x2))))
             x2 = a(h + "residual2", N, d)
             o.layernorm_forward(ln2, a(h + "ln2_mean", N), a(h + "ln2_rstd", N), x2, P[h + "ln2_w"], P[h + "ln2_b"])
@@ -149,7 +170,7 @@ class GPT:
             o.matmul(ln2, P[h + "fc_w"], out=fc_pre)
             o.bias_gelu_forward(fc_pre, fc_gelu, P[h + "fc_b"])
             o.matmul(fc_gelu, P[h + "fcproj_w"], out=proj_out, bias=P[h + "fcproj_b"])
-            o.residual_forward(a(f"residual{l + 1}", N, d), x2, proj_out)
+            add_branch(a(f"residual{l + 1}", N, d), x2, proj_out, 2 * l + 2)
         x = a(f"residual{cfg.num_layers}", N, d)
         o.layernorm_forward(a("lnf", N, d), a("lnf_mean", N), a("lnf_rstd", N), x, P["lnf_w"], P["lnf_b"])
 
@@ -171,10 +192,11 @@ class GPT:
                 o.matmul(logits, A["lnf"][r0:r1], out=self.gradients["wte"], transpose_a=True, accumulate=True)
         return float(np.mean(o.to_numpy(A["losses"]), dtype=np.float64))
 
-    def loss(self, tokens: np.ndarray, targets: np.ndarray) -> float:
-        """Mean cross-entropy of a batch, no gradients."""
+    def loss(self, tokens: np.ndarray, targets: np.ndarray, train_step: int | None = None) -> float:
+        """Mean cross-entropy of a batch, no gradients: as evaluation sees it (no dropout), or with
+        train_step, as that training step's forward does (its dropout masks)."""
         self.load_batch(tokens, targets)
-        self.forward_body()
+        self.forward_body(drop=self.dropout_keys(train_step))
         return self.head(with_grad=False)
 
     def token_losses(self, tokens: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -183,21 +205,36 @@ class GPT:
         return np.array(self.ops.to_numpy(self.acts["losses"])).reshape(self.B, self.T)
 
     # ------------------------------------------------------------------ backward
-    def forward_backward(self, tokens: np.ndarray, targets: np.ndarray) -> float:
-        """Loss of the batch; gradients of its mean land in self.grads (zeroed first)."""
+    def forward_backward(
+        self, tokens: np.ndarray, targets: np.ndarray, train_step: int = 0, first_sequence: int = 0
+    ) -> float:
+        """Loss of the batch in training step train_step (which keys its dropout masks; see
+        dropout_keys for first_sequence); gradients of its mean land in self.grads (zeroed first)."""
         self.load_batch(tokens, targets)
         self.ops.zero_(self.gradients.flat)
-        self.forward_body()
+        drop = self.dropout_keys(train_step, first_sequence)
+        self.forward_body(drop=drop)
         loss = self.head(with_grad=True)
-        self.backward_body()
+        self.backward_body(drop)
         return loss
 
-    def backward_body(self) -> None:
-        """dlnf[N,d] -> every parameter gradient. dres carries d(loss)/d(residual stream)."""
+    def backward_body(self, drop: Callable[[int], DropoutKey] | None = None) -> None:
+        """dlnf[N,d] -> every parameter gradient. dres carries d(loss)/d(residual stream); drop:
+        the forward's dropout masks, drawn again (never stored)."""
         o, P, A, G, cfg = self.ops, self.params, self.acts, self.gradients, self.cfg
         NH, L = cfg.num_heads, cfg.num_layers
         dres, dtmp, dff = A["dres"], A["dtmp"], A["dff"]
         dqkv2 = A["dqkv"].reshape(self.B * self.T, -1)
+
+        def branch_grad(dbias, site: int):
+            """The gradient at a branch's output, its bias gradient added: dres, or with dropout dres
+            through the branch's mask, in proj_out (the forward's scratch, free in backward)."""
+            if not drop:
+                o.bias_backward(dbias, dres)
+                return dres
+            o.dropout_bias_backward(A["proj_out"], dbias, dres, drop(site))
+            return A["proj_out"]
+
         o.zero_(dres)
         o.layernorm_backward(
             dres, G["lnf_w"], G["lnf_b"], A["dlnf"], A[f"residual{L}"], P["lnf_w"], A["lnf_mean"], A["lnf_rstd"]
@@ -206,9 +243,9 @@ class GPT:
             h = f"h{l}."
             # MLP block; GELU's output is recomputed from fc_pre (bias already added) instead of kept
             o.bias_gelu_forward(A[h + "fc_pre"], A["fc_gelu"])
-            o.matmul(A["fc_gelu"], dres, out=G[h + "fcproj_w"], transpose_a=True, accumulate=True)
-            o.bias_backward(G[h + "fcproj_b"], dres)
-            o.matmul(dres, P[h + "fcproj_w"], out=dff, transpose_b=True)
+            dbranch = branch_grad(G[h + "fcproj_b"], 2 * l + 2)
+            o.matmul(A["fc_gelu"], dbranch, out=G[h + "fcproj_w"], transpose_a=True, accumulate=True)
+            o.matmul(dbranch, P[h + "fcproj_w"], out=dff, transpose_b=True)
             o.gelu_backward(dff, A[h + "fc_pre"], dff)
             o.matmul(A[h + "ln2"], dff, out=G[h + "fc_w"], transpose_a=True, accumulate=True)
             o.bias_backward(G[h + "fc_b"], dff)
@@ -224,9 +261,9 @@ class GPT:
                 A[h + "ln2_rstd"],
             )
             # attention block
-            o.matmul(A[h + "atty"], dres, out=G[h + "proj_w"], transpose_a=True, accumulate=True)
-            o.bias_backward(G[h + "proj_b"], dres)
-            o.matmul(dres, P[h + "proj_w"], out=dtmp, transpose_b=True)
+            dbranch = branch_grad(G[h + "proj_b"], 2 * l + 1)
+            o.matmul(A[h + "atty"], dbranch, out=G[h + "proj_w"], transpose_a=True, accumulate=True)
+            o.matmul(dbranch, P[h + "proj_w"], out=dtmp, transpose_b=True)
             BTd = (self.B, self.T, -1)
             o.attention_backward(
                 A["dqkv"], dtmp.reshape(BTd), A[h + "qkv"], A[h + "atty"].reshape(BTd), A[h + "lse"], NH
@@ -244,6 +281,8 @@ class GPT:
                 A[h + "ln1_mean"],
                 A[h + "ln1_rstd"],
             )
+        if drop:  # dres is not needed after this: masked in place
+            o.dropout(dres, dres, drop(0))
         o.encoder_backward(G["wte"], G["wpe"], dres.reshape(self.B, self.T, -1), self.tokens)
 
     # ------------------------------------------------------------------ inference

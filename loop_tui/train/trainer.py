@@ -424,7 +424,8 @@ class Trainer:
         if world.size > 1:
             rows = slice(world.rank * cfg.batch_size, (world.rank + 1) * cfg.batch_size)
             inputs, targets = inputs[rows], targets[rows]
-        loss = model.forward_backward(inputs, targets)
+        # dropout's masks are keyed by the step and by where this rank's rows sit in the global batch
+        loss = model.forward_backward(inputs, targets, self.step, world.rank * cfg.batch_size)
         if world.size > 1:
             world.average_(model.gradients.flat)
             self.allreduce_s = world.take_allreduce_s()
