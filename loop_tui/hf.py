@@ -303,8 +303,10 @@ def hf_config(cfg: Config, eot: int | None) -> dict:
         "layer_norm_epsilon": LAYER_NORM_EPS,
         "tie_word_embeddings": True,
         "scale_attn_weights": True,
-        "embd_pdrop": 0.0,  # trained here without dropout
-        "resid_pdrop": 0.0,
+        # the run's dropout sits where GPT-2's embd_pdrop and resid_pdrop do (transformers applies
+        # them only when training the folder); none on the attention probabilities
+        "embd_pdrop": cfg.dropout,
+        "resid_pdrop": cfg.dropout,
         "attn_pdrop": 0.0,
         "bos_token_id": eot,
         "eos_token_id": eot,

@@ -13,7 +13,7 @@ import pytest
 
 from loop_tui import cli, hf
 from loop_tui import kernels as K
-from loop_tui.config import from_dict
+from loop_tui.config import from_dict, load_config
 from loop_tui.kernels.backend import CBackend
 from loop_tui.model.gpt import GPT
 
@@ -200,6 +200,13 @@ def test_unsupported_folders_are_refused_in_one_line(gpt2_dir, tmp_path, capsys)
     assert code == 2 and "activation_function 'relu'" in err
     code, _, err = run_cli(capsys, "export", str(tmp_path / "nothing"), str(tmp_path / "out"))
     assert code == 2 and "no such run folder" in err
+
+
+def test_exported_config_names_the_runs_dropout_where_gpt2_has_it():
+    cfg = load_config("smoke").replace(dropout=0.1)
+    got = hf.hf_config(cfg, 0)
+    assert (got["embd_pdrop"], got["resid_pdrop"], got["attn_pdrop"]) == (0.1, 0.1, 0.0)
+    assert transformers.GPT2Config(**got).resid_pdrop == 0.1
 
 
 def test_export_refuses_a_non_empty_folder_and_finds_steps(tmp_path, capsys):

@@ -254,6 +254,22 @@ def test_twenty_smoke_steps_match_the_c_backend(tmp_path):
     assert losses["c"][-1] < losses["c"][0]
 
 
+def test_smoke_steps_with_dropout_match_the_c_backend(tmp_path):
+    """Training with dropout: the device draws the C kernels' masks, so the losses agree as without."""
+    from loop_tui.train.trainer import Trainer
+
+    losses = {}
+    for backend in ("c", "opencl"):
+        cfg = load_config("smoke").replace(
+            backend=backend, eval_every=1000, sample_every=1000, checkpoint_every=1000, max_steps=6, dropout=0.2
+        )
+        t = Trainer(cfg, tmp_path / backend)
+        t.setup()
+        losses[backend] = [t.train_step().loss for _ in range(6)]
+        t.metrics_file.close()
+    np.testing.assert_allclose(losses["opencl"], losses["c"], rtol=1e-4)
+
+
 def test_kernel_profiling_feeds_the_table(be):
     be.reset_stats()
     a, b = dev(be, rand(64, 64)), dev(be, rand(64, 64))
@@ -263,13 +279,14 @@ def test_kernel_profiling_feeds_the_table(be):
     assert stats["gemm"].calls == 1 and stats["gemm"].ns > 0 and stats["gemm"].flops == 2 * 64**3
 
 
-def test_a_step_counts_the_same_costs_as_the_c_backend(be):
+@pytest.mark.parametrize("dropout", [0.0, 0.1], ids=["no_dropout", "dropout"])
+def test_a_step_counts_the_same_costs_as_the_c_backend(be, dropout):
     """Both backends count an op's FLOPs and bytes from loop_tui/ops_table.py (the C library by its
     own counters, which tests/test_op_costs.py holds to the table), under the same names."""
     from loop_tui.kernels import kernel_stats, reset_stats
     from loop_tui.model.gpt import GPT
 
-    cfg = load_config("smoke")
+    cfg = load_config("smoke").replace(dropout=dropout)
     x = RNG.integers(0, cfg.vocab_size, (cfg.batch_size, cfg.max_length + 1)).astype(np.int32)
     counted = {}
     for name, backend, reset, stats in (
@@ -279,7 +296,7 @@ def test_a_step_counts_the_same_costs_as_the_c_backend(be):
         m = GPT(cfg, backend)
         m.init_weights(3)
         reset()
-        m.forward_backward(x[:, :-1], x[:, 1:])
+        m.forward_backward(x[:, :-1], x[:, 1:], train_step=2)
         be.to_numpy(be.dummy)  # collects the OpenCL events
         counted[name] = {s.name: (s.calls, s.flops, s.bytes) for s in stats() if s.calls}
     assert counted["opencl"] == counted["c"]
