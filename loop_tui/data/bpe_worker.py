@@ -10,20 +10,10 @@ per piece done: the bytes of text processed so far."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import orjson
-
-
-def path_to_json(path: Path) -> str:
-    """A file path as a JSON-safe string (its bytes as Latin-1): names that are not UTF-8 survive."""
-    return os.fsencode(path).decode("latin-1")
-
-
-def path_from_json(text: str) -> Path:
-    return Path(os.fsdecode(text.encode("latin-1")))
 
 
 def report(done: int) -> None:
@@ -79,7 +69,7 @@ def encode(corpus, spec: dict) -> None:
 
 
 def main(spec_path: str) -> None:
-    from .corpus import Corpus, Doc
+    from .corpus import Corpus, Doc, path_from_json
 
     spec = orjson.loads(Path(spec_path).read_bytes())
     docs = [

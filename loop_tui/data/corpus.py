@@ -82,6 +82,15 @@ def _cut(texts: Iterator[str], chunk: int, tail: Callable[[], str] | None = None
         yield carry
 
 
+def path_to_json(path: Path) -> str:
+    """A file path as a JSON-safe string (its bytes as Latin-1): names that are not UTF-8 survive."""
+    return os.fsencode(path).decode("latin-1")
+
+
+def path_from_json(text: str) -> Path:
+    return Path(os.fsdecode(text.encode("latin-1")))
+
+
 def printable(path: str | Path) -> str:
     """A path as text that can be printed anywhere: bytes that are not UTF-8 (which Python holds
     as lone surrogates) shown as \\xNN."""

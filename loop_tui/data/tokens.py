@@ -63,7 +63,7 @@ def _run_worker(
     import orjson
 
     from ..machine import cpu_count
-    from .bpe_worker import path_to_json
+    from .corpus import path_to_json
 
     spec = work / "spec.json"
     docs = [
