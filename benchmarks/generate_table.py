@@ -47,7 +47,7 @@ def build(shape: str, folder: Path):
 
 
 def ours(m, prompt: np.ndarray, n: int, cached: bool) -> tuple[float, list[int]]:
-    from loop_tui.model.decode import Decoder
+    from loop_tui.kernels.decode import Decoder
 
     t0 = time.perf_counter()
     out: list[int] = []

@@ -54,7 +54,9 @@ def blocking_for(k, caches: machine.Caches):
     """The GEMM blocking micro-kernel k (a kernels.GemmKernel) derives from these caches: c/gemm.c's
     blocking() and short_m_rows(), block sizes not fixed by set_gemm_blocking. Worked out here, so
     a what-if never touches the library's own cache sizes."""
-    from .kernels import Blocking
+    from .backend import c_library
+
+    Blocking = c_library().Blocking
 
     l1d, l2, l3, eb = caches.size("L1d"), caches.size("L2"), caches.size("L3"), k.elem_bytes
     b_panel_budget = l1d // 2 if k.b_panel_in_l1 else l1d * 3 // 2
@@ -68,8 +70,10 @@ def blocking_for(k, caches: machine.Caches):
 
 def gemm_blocking(caches: machine.Caches):
     """The blocking the kernels would use with these caches (None if the kernels are not built)."""
+    from .backend import c_library
+
     try:
-        from . import kernels
+        kernels = c_library()
     except ImportError:
         return None
     return (

@@ -1,88 +1,26 @@
-"""The backend interface the model is written against: the op set, buffer management and
-observability, as a typing.Protocol, plus what every backend shares (KernelStat, the matmul shape
-check) and the factory. Importing this module loads no backend: the C extension and pyopencl are
+"""The backend interface everything above the backends is written against, as a typing.Protocol:
+the op set, buffer management, observability, capabilities (native bf16, the measured peak) and the
+decoder for generation; plus the factory. It is the only door to kernels/ and opencl/ (tests/
+test_imports.py checks). Importing this module loads no backend: the C extension and pyopencl are
 imported only by make_backend, so a stale C build never stops the OpenCL backend importing."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .backend_common import DropoutKey, KernelStat, ThreadStat
 from .config import ConfigError
 
 Buffer = Any  # a numpy array (C backend) or a pyopencl.array.Array (OpenCL backend)
 
 
-@dataclass(frozen=True)
-class KernelStat:
-    name: str
-    calls: int
-    ns: int
-    flops: float
-    bytes: float
+class Decoder(Protocol):
+    """Next-token logits of a growing text with a KV cache (kernels/decode.py)."""
 
-    @property
-    def gflops(self) -> float:
-        return self.flops / self.ns if self.ns else 0.0
-
-    @property
-    def gbytes(self) -> float:
-        return self.bytes / self.ns if self.ns else 0.0
-
-
-@dataclass(frozen=True)
-class DropoutKey:
-    """Which dropout mask an op draws (c/ops.h's loop_dropout_key says how): the mask of tensor `site`
-    (0 embeddings, 2l + 1 layer l's attention output, 2l + 2 its MLP output) at training step `step`
-    of a run with seed `seed`; `offset` is the index of the tensor's first element in the step's whole
-    batch (rows of other ranks or micro-batches before it, times the width), so every rank draws its
-    own part of one mask."""
-
-    p: float
-    seed: int
-    step: int
-    site: int
-    offset: int = 0
-
-    def __post_init__(self):
-        if not 0 <= self.p < 1:
-            raise ValueError(f"dropout probability must be in [0, 1), got {self.p}")
-        if min(self.seed, self.step, self.site, self.offset) < 0:
-            raise ValueError(f"dropout key fields must not be negative: {self}")
-
-    @property
-    def threshold(self) -> int:
-        """A Philox word >= this keeps its element (probability 1 - p)."""
-        return int(self.p * 2**32)
-
-    @property
-    def scale(self) -> np.float32:
-        """What a kept element is multiplied by: 1 / (1 - p) in double, rounded to float32."""
-        return np.float32(1.0 / (1.0 - self.p))
-
-    @property
-    def words(self) -> tuple[int, int, int, int]:
-        """(seed low, seed high, step, site) as the 32-bit words Philox takes."""
-        seed = self.seed % 2**64
-        return seed & 0xFFFFFFFF, seed >> 32, self.step % 2**32, self.site % 2**32
-
-
-def matmul_dims(
-    a_shape, b_shape, transpose_a: bool, transpose_b: bool, has_out: bool, accumulate: bool
-) -> tuple[int, int, int]:
-    """(M, N, K) of op(a) @ op(b), or ValueError naming the shapes (shared by every backend)."""
-    M, K = (a_shape[1], a_shape[0]) if transpose_a else a_shape
-    Kb, N = (b_shape[1], b_shape[0]) if transpose_b else b_shape
-    if K != Kb:
-        raise ValueError(
-            f"matmul shapes do not agree: op(a) is {M}x{K} (a {tuple(a_shape)}, transpose_a={transpose_a}), "
-            f"op(b) is {Kb}x{N} (b {tuple(b_shape)}, transpose_b={transpose_b})"
-        )
-    if accumulate and not has_out:
-        raise ValueError("accumulate=True needs out")
-    return M, N, K
+    def prefill(self, context: np.ndarray) -> np.ndarray: ...
+    def step(self, token: int) -> np.ndarray: ...
 
 
 @runtime_checkable
@@ -164,12 +102,31 @@ class Backend(Protocol):
     ) -> None: ...
     def sum_squares(self, x: Buffer) -> float: ...
 
-    # -- facts and statistics for the UI
+    # -- generation
+    def decoder(self, model: Any) -> Decoder | None:
+        """A KV-cache decoder for a batch-1 GPT on this backend, or None where there is none
+        (generation then runs the whole window per token)."""
+        ...
+
+    # -- facts and statistics for the trainer and the UI
     @property
     def threads(self) -> int: ...
     @property
     def device(self) -> str: ...
+    @property
+    def native_bf16(self) -> bool:
+        """bf16 GEMMs run on bf16 hardware (AVX512-BF16 or AMX)."""
+        ...
+
+    def peak_gflops(self, precision: str) -> float | None:
+        """This machine's measured peak for GEMMs of `precision` (the MFU denominator), or None."""
+        ...
+
     def kernel_stats(self) -> list[KernelStat]: ...
+    def thread_stats(self) -> list[ThreadStat]:
+        """The host threads running kernels, with their busy time (none where a device runs them)."""
+        ...
+
     def reset_stats(self) -> None: ...
 
 
@@ -180,9 +137,25 @@ def resolve_precision(requested: str, backend: str) -> str:
         return requested
     if backend != "c":
         return "fp32"
-    from . import kernels
+    from .kernels.runtime import has_native_bf16
 
-    return "bf16" if kernels.has_native_bf16() else "fp32"
+    return "bf16" if has_native_bf16() else "fp32"
+
+
+def c_library():
+    """The C library's settings and facts (kernels/runtime.py: ISA, bf16 path, threads, GEMM
+    micro-kernels and blocking) for the reports that describe this machine (`loop info`, `loop
+    analyze`). ImportError, with the reason, where the C kernels are not built or stale."""
+    from .kernels import runtime
+
+    return runtime
+
+
+def describe_opencl(device: str | None) -> str:
+    """The OpenCL platforms and devices, and which one `--device` picks and why (`loop info`)."""
+    from .opencl.device import describe_platforms
+
+    return describe_platforms(device)
 
 
 def make_backend(name: str, threads: int | None, device: str | None = None, precision: str = "fp32") -> Backend:

@@ -476,9 +476,10 @@ def cmd_info(args) -> int:
         + "): "
         + ", ".join(f"{lv.name} {lv.size // 1024} KiB x{lv.instances}" for lv in caches.levels)
     )
-    try:
-        from . import kernels
+    from .backend import c_library, describe_opencl
 
+    try:
+        kernels = c_library()
         print(
             f"C kernels: ISA {kernels.isa()} (available: {', '.join(kernels.available_isas())}), "
             f"{kernels.get_num_threads()} threads, GEMM blocking {kernels.gemm_blocking()}"
@@ -491,9 +492,7 @@ def cmd_info(args) -> int:
     except ImportError as e:
         print(f"C kernels: not available ({e})")
     try:
-        from .opencl.device import describe_platforms
-
-        print(describe_platforms(args.device))
+        print(describe_opencl(args.device))
     except Exception as e:  # noqa: BLE001 - any OpenCL failure is reported, not fatal here
         print(f"OpenCL: not available ({e})")
     return 0

@@ -10,9 +10,9 @@ from loop_tui import cli
 from loop_tui import kernels as K
 from loop_tui.config import from_dict
 from loop_tui.kernels.backend import CBackend
-from loop_tui.model.decode import Decoder, window_start
+from loop_tui.kernels.decode import Decoder
 from loop_tui.model.gpt import GPT
-from loop_tui.train.sample import generate, pick
+from loop_tui.train.sample import generate, pick, window_start
 
 from . import reference as ref
 from .corpora import train_bpe

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import DropoutKey, KernelStat, matmul_dims  # one record type and one shape check for both backends
+from ..backend_common import DropoutKey, KernelStat, ThreadStat, matmul_dims  # shared by both backends
 from ..cache import measured
 from ..ops_table import OPS
 from .device import NoOpenCL, choose
@@ -27,6 +27,7 @@ def gemm_tile(M: int, N: int) -> int:
 class OpenCLBackend:
     name = "opencl"
     precision = "fp32"
+    native_bf16 = False
 
     def __init__(self, device_name: str | None = None, autotune: bool = True):
         import pyopencl as cl
@@ -127,6 +128,15 @@ class OpenCLBackend:
 
     def kernel_stats(self) -> list[KernelStat]:
         return [KernelStat(k, v[0], v[1], v[2], v[3]) for k, v in sorted(self.stats.items())]
+
+    def thread_stats(self) -> list[ThreadStat]:
+        return []  # the device runs the kernels: no host thread of ours is busy in them
+
+    def peak_gflops(self, precision: str) -> float | None:
+        return None  # not measured for OpenCL devices: no MFU
+
+    def decoder(self, model) -> None:
+        return None  # no KV-cache kernels: generation runs the whole window per token
 
     def reset_stats(self) -> None:
         self._collect()

@@ -1,2 +1,2 @@
-"""Training: the loop (trainer.py), checkpoints (checkpoint.py), sampling (sample.py), the
-machine's measured peak for MFU (peak.py)."""
+"""Training: the loop (trainer.py), checkpoints (checkpoint.py), sampling (sample.py), MPI
+(distributed.py) and the headless reporters (console.py, tensorboard.py)."""

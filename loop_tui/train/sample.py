@@ -1,6 +1,11 @@
 """Text generation: temperature, top-k and top-p (nucleus) sampling over a model's next-token
-logits, with a KV cache on the C backend (model/decode.py) and the whole window re-run per token
-elsewhere (and for comparison: `cached=False`). Both give the same tokens for the same seed."""
+logits, with a KV cache where the backend has a decoder (the C backend's kernels/decode.py) and the
+whole window re-run per token elsewhere (and for comparison: `cached=False`). Both give the same
+tokens for the same seed.
+
+The window: a model sees at most T tokens. When the text outgrows it, the context restarts from
+the last T/2 tokens (one prefill) and decoding goes on from there: `window_start` is that rule,
+shared by both paths so they give the same tokens."""
 
 from __future__ import annotations
 
@@ -11,6 +16,12 @@ from tokenizers import Tokenizer
 
 from ..config import ConfigError
 from ..data.tokens import EOT
+
+
+def window_start(start: int, length: int, T: int) -> int:
+    """Where the context of a text of `length` tokens begins, given it began at `start`: unchanged
+    while the text fits in T tokens from there, else the last T // 2 tokens (at least 1)."""
+    return start if length - start <= T else length - max(1, T // 2)
 
 
 def check_sampling(temperature: float, top_k: int, top_p: float, tokens: int) -> None:
@@ -62,9 +73,7 @@ def generate(
     """Continue `prompt` by up to `tokens` tokens (stops early at end-of-text); returns the new
     text. on_text receives it piece by piece as it is produced (whole characters only); on_note
     gets the one-line note when the prompt is longer than the model's window. cached: use the KV
-    cache (default: wherever the backend is the C one)."""
-    from ..model.decode import Decoder, window_start
-
+    cache (default: wherever the backend has a decoder)."""
     rng = rng or np.random.default_rng()
     eot = tokenizer.token_to_id(EOT)
     text = tokenizer.encode(prompt).ids if prompt else [eot]
@@ -73,11 +82,9 @@ def generate(
     start = max(0, len(text) - T)
     if start and on_note:
         on_note(f"the prompt has {len(text)} tokens, more than the model's window of {T}: keeping the last {T}")
-    if cached is None:
-        from ..kernels.backend import CBackend
-
-        cached = isinstance(model.ops, CBackend)
-    decoder = Decoder(model) if cached else None
+    decoder = model.ops.decoder(model) if cached is not False else None
+    if cached and decoder is None:
+        raise ValueError(f"the {model.ops.name} backend has no KV-cache decoder: generate with cached=False")
 
     def logits_from(first: int) -> np.ndarray:
         window = np.asarray(text[first:], np.int32)

@@ -31,7 +31,6 @@ from ..model.gpt import GPT
 from ..model.layout import parameter_count, training_flops_per_token
 from . import checkpoint
 from .distributed import World, connect
-from .peak import peak_gflops
 from .sample import generate
 
 if TYPE_CHECKING:
@@ -267,15 +266,12 @@ class Trainer:
         self._check_memory()
         self.precision = resolve_precision(cfg.precision, cfg.backend)
         self.backend = make_backend(cfg.backend, self.threads, self.device_name, self.precision)
-        if self.precision == "bf16":
-            from .. import kernels
-
-            if not kernels.has_native_bf16():
-                self.emit(
-                    "warning",
-                    message=f"bf16 on this CPU runs the portable path (no AVX512-BF16 or AMX with "
-                    f"ISA {kernels.isa()}): inputs rounded to bf16 on fp32 FMAs, slower than fp32",
-                )
+        if self.precision == "bf16" and not self.backend.native_bf16:
+            self.emit(
+                "warning",
+                message=f"bf16 on this CPU runs the portable path (no AVX512-BF16 or AMX: "
+                f"{self.backend.device}): inputs rounded to bf16 on fp32 FMAs, slower than fp32",
+            )
         self.model = GPT(cfg, self.backend)
         self.sampler_model = GPT(cfg, self.backend, batch_size=1, params=self.model.params)
         self.m = self.backend.zeros(self.model.params.size)
@@ -305,7 +301,8 @@ class Trainer:
             self.emit("info", message=f"resumed from {ckpt or 'the checkpoint'} at step {self.step}")
         self.flops_per_step = training_flops_per_token(cfg) * cfg.tokens_per_step * world.size
         # MFU is against the peak of the precision the GEMMs run in (summed over the ranks)
-        peaks = {p: world.sum([peak_gflops(p)])[0] for p in ("fp32", self.precision)} if cfg.backend == "c" else {}
+        own = {p: self.backend.peak_gflops(p) for p in ("fp32", self.precision)}  # None: not measured
+        peaks = {p: world.sum([v])[0] for p, v in own.items() if v is not None}
         self.peak = peaks[self.precision] * 1e9 if peaks else None
         self.emit(
             "info",

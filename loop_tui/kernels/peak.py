@@ -7,8 +7,8 @@ bf16 path and thread count."""
 
 from __future__ import annotations
 
-from .. import kernels
 from ..cache import measured
+from . import runtime
 
 
 def _cpu_model() -> str:
@@ -22,8 +22,8 @@ def _cpu_model() -> str:
 
 
 def peak_gflops(precision: str = "fp32") -> float:
-    if precision == "bf16" and kernels.bf16_path() == "portable":
+    if precision == "bf16" and runtime.bf16_path() == "portable":
         precision = "fp32"  # the portable bf16 path multiplies on the same FMA loop
-    kernel = kernels.gemm_kernel_name(precision)
-    key = f"{_cpu_model()}|{kernels.isa()}|{precision}|{kernel}|{kernels.get_num_threads()}"
-    return float(measured("peak.json", key, lambda: kernels.measure_peak_gflops(0.3, precision)))
+    kernel = runtime.gemm_kernel_name(precision)
+    key = f"{_cpu_model()}|{runtime.isa()}|{precision}|{kernel}|{runtime.get_num_threads()}"
+    return float(measured("peak.json", key, lambda: runtime.measure_peak_gflops(0.3, precision)))
