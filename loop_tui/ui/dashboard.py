@@ -4,7 +4,6 @@ samples and events; four panels in a 2×2 grid, or one at a time on a small term
 from __future__ import annotations
 
 import math
-import os
 import sys
 from typing import Any
 
@@ -48,35 +47,6 @@ TICK_S = 1.0  # text (step, loss, speed, status) refresh
 HEAVY_EVERY = 3  # plot, kernel table, CPU bars: every 3rd tick (3 s)
 COMPACT_BELOW = (120, 36)  # terminal (columns, rows) under which panels are shown one at a time
 PANELS = (("speed-box", "speed"), ("cpu-box", "CPU"), ("cache-box", "caches"), ("log-box", "output"))
-
-
-UI_NICE = int(os.environ.get("LOOP_UI_NICE", "19"))  # the UI thread's nice value while training runs
-
-
-def yield_cores_to_training() -> int | None:
-    """Lower this thread's CPU priority (Linux: nice is per thread). Training keeps every core busy
-    and its OpenMP threads wait for each other at barriers, so each millisecond the UI takes from
-    one of them costs the whole step a millisecond (measured: ~7% of tokens/s at normal priority).
-    At nice 19 the UI draws in the gaps instead. Its previous nice value, or None if not changed."""
-    import threading
-
-    tid = threading.get_native_id()
-    try:
-        before = os.getpriority(os.PRIO_PROCESS, tid)
-        os.setpriority(os.PRIO_PROCESS, tid, UI_NICE)
-    except (OSError, AttributeError):
-        return None
-    return before
-
-
-def restore_nice(value: int) -> None:
-    """Back to `value` (allowed for root; an unprivileged process keeps 19 until it exits)."""
-    import threading
-
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), value)
-    except OSError:
-        pass
 
 
 def world_line(size: int, rank_tokens_per_s: list[float], allreduce_s: float) -> str:
@@ -128,7 +98,6 @@ class DashboardScreen(Screen):
         self.recorded_kernels = kernel_stats or []
         self.shown_sample: str | None = None
         self.drawing = True  # False: the timer leaves the screen as it is (benchmarks/dashboard_overhead.py)
-        self.ui_nice: int | None = None  # this (UI) thread's nice value before yield_cores_to_training
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -217,22 +186,18 @@ class DashboardScreen(Screen):
         self.show_panel(0)
         if self.runner:
             self.runner.listeners.append(self.post_training_event)
-            self.runner.start()
-            from .. import kernels
-
-            self.sampler = CpuSampler(kernels.thread_stats)
+            self.runner.start()  # and this (UI) thread yields the cores to it
+            self.sampler = CpuSampler(self.runner.thread_stats)
         self.refresh_view()
         if self.live:
             # the training thread needs the GIL for a moment between kernel calls: hand it over
             # after 1 ms of UI work instead of Python's default 5 ms
             sys.setswitchinterval(0.001)
             self.set_interval(TICK_S, self.tick)
-            if self.runner:  # after the training thread started: threads inherit their creator's nice
-                self.ui_nice = yield_cores_to_training()
 
     def on_unmount(self) -> None:
-        if self.ui_nice is not None:
-            restore_nice(self.ui_nice)
+        if self.runner:
+            self.runner.restore_caller_priority()
 
     def tick(self) -> None:
         # an exception escaping a timer callback would kill the app: report it instead

@@ -48,7 +48,7 @@ class CpuSampler:
     """Measures per-core user/system/steal and per-kernel-thread busy vs OS CPU between calls."""
 
     def __init__(self, thread_stats):
-        self.thread_stats = thread_stats  # callable -> list of loop_tui.kernels.ThreadStat
+        self.thread_stats = thread_stats  # callable -> list of loop_tui.backend.ThreadStat (a Backend.thread_stats)
         self.proc = psutil.Process(os.getpid())
         self.last_cores = psutil.cpu_times(percpu=True)
         self.last_time = time.monotonic()
