@@ -238,6 +238,22 @@ def test_embedding_crossentropy_adamw_norm(be):
     assert be.sum_squares(dev(be, x)) == pytest.approx(float((x.astype(np.float64) ** 2).sum()), rel=1e-5)
 
 
+def test_what_each_backend_tells_the_layers_above(be):
+    """Threads, capabilities and the decoder come from the backend: the C backend has kernel
+    threads, a measured peak and a KV-cache decoder; the OpenCL device has none of them (no host
+    thread runs its kernels, no peak is measured for it, generation re-runs the window)."""
+    from loop_tui.kernels.decode import Decoder
+    from loop_tui.model.gpt import GPT
+
+    cfg = load_config("smoke")
+    c = CBackend()
+    c.matmul(rand(64, 64), rand(64, 64))
+    assert len(c.thread_stats()) == c.threads and (c.peak_gflops("fp32") or 0) > 0
+    assert isinstance(c.decoder(GPT(cfg, c, batch_size=1)), Decoder)
+    assert be.thread_stats() == [] and be.peak_gflops("fp32") is None and not be.native_bf16
+    assert be.decoder(GPT(cfg, be, batch_size=1)) is None
+
+
 def test_twenty_smoke_steps_match_the_c_backend(tmp_path):
     from loop_tui.train.trainer import Trainer
 

@@ -224,6 +224,32 @@ async def test_resize_never_crashes(tmp_path):
         await wait_for(lambda: not runner.running, pilot)
 
 
+def test_the_runner_lowers_the_starting_threads_priority_not_trainings(tmp_path):
+    """The thread that starts a run (the UI's) drops to UI_NICE; the training thread, started
+    before that, keeps the priority it had. Run on a thread of its own: an unprivileged process
+    cannot raise its nice again."""
+    import threading
+
+    from loop_tui.ui.runner import UI_NICE
+
+    runner = TrainingRunner(quick_smoke(max_steps=100000), tmp_path / "run")
+    seen: dict[str, int] = {}
+
+    def ui() -> None:
+        me = threading.get_native_id()
+        seen["before"] = os.getpriority(os.PRIO_PROCESS, me)
+        runner.start()
+        seen["ui"] = os.getpriority(os.PRIO_PROCESS, me)
+        seen["training"] = os.getpriority(os.PRIO_PROCESS, runner.thread.native_id)
+        runner.request("quit")
+
+    starter = threading.Thread(target=ui)
+    starter.start()
+    starter.join()
+    runner.thread.join()
+    assert seen["ui"] == max(UI_NICE, seen["before"]) and seen["training"] == seen["before"]
+
+
 # ---------------------------------------------------------------- snapshots (no live timers)
 def recorded_state() -> RunState:
     s = RunState(
