@@ -1,6 +1,7 @@
-"""The package's import graph: no cycles between modules, and the layering the code relies on
-(the OpenCL backend and the backend interface load without the C extension; the UI never
-imports the CLI)."""
+"""The package's import graph, every import statement read (lazy ones inside functions too): no
+cycles between modules, no module importing a layer above its own, the backends reached only
+through loop_tui.backend; and what that layering buys: the backend interface, the OpenCL backend
+and the trainer on OpenCL load and run without the C extension; the UI never imports the CLI."""
 
 from __future__ import annotations
 
@@ -77,7 +78,6 @@ LAYERS = (
     ("loop_tui.ui",),
     ("loop_tui.cli", "loop_tui.__main__"),
 )
-BACKENDS = LAYERS[1]
 
 
 def layer(module: str) -> int:
