@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml setup.py | system-deps
 	-$(PIP) install -q -e ".[mpi]" 2>/dev/null || echo "mpi4py/mpich unavailable: the MPI tests will skip"
 	@# --report-to tensorboard (tensorboardX writes, tensorboard reads); optional: its tests skip without it
 	-$(PIP) install -q -e ".[tensorboard]" 2>/dev/null || echo "tensorboardX/tensorboard unavailable: the TensorBoard tests will skip"
+	@# Parquet input; optional: its tests skip without it
+	-$(PIP) install -q -e ".[parquet]" 2>/dev/null || echo "pyarrow unavailable: Parquet input and its tests are off"
 	@# the PyTorch yardstick for `make bench` (the CPU wheel); optional, never needed by tests
 	-$(PIP) install -q "torch==2.13.0" 2>/dev/null || echo "torch unavailable: bench runs without the PyTorch yardstick"
 	touch $(STAMP)

@@ -56,6 +56,12 @@ def cmd_analyze(args) -> int:
 
 
 # ---------------------------------------------------------------- train
+TEXT_FIELD_HELP = (
+    "the field of JSONL records (column of Parquet files) that holds the text (default: text); records "
+    "without it are counted and skipped"
+)
+
+
 def build_config(args):
     from .config import load_config, with_overrides
 
@@ -73,6 +79,8 @@ def build_config(args):
         changes["precision"] = args.precision
     if args.report_to is not None:
         changes["report_to"] = None if args.report_to == "none" else args.report_to
+    if args.text_field is not None:
+        changes["text_field"] = args.text_field
     return cfg.replace(**changes) if changes else cfg
 
 
@@ -377,7 +385,7 @@ def cmd_eval(args) -> int:
     T = cfg.max_length if args.context is None else args.context
     if not 1 <= T <= cfg.positions:
         raise ConfigError(f"--context must be in [1, {cfg.positions}] (the model's positions), got {T}")
-    corpus = load_corpus(args.data)
+    corpus = load_corpus(args.data, args.text_field)
     backend = make_backend("c", args.threads, None, src.precision)
 
     def factory(batch: int, seq: int):
@@ -543,7 +551,13 @@ def build_parser() -> argparse.ArgumentParser:
         "own documentation. Ctrl-C or SIGTERM finishes the step, saves and exits 0.",
     )
     t.add_argument("config", help="config file or shipped config name")
-    t.add_argument("--data", metavar="DIR", help="folder of text files (recursive); default: built-in corpus")
+    t.add_argument(
+        "--data",
+        metavar="DIR|FILE",
+        help="folder of text files (recursive) or one file; .jsonl, .jsonl.gz and .parquet files give one "
+        "document per record; default: built-in corpus",
+    )
+    t.add_argument("--text-field", metavar="NAME", help=TEXT_FIELD_HELP)
     t.add_argument("--steps", type=int, metavar="N", help="train N steps (default: the config's max_steps)")
     t.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/<config>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
@@ -646,7 +660,10 @@ def build_parser() -> argparse.ArgumentParser:
         "cross-entropy over every predicted token, perplexity exp(loss), bits per byte loss/ln2 * tokens/bytes.",
     )
     e.add_argument("model", metavar="RUN_DIR|HF_DIR")
-    e.add_argument("--data", required=True, metavar="DIR", help="folder of text files (e.g. held-out articles)")
+    e.add_argument(
+        "--data", required=True, metavar="DIR|FILE", help="folder of text files (e.g. held-out articles) or one file"
+    )
+    e.add_argument("--text-field", metavar="NAME", default="text", help=TEXT_FIELD_HELP)
     e.add_argument("--step", type=int, metavar="N", help="a run's checkpoint of step N (default: the newest)")
     e.add_argument("--context", type=int, metavar="T", help="window length T (default: the model's max_length)")
     e.add_argument("--threads", type=int, metavar="N", help="kernel threads (default: all cores)")

@@ -61,6 +61,7 @@ class Config:
     val_fraction: float = 0.05  # share of the documents (files) held out for validation
     seed: int = 1337  # weights and batch order; the same seed gives the same run, bit for bit
     data: str | None = None  # folder of text files; None: Python's own documentation
+    text_field: str = "text"  # the field (Parquet: column) of JSONL/Parquet records that holds the text
     backend: str = "c"  # "c" (the C kernels) or "opencl"
     threads: int | None = None  # kernel threads; None: all usable cores
     # GEMM inputs: "fp32"; "bf16" (rounded to bf16, summed in fp32; weights, gradients, optimizer and
@@ -196,6 +197,8 @@ def from_dict(raw, source: str) -> Config:
         raise fail("precision", "bf16 runs on the c backend only (the OpenCL kernels are fp32)")
     if raw.get("n_positions") is not None and raw["n_positions"] < raw["max_length"]:
         raise fail("n_positions", f"must be at least max_length ({raw['max_length']}), got {raw['n_positions']}")
+    if "text_field" in raw and not raw["text_field"]:
+        raise fail("text_field", "must not be empty")
     if raw.get("threads") is not None and raw["threads"] <= 0:
         raise fail("threads", f"must be positive or null, got {raw['threads']}")
     return Config(**raw)

@@ -1,9 +1,10 @@
 """`loop eval`: how well a model predicts a folder of text, defined so anyone can reproduce it.
 
-Each file is tokenized on its own (no end-of-text added) and cut into consecutive,
-non-overlapping windows of T + 1 tokens (the last one shorter, kept if it has 2 tokens or more);
-a window's first n - 1 tokens are the inputs and its last n - 1 the targets. loss is the mean
-cross-entropy (nats) over every predicted token of every file; perplexity = exp(loss);
+Each file (each record of a JSONL or Parquet file) is tokenized on its own (no end-of-text
+added) and cut into consecutive, non-overlapping windows of T + 1 tokens (the last one shorter,
+kept if it has 2 tokens or more); a window's first n - 1 tokens are the inputs and its last
+n - 1 the targets. loss is the mean cross-entropy (nats) over every predicted token of every
+file; perplexity = exp(loss);
 bits_per_byte = loss / ln 2 * tokens / bytes, with tokens all the files' tokens and bytes their
 UTF-8 size, so models with different tokenizers compare on the same text.
 
@@ -99,21 +100,22 @@ def evaluate(
             predicted += len(w) - 1
 
     for doc in corpus.docs:
-        ids = np.zeros(0, np.int32)  # the document's tokens not yet in a window
-        for piece in seamless_pieces(corpus.pieces(doc, ENCODE_PIECE_BYTES), ENCODE_PIECE_BYTES):
-            new = np.asarray(encode([piece])[0].ids, np.int32)
-            tokens += len(new)
-            ids = np.concatenate([ids, new])
-            whole = len(ids) // (T + 1) * (T + 1)  # full windows now; the rest waits for the next piece
-            pending += windows(ids[:whole], T)
-            ids = ids[whole:]
-            while len(pending) >= batch:
-                score(pending[:batch])
-                pending = pending[batch:]
-            done_bytes += len(piece.encode())
-            if progress:
-                progress(done_bytes, corpus.bytes, time.monotonic() - t0)
-        pending += windows(ids, T)
+        for document in corpus.documents(doc, ENCODE_PIECE_BYTES):  # a text file, or a JSONL/Parquet record
+            ids = np.zeros(0, np.int32)  # the document's tokens not yet in a window
+            for piece in seamless_pieces(document, ENCODE_PIECE_BYTES):
+                new = np.asarray(encode([piece])[0].ids, np.int32)
+                tokens += len(new)
+                ids = np.concatenate([ids, new])
+                whole = len(ids) // (T + 1) * (T + 1)  # full windows now; the rest waits for the next piece
+                pending += windows(ids[:whole], T)
+                ids = ids[whole:]
+                while len(pending) >= batch:
+                    score(pending[:batch])
+                    pending = pending[batch:]
+                done_bytes += len(piece.encode())
+                if progress:
+                    progress(done_bytes, corpus.bytes, time.monotonic() - t0)
+            pending += windows(ids, T)
         nbytes += doc.size
     if pending:
         score(pending)

@@ -287,7 +287,7 @@ def test_encoding_a_long_file_in_pieces_matches_whole_file_encoding(tmp_path, mo
     monkeypatch.setattr(tokens_mod, "ENCODE_BATCH_BYTES", 10_000)  # many batches
     monkeypatch.setattr(tokens_mod, "ENCODE_PIECE_BYTES", 4096)  # many pieces per document
     assert len(list(c.pieces(c.docs[0], 4096))) > 10
-    tokens_mod.encode_to_file(tok, c, [0, 1], tmp_path / "ids.bin", np.uint16)
+    tokens_mod.encode_to_file(tok, c, [(0, 0.0, 1.0), (1, 0.0, 1.0)], tmp_path / "ids.bin", np.uint16)
     got = np.fromfile(tmp_path / "ids.bin", np.uint16)
     eot = tok.token_to_id(tokens_mod.EOT)
     want = np.concatenate([np.r_[tok.encode(d.path.read_text()).ids, eot] for d in c.docs]).astype(np.uint16)

@@ -3,10 +3,10 @@ use every core, and its memory goes back to the OS when it ends.
 
     python -m loop_tui.data.bpe_worker SPEC.json
 
-SPEC holds the documents (file paths, or texts for the built-in corpus) and the job: "train" a
-byte-level BPE of `vocab_size` ids into `out`, or "encode" documents `indices` with the
-tokenizer file `tokenizer` into the ids file `out` (`dtype`). Progress goes to stdout, one line
-per piece done: the bytes of text processed so far."""
+SPEC holds the documents (file paths, or texts for the built-in corpus), the records' text field
+and the job: "train" a byte-level BPE of `vocab_size` ids into `out`, or "encode" the documents
+of `parts` (tokens.Part: [doc index, lo, hi]) with the tokenizer file `tokenizer` into the ids file
+`out` (`dtype`). Progress goes to stdout, one line per piece done: the bytes of text processed so far."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def encode(corpus, spec: dict) -> None:
     encode_to_file(
         tok,
         corpus,
-        spec["indices"],
+        [tuple(part) for part in spec["parts"]],
         Path(spec["out"]),
         spec["dtype"],
         progress=lambda phase, done, total: report(done),
@@ -73,10 +73,17 @@ def main(spec_path: str) -> None:
 
     spec = orjson.loads(Path(spec_path).read_bytes())
     docs = [
-        Doc(d["name"], d["size"], path=path_from_json(d["path"]) if d.get("path") else None, text=d.get("text"))
+        Doc(
+            d["name"],
+            d["size"],
+            path=path_from_json(d["path"]) if d.get("path") else None,
+            text=d.get("text"),
+            kind=d["kind"],
+            records=d["records"],
+        )
         for d in spec["docs"]
     ]
-    corpus = Corpus(spec["name"], docs, digest="")
+    corpus = Corpus(spec["name"], docs, digest="", text_field=spec["text_field"])
     try:
         {"train": train, "encode": encode}[spec["job"]](corpus, spec)
     except OSError as e:  # the parent turns this exit code and line into a StorageError

@@ -1,8 +1,9 @@
 """Byte-level BPE (HuggingFace tokenizers) trained on the corpus, and the corpus as token ids.
 
 Both are cached under the cache folder ($LOOP_CACHE_DIR, default ~/.cache/loop_tui) by corpus
-digest and vocabulary size. Documents are split into train and validation by file (about
-val_fraction of them, at least one) so the validation loss is measured on unseen documents.
+digest and vocabulary size. Documents are split into train and validation (about val_fraction
+of them; text files by file, at least one; JSONL/Parquet records by record) so the validation
+loss is measured on unseen documents.
 Ids are stored as uint16 memmaps (uint32 when the vocabulary exceeds 65535).
 
 Memory stays bounded whatever the corpus size: the tokenizer trains in a child process on
@@ -25,7 +26,7 @@ from tokenizers import Tokenizer
 
 from ..cache import atomic_write_bytes, cache_dir, remove_stale, work_folder
 from ..errors import EXIT_ABORTED, EXIT_OS, LoopError, StorageError
-from .corpus import Corpus, DataError
+from .corpus import Corpus, DataError, Part
 
 EOT = "<|endoftext|>"
 ENCODE_BATCH_BYTES = 1 << 20  # text per encode_batch call
@@ -67,10 +68,17 @@ def _run_worker(
 
     spec = work / "spec.json"
     docs = [
-        {"name": d.name, "size": d.size, "path": path_to_json(d.path) if d.path else None, "text": d.text}
+        {
+            "name": d.name,
+            "size": d.size,
+            "path": path_to_json(d.path) if d.path else None,
+            "text": d.text,
+            "kind": d.kind,
+            "records": d.records,
+        }
         for d in corpus.docs
     ]
-    spec.write_bytes(orjson.dumps({"name": corpus.name, "docs": docs, **job}))
+    spec.write_bytes(orjson.dumps({"name": corpus.name, "docs": docs, "text_field": corpus.text_field, **job}))
     threads = os.environ.get("LOOP_DATA_THREADS") or str(cpu_count())
     child = subprocess.Popen(
         [sys.executable, "-m", "loop_tui.data.bpe_worker", str(spec)],
@@ -132,7 +140,7 @@ def train_tokenizer(
 def encode_in_worker(
     tokenizer_file: Path,
     corpus: Corpus,
-    indices: list[int],
+    parts: list[Part],
     path: Path,
     dtype,
     progress: Progress = _no_progress,
@@ -147,12 +155,12 @@ def encode_in_worker(
         job = {
             "job": "encode",
             "tokenizer": str(tokenizer_file),
-            "indices": indices,
+            "parts": parts,
             "out": str(out),
             "dtype": np.dtype(dtype).name,
             "phase": phase,
         }
-        _run_worker(corpus, job, Path(work), phase, sum(corpus.docs[i].size for i in indices), progress, should_stop)
+        _run_worker(corpus, job, Path(work), phase, parts_bytes(corpus, parts), progress, should_stop)
         os.replace(out, path)
 
 
@@ -167,15 +175,28 @@ def get_tokenizer(
     return tok, path
 
 
-def split_docs(corpus: Corpus, val_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
-    """Indices of train and validation documents (by file, seeded, at least one each when possible)."""
-    n = len(corpus.docs)
-    if n == 1:
-        return [0], []
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(n * val_fraction))
-    return sorted(order[n_val:]), sorted(order[:n_val])
+def split_docs(corpus: Corpus, val_fraction: float, seed: int = 0) -> tuple[list[Part], list[Part]]:
+    """Train and validation parts. Text files are split by file (seeded, at least one each when
+    there are two); every record file gives about val_fraction of its records to validation, chosen
+    by record_share. A lone text file is all train (prepare holds out its tail instead)."""
+    files = [i for i, d in enumerate(corpus.docs) if d.kind == "text"]
+    record_files = [i for i, d in enumerate(corpus.docs) if d.kind != "text"]
+    train: list[Part] = [(i, val_fraction, 1.0) for i in record_files]
+    val: list[Part] = [(i, 0.0, val_fraction) for i in record_files]
+    if len(files) == 1:
+        train.append((files[0], 0.0, 1.0))
+    elif files:
+        order = list(files)
+        random.Random(seed).shuffle(order)
+        n_val = max(1, round(len(files) * val_fraction))
+        train += [(i, 0.0, 1.0) for i in order[n_val:]]
+        val += [(i, 0.0, 1.0) for i in order[:n_val]]
+    return sorted(train), sorted(val)
+
+
+def parts_bytes(corpus: Corpus, parts: list[Part]) -> int:
+    """Bytes of text in the parts (a record file's share estimated from its size)."""
+    return sum(int(corpus.docs[i].size * (hi - lo)) for i, lo, hi in parts)
 
 
 @dataclass
@@ -191,17 +212,17 @@ class TokenData:
 def encode_to_file(
     tok: Tokenizer,
     corpus: Corpus,
-    indices: list[int],
+    parts: list[Part],
     path: Path,
     dtype,
     progress: Progress = _no_progress,
     should_stop: Callable[[], bool] = _never,
     phase: str = "encoding",
 ) -> None:
-    """Token ids of the documents (each followed by EOT) into `path`, in ~1 MiB batches; the
-    file appears only when complete."""
+    """Token ids of the documents in `parts` (each followed by EOT) into `path`, in ~1 MiB
+    batches; the file appears only when complete."""
     eot = np.array([tok.token_to_id(EOT)], dtype)
-    total = sum(corpus.docs[i].size for i in indices)
+    total = parts_bytes(corpus, parts)
     done = 0
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -228,20 +249,13 @@ def encode_to_file(
                         f"stopped while {phase}; nothing was trained (the token cache keeps only complete entries)"
                     )
 
-            for i in indices:
-                doc = corpus.docs[i]
-                pieces = corpus.pieces(doc, ENCODE_PIECE_BYTES)
-                piece = next(pieces, "")
-                while True:
-                    following = next(pieces, None)
+            for i, lo, hi in parts:
+                for piece, end in corpus.texts(corpus.docs[i], ENCODE_PIECE_BYTES, lo, hi):
                     batch.append(piece)
-                    ends.append(following is None)
+                    ends.append(end)
                     size += len(piece.encode())
                     if size >= ENCODE_BATCH_BYTES:
                         flush()
-                    if following is None:
-                        break
-                    piece = following
             if batch:
                 flush()
             f.flush()
@@ -249,6 +263,16 @@ def encode_to_file(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def split_note(corpus: Corpus, val_parts: list[Part], val_fraction: float) -> str:
+    files = sum(d.kind == "text" for d in corpus.docs)
+    records = sum(d.records for d in corpus.docs)
+    held_files = sum(corpus.docs[i].kind == "text" for i, _, _ in val_parts)
+    said = [f"{held_files} of {files} documents"] if files else []
+    if records:
+        said.append(f"about {val_fraction:.0%} of {records:,} records")
+    return " and ".join(said)
 
 
 def _cached_ids(path: Path, make: Callable[[Path], None], dtype) -> np.ndarray:
@@ -279,17 +303,17 @@ def prepare(
         tok, tok_path = get_tokenizer(corpus, vocab_size, progress, should_stop)
         tok_key = ""
     dtype = np.uint16 if vocab_size <= 65535 else np.uint32
-    train_idx, val_idx = split_docs(corpus, val_fraction)
+    train_parts, val_parts = split_docs(corpus, val_fraction)
     key = f"{corpus.digest}-{vocab_size}-{val_fraction}{tok_key}"
     d = cache_dir()
 
-    def encoder(indices: list[int], phase: str):
-        return lambda path: encode_in_worker(tok_path, corpus, indices, path, dtype, progress, should_stop, phase)
+    def encoder(parts: list[Part], phase: str):
+        return lambda path: encode_in_worker(tok_path, corpus, parts, path, dtype, progress, should_stop, phase)
 
-    train = _cached_ids(d / f"tokens-{key}-train.bin", encoder(train_idx, "encoding training text"), dtype)
-    if val_idx:
-        val = _cached_ids(d / f"tokens-{key}-val.bin", encoder(val_idx, "encoding validation text"), dtype)
-        note = f"validation: {len(val_idx)} of {len(corpus.docs)} documents"
+    train = _cached_ids(d / f"tokens-{key}-train.bin", encoder(train_parts, "encoding training text"), dtype)
+    if val_parts:
+        val = _cached_ids(d / f"tokens-{key}-val.bin", encoder(val_parts, "encoding validation text"), dtype)
+        note = "validation: " + split_note(corpus, val_parts, val_fraction)
     else:  # a single document: hold out its last tokens instead
         cut = int(len(train) * (1 - val_fraction))
         train, val = train[:cut], train[cut:]

@@ -38,10 +38,9 @@ if TYPE_CHECKING:
 
 MODEL_FIELDS = ("d_model", "num_heads", "num_layers", "d_ff", "max_length", "vocab_size", "n_positions")
 # settings a resumed run may change; each change is printed and appended to config_history.jsonl
+FIXED_FIELDS = ("name", "description", "data", "text_field", "backend", "threads", "seed", "init_from")
 TRAINING_FIELDS = tuple(  # the rest of Config but names, paths and seed (which cannot change a resumed run)
-    f.name
-    for f in fields(Config)
-    if f.name not in MODEL_FIELDS + ("name", "description", "data", "backend", "threads", "seed", "init_from")
+    f.name for f in fields(Config) if f.name not in MODEL_FIELDS + FIXED_FIELDS
 )
 MEMORY_HEADROOM = 0.9  # refuse a run whose arenas need more than this share of the available RAM
 WARMUP_STEPS_EXCLUDED = 2  # first steps after (re)start: page faults, thread pool start, caches
@@ -95,6 +94,7 @@ class Trainer:
         self.stop_event = threading.Event()  # a quit request: also stops data preparation
         self._progress_at = (0.0, "")
         self.data_path = data if data is not None else cfg.data
+        self.text_field = cfg.text_field
         self.threads = threads or cfg.threads
         self.on_event = on_event or (lambda kind, payload: None)
         self.requests: queue.Queue[str] = queue.Queue()
@@ -221,11 +221,12 @@ class Trainer:
                 if saved.get(f) != getattr(cfg, f):
                     raise ConfigError(f"{ckpt}: checkpoint has {f}={saved.get(f)}, config has {getattr(cfg, f)}")
             self._check_world(state)
-            if self.data_path is None:
+            if self.data_path is None:  # the run's own data, read as it was
                 self.data_path = state.get("data")
+                self.text_field = saved.get("text_field", self.text_field)
             if world.is_root:
                 self._settings_changed(saved, state["step"])
-        corpus = load_corpus(self.data_path)
+        corpus = load_corpus(self.data_path, self.text_field)
         self.emit("info", message=corpus.summary())
         if self.data_path is None:
             self.emit("info", message="no --data given: training on Python's built-in documentation (pydoc topics)")
