@@ -356,9 +356,18 @@ def cmd_export(args) -> int:
     from .sources import load_model
 
     src = load_model(args.run_dir, args.step, warn=_warn)
+    out = Path(args.out_dir)
+    if (args.format or ("gguf" if out.suffix.lower() == ".gguf" else "hf")) == "gguf":
+        from .gguf_export import export_gguf
+
+        for note in export_gguf(src.cfg, src.params, src.tokenizer_path, out, args.type):
+            print(f"loop: note: {note}", file=sys.stderr)
+        manifest = out.parent / "Modelfile"
+        print(f"exported {src.label} to {out} (GGUF, gpt2, {args.type.upper()}) and the ollama {manifest}")
+        print(f"  llama-cli -m {out} -p 'Hello'    ollama create {src.cfg.name or 'loop-model'} -f {manifest}")
+        return 0
     if hf.is_hf_folder(Path(args.run_dir)):
         raise hf.InteropError(f"{args.run_dir}: is already a HuggingFace folder; export takes a run folder")
-    out = Path(args.out_dir)
     hf.export_params(src.cfg, src.params, src.tokenizer_path, out)
     print(f"exported {src.label} to {out} (transformers GPT2LMHeadModel, safetensors, tokenizer)")
     print(
@@ -641,13 +650,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser(
         "export",
-        help="write a run as a HuggingFace transformers GPT-2 folder",
+        help="write a run as a HuggingFace transformers GPT-2 folder, or a GGUF file for llama.cpp",
         description="Write RUN_DIR's newest intact checkpoint (or --step N's) to OUT_DIR as a folder that "
         "transformers loads with no custom code: config.json, model.safetensors, generation_config.json and the "
-        "tokenizer (tokenizer.json, tokenizer_config.json, special_tokens_map.json). No pickle.",
+        "tokenizer (tokenizer.json, tokenizer_config.json, special_tokens_map.json). No pickle. With --format gguf "
+        "(the default for a name ending in .gguf): one GGUF file that llama.cpp, ollama and LM Studio load "
+        "(architecture gpt2, the run's own BPE), and an ollama Modelfile beside it.",
     )
     x.add_argument("run_dir", metavar="RUN_DIR")
-    x.add_argument("out_dir", metavar="OUT_DIR", help="a new (or empty) folder")
+    x.add_argument("out_dir", metavar="OUT", help="a new (or empty) folder; for gguf, a new file OUT.gguf")
+    x.add_argument(
+        "--format", choices=("hf", "gguf"), help="hf (a transformers folder) or gguf (default: by OUT's suffix)"
+    )
+    x.add_argument(
+        "--type",
+        choices=("f32", "f16", "bf16", "q8_0"),
+        default="f16",
+        help="gguf: type of the weight matrices (default f16; q8_0 is 8-bit, about half of f16's size); "
+        "biases, LayerNorm and positions stay f32",
+    )
     x.add_argument("--step", type=int, metavar="N", help="export the checkpoint of step N (default: the newest)")
     x.set_defaults(func=cmd_export)
 
