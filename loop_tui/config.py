@@ -58,7 +58,7 @@ class Config:
     log_every: int = 10  # steps between metrics.jsonl lines (and headless progress lines)
     checkpoint_every: int = 200  # steps between checkpoints (one is also saved at the end and on Ctrl-C)
     keep_checkpoints: int = 3  # newest checkpoints kept; older ones are deleted
-    val_fraction: float = 0.05  # share of the documents (files) held out for validation
+    val_fraction: float = 0.05  # share of the documents (files; records of JSONL/Parquet) held out for validation
     seed: int = 1337  # weights and batch order; the same seed gives the same run, bit for bit
     data: str | None = None  # folder of text files; None: Python's own documentation
     text_field: str = "text"  # the field (Parquet: column) of JSONL/Parquet records that holds the text

@@ -174,3 +174,17 @@ def test_parquet_without_pyarrow_says_how_to_install_it(tmp_path, monkeypatch, c
     assert code != 0
     lines = [x for x in err.splitlines() if x.startswith("loop: error:")]
     assert len(lines) == 1 and "pip install" in lines[0] and "pyarrow" in lines[0], err
+
+
+def test_resume_without_data_reads_the_runs_field_again(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOOP_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(2)
+    f = write_jsonl(tmp_path / "d.jsonl", [{"body": sentence(rng, 60)} for _ in range(60)])
+    run = tmp_path / "run"
+    first = ["train", "smoke", "--no-tui", "--steps", "2", "--out", str(run), "--data", str(f), "--text-field", "body"]
+    assert cli.main(first) == 0
+    assert orjson.loads((run / "config.json").read_bytes())["text_field"] == "body"
+    capsys.readouterr()
+    # no --data, no --text-field: the run's own data, read by its own field (not 'text', which it lacks)
+    assert cli.main(["train", "smoke", "--no-tui", "--steps", "1", "--out", str(run), "--resume"]) == 0
+    assert "done: step 3" in capsys.readouterr().out
