@@ -194,3 +194,26 @@ def test_llama_cpp_greedy_tokens_are_loop_generates(exported, tmp_path, capsys, 
         assert tok.decode(got) == want
     else:
         assert got[:compared] == tok.encode(want).ids[:compared]
+
+
+def test_eval_scores_each_record_as_its_own_document(exported, tmp_path):
+    from loop_tui.backend import make_backend
+    from loop_tui.data.corpus import load_corpus
+    from loop_tui.evaluate import evaluate
+    from loop_tui.model.gpt import GPT
+
+    src = load_run(exported / "runs" / "mine")
+    tok = Tokenizer.from_file(str(src.tokenizer_path))
+    texts = SENTENCES * 2
+    f = tmp_path / "held.jsonl"
+    f.write_bytes(b"".join(orjson.dumps({"text": t}) + b"\n" for t in texts))
+
+    def factory(batch: int, seq: int):
+        m = GPT(src.cfg.replace(batch_size=batch, max_length=seq), make_backend("c", 1, None, "fp32"), batch, seq)
+        m.load_params(src.params)
+        return m
+
+    r = evaluate(factory, tok, load_corpus(f), src.cfg.max_length, 4)
+    lengths = [len(tok.encode(t).ids) for t in texts]
+    assert max(lengths) <= src.cfg.max_length + 1  # each record fits one window
+    assert (r.tokens, r.predicted, r.bytes) == (sum(lengths), sum(lengths) - len(texts), sum(map(len, texts)))
