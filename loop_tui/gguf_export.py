@@ -7,7 +7,7 @@ trained here has. This writer needs no such guess: our pre-tokenizer is GPT-2's 
 
 Layout (llama.cpp's gpt2 architecture, as its convert_hf_to_gguf.py GPT2Model writes it):
 weight matrices are stored (out, in) row-major, the transpose of our (in, out) arenas;
-token_embd (vocab, d) and position_embd (positions, d) as they are; no `output` tensor, so
+token_embd (the tokenizer's ids, d) and position_embd (positions, d) as they are; no `output` tensor, so
 llama.cpp ties the LM head to token_embd as we do. Matrices take the chosen type; biases,
 LayerNorm and position_embd stay F32 (as the converter keeps them). The file is written beside
 OUT and renamed into place, with an ollama Modelfile next to it."""
