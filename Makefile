@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml setup.py | system-deps
 	-$(PIP) install -q -e ".[gguf]" 2>/dev/null || echo "gguf unavailable: GGUF export and its tests are off"
 	@# llama.cpp itself, to check GGUF exports (built from source once, minutes; pip caches the wheel)
 	-CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
-	  -DLLAMA_BUILD_SERVER=OFF" $(PIP) install -q "llama-cpp-python==0.3.36" 2>/dev/null \
+	  -DLLAMA_BUILD_SERVER=OFF -DGGML_OPENMP=OFF -DLLAMA_CURL=OFF" $(PIP) install -q "llama-cpp-python==0.3.36" 2>/dev/null \
 	  || echo "llama-cpp-python unavailable: the llama.cpp check of GGUF exports will skip"
 	@# the PyTorch yardstick for `make bench` (the CPU wheel); optional, never needed by tests
 	-$(PIP) install -q "torch==2.13.0" 2>/dev/null || echo "torch unavailable: bench runs without the PyTorch yardstick"

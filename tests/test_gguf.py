@@ -43,7 +43,8 @@ def exported(tmp_path_factory):
     rng = np.random.default_rng(0)
     with open(home / "my.jsonl", "wb") as f:
         for i in range(400):
-            f.write(orjson.dumps({"id": i, "text": " ".join(rng.choice(SENTENCES, 3))}) + b"\n")
+            text = f"{i * 37 % 10000} " + " ".join(rng.choice(SENTENCES, 3))  # numbers: merges of digits
+            f.write(orjson.dumps({"id": i, "text": text}) + b"\n")
     commands = readme_commands()
     assert [c.split()[:2] for c in commands] == [["loop", "train"], ["loop", "export"], ["ollama", "create"]]
     cwd = os.getcwd()
@@ -164,10 +165,9 @@ def loop_generate(run: Path, tokens: int, capsys) -> str:
     return out[len(PROMPT) :].rstrip("\n")
 
 
-def llama_greedy(path: Path, prompt_ids: list[int], n_ctx: int, tokens: int) -> list[int]:
-    llama_cpp = pytest.importorskip("llama_cpp")
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=1, n_batch=n_ctx, verbose=False)
+def llama_greedy(llm, prompt_ids: list[int], tokens: int) -> list[int]:
     assert llm.tokenize(PROMPT.encode(), add_bos=False, special=False) == prompt_ids  # the same BPE
+    llm.reset()
     out: list[int] = []
     for t in llm.generate(prompt_ids, temp=0.0, top_k=1, repeat_penalty=1.0):
         if t == llm.token_eos() or len(out) == tokens:
@@ -176,11 +176,31 @@ def llama_greedy(path: Path, prompt_ids: list[int], n_ctx: int, tokens: int) -> 
     return out
 
 
+AWKWARD = "the fox's 9250 2220 370 jumps!!  over\n\n  the dog. naïve café — 😀 日本語 <|endoftext|> I'll   \t\tend  "
+
+
+def test_llama_cpp_tokenizes_and_decodes_as_the_run_does(exported, tmp_path, capsys):
+    """GPT-2's pre-tokenizer (contractions, runs of spaces, numbers whole: llama3's or qwen2's
+    digit groups would split these trained merges), bytes outside the trained merges (emoji, CJK)
+    and the end-of-text token: llama.cpp's ids are the run's own."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    run = exported / "runs" / "mine"
+    tok = Tokenizer.from_file(str(load_run(run).tokenizer_path))
+    path = export(run, tmp_path / "m.gguf", "f16", capsys)
+    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    ids = tok.encode(AWKWARD).ids
+    assert llm.tokenize(AWKWARD.encode(), add_bos=False, special=True) == ids
+    assert llm.detokenize(ids, special=True).decode() == AWKWARD
+
+
 @pytest.mark.parametrize("dtype,compared", [("f32", None), ("q8_0", 4)])
 def test_llama_cpp_greedy_tokens_are_loop_generates(exported, tmp_path, capsys, dtype, compared):
-    """F32: every token of the greedy continuation; Q8_0: its first tokens (rounding may change a
-    later near-tie)."""
-    pytest.importorskip("llama_cpp")
+    """F32: the logits after the prompt (to llama.cpp's GELU table) and every token of the greedy
+    continuation; Q8_0: its first tokens (rounding may change a later near-tie)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from loop_tui.backend import make_backend
+    from loop_tui.model.gpt import GPT
+
     run = exported / "runs" / "mine"
     src = load_run(run)
     tok = Tokenizer.from_file(str(src.tokenizer_path))
@@ -188,7 +208,16 @@ def test_llama_cpp_greedy_tokens_are_loop_generates(exported, tmp_path, capsys, 
     n = src.cfg.positions - len(prompt_ids)  # within one window: llama.cpp does not slide it
     want = loop_generate(run, n, capsys)
     path = export(run, tmp_path / f"m-{dtype}.gguf", dtype, capsys)
-    got = llama_greedy(path, prompt_ids, src.cfg.positions, n)
+    T = src.cfg.positions
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=T, n_batch=T, n_threads=1, logits_all=True, verbose=False)
+    if compared is None:
+        llm.eval(prompt_ids)
+        theirs = np.asarray(llm.scores[len(prompt_ids) - 1])
+        model = GPT(src.cfg, make_backend("c", 1, None, "fp32"), batch_size=1)
+        model.load_params(src.params)
+        ours = model.next_token_logits(np.asarray(prompt_ids, np.int32))[: len(theirs)]
+        assert np.abs(theirs - ours).max() <= 1e-3 * np.abs(ours).max()
+    got = llama_greedy(llm, prompt_ids, n)
     assert len(tok.decode(got)) > 10
     if compared is None:
         assert tok.decode(got) == want
