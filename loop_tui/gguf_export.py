@@ -22,6 +22,7 @@ import numpy as np
 
 from .config import Config
 from .data.tokens import EOT
+from .errors import StorageError
 from .hf import LAYER_NORM_EPS, InteropError
 
 TYPES = ("f32", "f16", "bf16", "q8_0")
@@ -163,8 +164,8 @@ def export_gguf(cfg: Config, params: dict[str, np.ndarray], tokenizer_file: Path
         w.close()
         os.replace(tmp, out)
         manifest.write_text(modelfile(out.name, cfg))
-    except OSError as e:
-        raise InteropError(f"{e.filename or out}: cannot write: {e.strerror or e}") from None
+    except OSError as e:  # a full disk, a read-only folder: exit 5, as every OS refusal
+        raise StorageError(f"{e.filename or out}: cannot write: {e.strerror or e}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return notes
