@@ -16,6 +16,8 @@ from tokenizers import Tokenizer
 from loop_tui import cli
 from loop_tui.data.tokens import EOT
 
+from .test_bad_inputs import mounts  # noqa: F401 (the tmpfs fixture, taken by name)
+
 gguf = pytest.importorskip("gguf")
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -152,6 +154,17 @@ def test_export_refuses_to_overwrite(exported, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code != 0 and "exists" in err and (tmp_path / "taken.gguf").read_bytes() == b"x"
     assert not (tmp_path / "Modelfile").exists()
+
+
+def test_export_onto_a_full_disk_is_exit_5_and_leaves_nothing(exported, tmp_path, capsys, request):
+    from loop_tui import errors
+
+    disk = request.getfixturevalue("mounts")(tmp_path / "small", "size=128k")  # the f32 file is larger
+    code = cli.main(["export", str(exported / "runs" / "mine"), str(disk / "m.gguf"), "--type", "f32"])
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("loop: error:")]
+    assert code == errors.EXIT_OS and len(lines) == 1 and "cannot write" in lines[0], err
+    assert list(disk.iterdir()) == []  # neither the file, its temporary, nor a Modelfile
 
 
 # ---------------------------------------------------------------- llama.cpp itself
