@@ -74,7 +74,14 @@ LAYERS = (
     ("loop_tui.kernels", "loop_tui.opencl"),
     ("loop_tui.backend",),
     ("loop_tui.model",),
-    ("loop_tui.train", "loop_tui.evaluate", "loop_tui.hf", "loop_tui.sources", "loop_tui.analyze"),
+    (
+        "loop_tui.train",
+        "loop_tui.evaluate",
+        "loop_tui.hf",
+        "loop_tui.gguf_export",
+        "loop_tui.sources",
+        "loop_tui.analyze",
+    ),
     ("loop_tui.ui",),
     ("loop_tui.cli", "loop_tui.__main__"),
 )
