@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml setup.py | system-deps
 	-$(PIP) install -q -e ".[parquet]" 2>/dev/null || echo "pyarrow unavailable: Parquet input and its tests are off"
 	-$(PIP) install -q -e ".[gguf]" 2>/dev/null || echo "gguf unavailable: GGUF export and its tests are off"
 	@# llama.cpp itself, to check GGUF exports (built from source once, minutes; pip caches the wheel)
-	-CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
+	-CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
 	  -DLLAMA_BUILD_SERVER=OFF -DGGML_OPENMP=OFF -DLLAMA_CURL=OFF" $(PIP) install -q "llama-cpp-python==0.3.36" 2>/dev/null \
 	  || echo "llama-cpp-python unavailable: the llama.cpp check of GGUF exports will skip"
 	@# the PyTorch yardstick for `make bench` (the CPU wheel); optional, never needed by tests
