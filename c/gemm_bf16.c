@@ -27,7 +27,11 @@
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
 #include <sys/syscall.h>
+#endif
 #include "bf16.h"
 #include "internal.h"
 #include "isa_variants.h"
@@ -35,6 +39,8 @@
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 
+/* the native kernels exist only in an x86-64 build; the emulations everywhere */
+#if defined(__x86_64__)
 int loop_cpu_has_avx512bf16(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -46,12 +52,18 @@ int loop_amx_usable(void) {
     static int usable = -1;
     if (usable < 0) {
         __builtin_cpu_init();
-        usable = loop_cpu_has_avx512bf16() && __builtin_cpu_supports("amx-tile") &&
-                 __builtin_cpu_supports("amx-bf16") &&
+        /* CPUID leaf 7 EDX: AMX-BF16 bit 22, AMX-TILE bit 24 (Clang's __builtin_cpu_supports knows neither) */
+        unsigned eax, ebx, ecx, edx;
+        const int amx = __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (edx >> 22 & 1) && (edx >> 24 & 1);
+        usable = loop_cpu_has_avx512bf16() && amx &&
                  syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
     }
     return usable;
 }
+#else
+int loop_cpu_has_avx512bf16(void) { return 0; }
+int loop_amx_usable(void) { return 0; }
+#endif
 
 /* C tile (+)= acc[MR][NR], as the AVX512-BF16 kernel's stores do (a plain fp32 add) */
 static inline void store_tile(float *c, long ldc, const float *acc, int mr, int nr, int accumulate) {
@@ -66,9 +78,14 @@ static inline void store_tile(float *c, long ldc, const float *acc, int mr, int 
 }
 
 /* ================================================================ native: AVX512-BF16 */
+#if defined(__x86_64__)
+#if defined(__clang__) /* see kernels_avx2.c */
+#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx512bf16,avx2,fma"))), \
+                             apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx512bf16,avx2,fma")
-#include <immintrin.h>
+#endif
 #include "avx512_tile.h"
 #define ISA_FN(name) name##_avx512bf16
 #define PACK_VCVTNE2PS2BF16
@@ -114,11 +131,21 @@ static double peak_avx512bf16(long iters) {
 }
 #undef ISA_FN
 #undef PACK_VCVTNE2PS2BF16
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 /* ================================================================ native: AMX-BF16 */
+#if defined(__clang__)
+#pragma clang attribute push(                                                                      \
+    __attribute__((target("amx-tile,amx-bf16,avx512f,avx512vl,avx512bw,avx512dq,avx512bf16,avx2,fma"))),    \
+    apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("amx-tile,amx-bf16,avx512f,avx512vl,avx512bw,avx512dq,avx512bf16,avx2,fma")
+#endif
 #define ISA_FN(name) name##_amx
 #define PACK_VCVTNE2PS2BF16
 #include "gemm_pack_bf16.h"
@@ -205,7 +232,12 @@ static double peak_amx(long iters) {
     return (double)iters * 4 * 16 * 16 * 32 * 2;
 }
 #undef ISA_FN
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
+#endif /* __x86_64__ */
 
 /* ================================================================ emulations (plain C) */
 #undef PACK_VCVTNE2PS2BF16
@@ -279,6 +311,7 @@ static double peak_emu(long iters) {
 }
 #undef ISA_FN
 
+#if defined(__x86_64__)
 const loop_gemm_kernel loop_gemm_avx512bf16 = {
     .name = "avx512bf16", .precision = LOOP_BF16, .mr = 12, .nr = 32, .kpack = 2, .elem_bytes = 2,
     .can_stream = 1, .ukernel = ukernel_avx512bf16, .pack_a = pack_a_pairs_avx512bf16,
@@ -288,6 +321,7 @@ const loop_gemm_kernel loop_gemm_amx = {
     .b_panel_in_l1 = 1,
     .ukernel = ukernel_amx, .pack_a = pack_a_amx_amx, .pack_b = pack_b_amx_amx, .peak = peak_amx,
     .thread_begin = amx_thread_begin, .thread_end = amx_thread_end};
+#endif
 const loop_gemm_kernel loop_gemm_emu_avx512bf16 = {
     .name = "emu-avx512bf16", .precision = LOOP_BF16, .mr = 12, .nr = 32, .kpack = 2, .elem_bytes = 2,
     .can_stream = 0, .ukernel = ukernel_emu_avx512bf16, .pack_a = pack_a_pairs_emu, .pack_b = pack_b_pairs_emu,

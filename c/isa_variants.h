@@ -89,7 +89,8 @@ typedef struct {
     void (*scale)(float *x, float s, size_t n);
 } loop_isa_kernels;
 
-extern const loop_isa_kernels loop_kernels_avx512, loop_kernels_avx2, loop_kernels_generic;
+/* per architecture: avx512 and avx2 exist in an x86-64 build, neon in an aarch64 one */
+extern const loop_isa_kernels loop_kernels_avx512, loop_kernels_avx2, loop_kernels_neon, loop_kernels_generic;
 const loop_isa_kernels *loop_kernels_active(void);
 
 /* gemm_bf16.c: the native bf16 micro-kernels and their C emulations (same packing, same

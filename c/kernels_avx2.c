@@ -1,7 +1,18 @@
 /* kernels_avx2.c — AVX2+FMA build of every kernel: the 6x16 GEMM micro-kernel below (12 ymm
  * accumulators of the 16 registers), and the ops of ops_impl.h vectorised with ymm registers. */
-#pragma GCC target("avx2,fma")
+#if defined(__x86_64__)
 #include <immintrin.h>
+#include <math.h>
+#include <string.h>
+#include "internal.h"
+#include "isa_variants.h"
+/* every function from here on is compiled for AVX2+FMA (system headers are included above,
+ * outside the region, so Clang's attribute never lands on them) */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC target("avx2,fma")
+#endif
 #define ISA_FN(name) name##_avx2
 #include "ops_impl.h"
 #include "gemm_pack.h"
@@ -64,3 +75,7 @@ static const loop_gemm_kernel gemm_bf16_portable = {
     .peak = fma_peak_avx2};
 const loop_isa_kernels loop_kernels_avx2 = {
     .name = "avx2", .gemm_fp32 = &gemm_fp32, .gemm_bf16_portable = &gemm_bf16_portable, ISA_OPS_FIELDS};
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
+#endif /* __x86_64__ */

@@ -1,8 +1,18 @@
 /* kernels_avx512.c — AVX-512 build of every kernel: the 12x32 GEMM micro-kernel below, and the
  * ops of ops_impl.h vectorised with zmm registers. Only this file may contain AVX-512 code; it
  * runs only when runtime.c's dispatch selects it (valgrind hides AVX-512, so it never does). */
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c")
+#if defined(__x86_64__)
 #include <immintrin.h>
+#include <math.h>
+#include <string.h>
+#include "internal.h"
+#include "isa_variants.h"
+#if defined(__clang__) /* see kernels_avx2.c */
+#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c"))), \
+                             apply_to = function)
+#else
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c")
+#endif
 #include "avx512_tile.h"
 #define ISA_FN(name) name##_avx512
 #include "ops_impl.h"
@@ -137,3 +147,7 @@ static const loop_gemm_kernel gemm_bf16_portable = {
     .peak = fma_peak_avx512};
 const loop_isa_kernels loop_kernels_avx512 = {
     .name = "avx512", .gemm_fp32 = &gemm_fp32, .gemm_bf16_portable = &gemm_bf16_portable, ISA_OPS_FIELDS};
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
+#endif /* __x86_64__ */

@@ -7,8 +7,12 @@
 
 const loop_isa_kernels *loop_kernels_active(void) {
     switch (loop_isa_active) {
+#if defined(__x86_64__)
     case LOOP_ISA_AVX512: return &loop_kernels_avx512;
     case LOOP_ISA_AVX2: return &loop_kernels_avx2;
+#elif defined(__aarch64__)
+    case LOOP_ISA_NEON: return &loop_kernels_neon;
+#endif
     default: return &loop_kernels_generic;
     }
 }
@@ -16,8 +20,10 @@ const loop_isa_kernels *loop_kernels_active(void) {
 const loop_gemm_kernel *loop_gemm_kernel_active(int precision) {
     if (precision == LOOP_FP32) return loop_kernels_active()->gemm_fp32;
     switch (loop_bf16_path_get()) {
+#if defined(__x86_64__)
     case LOOP_BF16_AVX512BF16: return &loop_gemm_avx512bf16;
     case LOOP_BF16_AMX: return &loop_gemm_amx;
+#endif
     case LOOP_BF16_EMU_AVX512BF16: return &loop_gemm_emu_avx512bf16;
     case LOOP_BF16_EMU_AMX: return &loop_gemm_emu_amx;
     default: return loop_kernels_active()->gemm_bf16_portable;

@@ -3,26 +3,65 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#if defined(__linux__)
 #include <sys/syscall.h>
+#endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
+#if defined(__APPLE__)
+#include <pthread.h>
+#include <sys/sysctl.h>
+#endif
 #include "internal.h"
 #include "isa_variants.h"
 
 int loop_isa_active = LOOP_ISA_GENERIC;
 int loop_nthreads = 1;
 
+#if defined(__aarch64__)
+static int cpu_has_neon(void) {
+#if defined(__linux__)
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMD) != 0;
+#elif defined(__APPLE__)
+    int v = 0;
+    size_t n = sizeof v;
+    return sysctlbyname("hw.optional.AdvSIMD", &v, &n, NULL, 0) == 0 ? v != 0 : 1;
+#else
+    return 1; /* Advanced SIMD is part of every ARMv8-A profile an OS runs on */
+#endif
+}
+#endif
+
+int loop_isa_supported(int isa) {
+    switch (isa) {
+    case LOOP_ISA_GENERIC: return 1;
+#if defined(__x86_64__)
+    case LOOP_ISA_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case LOOP_ISA_AVX512:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+#elif defined(__aarch64__)
+    case LOOP_ISA_NEON: return cpu_has_neon();
+#endif
+    default: return 0;
+    }
+}
+
 int loop_isa_best(void) {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
-        return LOOP_ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return LOOP_ISA_AVX2;
+    static const int preference[] = {LOOP_ISA_AVX512, LOOP_ISA_AVX2, LOOP_ISA_NEON};
+    for (size_t i = 0; i < sizeof preference / sizeof preference[0]; i++)
+        if (loop_isa_supported(preference[i])) return preference[i];
     return LOOP_ISA_GENERIC;
 }
 
 int loop_isa_get(void) { return loop_isa_active; }
 
 int loop_isa_set(int isa) {
-    if (isa < LOOP_ISA_GENERIC || isa > loop_isa_best()) return -1;
+    if (!loop_isa_supported(isa)) return -1;
     loop_isa_active = isa;
     return 0;
 }
@@ -71,9 +110,24 @@ typedef struct {
 } thread_slot;
 static thread_slot slots[LOOP_MAX_THREADS] __attribute__((aligned(LOOP_ALIGN)));
 
+/* the OS's id of the calling thread (Linux: what /proc/<pid>/task lists); never 0 */
+static int64_t os_thread_id(int thread) {
+#if defined(__linux__)
+    (void)thread;
+    return (int64_t)syscall(SYS_gettid);
+#elif defined(__APPLE__)
+    (void)thread;
+    uint64_t tid = 0;
+    pthread_threadid_np(NULL, &tid);
+    return (int64_t)tid;
+#else
+    return thread + 1;
+#endif
+}
+
 void loop_busy_add(int thread, uint64_t ns) {
     thread_slot *s = &slots[thread];
-    if (s->os_tid == 0) s->os_tid = (int64_t)syscall(SYS_gettid);
+    if (s->os_tid == 0) s->os_tid = os_thread_id(thread);
     __atomic_store_n(&s->busy_ns, s->busy_ns + ns, __ATOMIC_RELAXED);
 }
 

@@ -8,8 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Instruction sets, best last. Only loop_isa_set() changes the active one. */
-enum { LOOP_ISA_GENERIC = 0, LOOP_ISA_AVX2 = 1, LOOP_ISA_AVX512 = 2 };
+/* Instruction sets. generic (portable C) exists everywhere; avx2 and avx512 only in an x86-64
+ * build, neon only in an aarch64 build. Only loop_isa_set() changes the active one. */
+enum { LOOP_ISA_GENERIC = 0, LOOP_ISA_AVX2 = 1, LOOP_ISA_AVX512 = 2, LOOP_ISA_NEON = 3, LOOP_ISA_COUNT = 4 };
+int loop_isa_supported(int isa);       /* built for this architecture and this CPU and OS run it */
 int loop_isa_best(void);               /* best this CPU and OS support */
 int loop_isa_get(void);                /* the one kernels use now */
 int loop_isa_set(int isa);             /* 0 on success, -1 if this CPU lacks it */

@@ -531,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train small GPT-2 models on a folder of text with "
         "hand-written C kernels, and see why they are fast.",
         epilog="Configs are JSON files; shipped ones can be named without a path "
-        "(e.g. `loop train smoke`). Set LOOP_ISA=avx512|avx2|generic to force an "
+        "(e.g. `loop train smoke`). Set LOOP_ISA=avx512|avx2|neon|generic to force an "
         "instruction set, LOOP_BF16=amx|avx512bf16|portable to force the bf16 GEMM "
         "path, LOOP_CACHE_DIR for the tokenizer cache, LOOP_CONFIG_DIR for saved configs (`loop info` shows "
         "where each lives).",

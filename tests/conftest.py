@@ -33,7 +33,7 @@ def _restore_process_state():
     kernels.set_num_threads(threads)
 
 
-@pytest.fixture(params=["generic", "avx2", "avx512"])
+@pytest.fixture(params=["generic", "avx2", "avx512", "neon"])
 def isa(request):
     """Runs a test once per instruction set this CPU has (the others are skipped)."""
     from loop_tui import kernels as K

@@ -48,7 +48,7 @@ def test_isa_reports_and_forcing():
         K.set_isa(before)
     with pytest.raises(ValueError, match="unknown ISA"):
         K.set_isa("sse9")
-    for name in ("avx2", "avx512"):
+    for name in ("avx2", "avx512", "neon"):
         if name not in K.available_isas():
             with pytest.raises(ValueError, match="cannot run"):
                 K.set_isa(name)

@@ -2,8 +2,9 @@
 settings: instruction set, bf16 GEMM path, thread count, cache sizes and GEMM blocking.
 
 Importing this module loads the library and sets it up for this CPU and the environment, the
-only work done at import in loop_tui.kernels: LOOP_ISA=avx512|avx2|generic forces an instruction
-set; LOOP_BF16=amx|avx512bf16|portable (or emu-amx|emu-avx512bf16, the native paths emulated in
+only work done at import in loop_tui.kernels: LOOP_ISA=avx512|avx2|neon|generic forces an
+instruction set (avx2 and avx512 exist in an x86-64 build, neon in an aarch64 one, generic, the
+portable C, everywhere); LOOP_BF16=amx|avx512bf16|portable (or emu-amx|emu-avx512bf16, the native paths emulated in
 C, for tests) forces the bf16 GEMM path; LOOP_THREADS=n sets the thread count (default: all
 usable cores). The library's own defaults (generic code on one thread) would run the slowest path."""
 
@@ -38,7 +39,7 @@ try:
 except ModuleNotFoundError as e:  # pragma: no cover - message for a checkout never built
     raise ImportError("loop_tui C kernels are not built: run `make build` (or pip install -e .)") from e
 
-ISA_NAMES = {0: "generic", 1: "avx2", 2: "avx512"}
+ISA_NAMES = {0: "generic", 1: "avx2", 2: "avx512", 3: "neon"}  # runtime.h's LOOP_ISA_* ids
 _ISA_IDS = {v: k for k, v in ISA_NAMES.items()}
 BF16_PATHS = {0: "portable", 1: "avx512bf16", 2: "amx", 3: "emu-avx512bf16", 4: "emu-amx"}
 _BF16_IDS = {v: k for k, v in BF16_PATHS.items()}
@@ -57,7 +58,8 @@ def best_isa() -> str:
 
 
 def available_isas() -> list[str]:
-    return [ISA_NAMES[i] for i in range(lib.loop_isa_best() + 1)]
+    """The instruction sets this build and CPU can run, generic first and the best last."""
+    return [name for i, name in ISA_NAMES.items() if lib.loop_isa_supported(i)]
 
 
 def set_isa(name: str) -> None:
