@@ -14,7 +14,7 @@
  * stores, and the panel streams from L2 well enough (measured with benchmarks/gemm_table.py:
  * K=512 forward GEMMs went from 288 to 333 GFLOP/s against KC sized to L1d alone); MC so an A block fills half of L2, NC so
  * a B panel fills a quarter of L3 (capped at 4096); KC and NC are multiples of 64 (the
- * original note's 64-block tiling), MC a multiple of lcm(MR, 64); each call then evens KC out over
+ * original note's 64-block tiling; NC of lcm(NR, 64)), MC a multiple of lcm(MR, 64); each call then evens KC out over
  * its K (a multiple of 16) so no block is a thin sliver. Threads split the ic loop,
  * with MC shrunk so every thread gets an equal share. Two special cases: a short M (packed A
  * fits in L2) splits N instead (gemm_short_m), and a large write-once C is stored
@@ -64,8 +64,9 @@ static void blocking(const loop_gemm_kernel *gk, int *mc, int *kc, int *nc) {
     long mstep = gk->mr * 64 / gcd(gk->mr, 64);
     long m = round_down(cache_l2 / 2 / (k * eb), mstep);
     m = m < mstep ? mstep : m;
-    long n = round_down(cache_l3 / 4 / (k * eb), 64);
-    n = n < 64 ? 64 : (n > 4096 ? 4096 : n);
+    long nstep = gk->nr * 64 / gcd(gk->nr, 64); /* whole NR panels (NEON's NR is 12) */
+    long n = round_down(cache_l3 / 4 / (k * eb), nstep);
+    n = n < nstep ? nstep : (n > 4096 ? round_down(4096, nstep) : n);
     *kc = fixed_kc ? fixed_kc : (int)k;
     *mc = fixed_mc ? (int)round_up(fixed_mc, gk->mr) : (int)m;
     *nc = fixed_nc ? (int)round_up(fixed_nc, gk->nr) : (int)n;

@@ -2,7 +2,8 @@
  *
  * Included once per instruction set by kernels_<isa>.c after a `#pragma GCC target`, with
  * ISA_FN(name) giving each copy its own name; the compiler vectorises the `omp simd` loops for
- * that ISA. Everything is row-major float32. Shapes: B batch, T time, C channels, NH heads,
+ * that ISA; a file defining ISA_OWN_HOT_LOOPS supplies its own LayerNorm forward, GELU forward and
+ * backward, cross-entropy and AdamW (kernels_neon.c). Everything is row-major float32. Shapes: B batch, T time, C channels, NH heads,
  * hs = C/NH head size, N = B*T rows, V vocabulary. */
 #include <math.h>
 #include <string.h>
@@ -125,6 +126,7 @@ static void ISA_FN(encoder_backward)(float *dwte, float *dwpe, const float *dout
 }
 
 /* ---- LayerNorm over C: out = (x - mean) * rstd * w + b; keeps mean[N], rstd[N] ---- */
+#ifndef ISA_OWN_HOT_LOOPS /* kernels_neon.c has its own (ops_neon.h) */
 static void ISA_FN(layernorm_forward)(float *out, float *mean, float *rstd, const float *inp,
                                       const float *weight, const float *bias, int N, int C) {
     #pragma omp parallel num_threads(loop_nthreads)
@@ -149,6 +151,7 @@ static void ISA_FN(layernorm_forward)(float *out, float *mean, float *rstd, cons
         BUSY_END;
     }
 }
+#endif
 
 /* Sums partial[chunks][width] over chunks, in chunk order, into dst[width] (+=). */
 static void ISA_FN(reduce_chunks)(float *dst, const float *partial, int chunks, int width) {
@@ -267,6 +270,7 @@ static void ISA_FN(dropout_bias_backward)(float *dmasked, float *dbias, const fl
 }
 
 /* ---- MLP activation: pre[N,C] += bias (if any); out = gelu_tanh(pre) ---- */
+#ifndef ISA_OWN_HOT_LOOPS /* kernels_neon.c has its own (ops_neon.h) */
 static void ISA_FN(bias_gelu_forward)(float *pre, float *out, const float *bias, int N, int C) {
     #pragma omp parallel num_threads(loop_nthreads)
     {
@@ -284,8 +288,10 @@ static void ISA_FN(bias_gelu_forward)(float *pre, float *out, const float *bias,
         BUSY_END;
     }
 }
+#endif
 
 /* dinp[n] = dout[n] * gelu'(pre[n]); dinp may alias dout */
+#ifndef ISA_OWN_HOT_LOOPS /* kernels_neon.c has its own (ops_neon.h) */
 static void ISA_FN(gelu_backward)(float *dinp, const float *pre, const float *dout, size_t n) {
     const size_t block = 4096;
     long nblocks = (long)((n + block - 1) / block);
@@ -308,6 +314,7 @@ static void ISA_FN(gelu_backward)(float *dinp, const float *pre, const float *do
         BUSY_END;
     }
 }
+#endif
 
 /* ---- causal self-attention, flash style, from packed qkv[B,T,3C] (q | k | v, heads contiguous) ----
  * out[B,T,C]; lse[B,NH,T] = log-sum-exp of each query's scaled scores: all backward needs to
@@ -697,6 +704,7 @@ static void ISA_FN(attention_decode)(float *out, const float *q, const float *kc
  * padded columns never count. With write_grad, logits[n] is overwritten by
  * d(grad_scale * loss)/dlogits = grad_scale * (softmax - onehot), zero in the padded columns:
  * the probabilities exist only in that one buffer, one row at a time in cache. */
+#ifndef ISA_OWN_HOT_LOOPS /* kernels_neon.c has its own (ops_neon.h) */
 static void ISA_FN(crossentropy)(float *logits, float *losses, const int32_t *targets, int N, int V, int Vp,
                                  float grad_scale, int write_grad) {
     #pragma omp parallel num_threads(loop_nthreads)
@@ -731,9 +739,11 @@ static void ISA_FN(crossentropy)(float *logits, float *losses, const int32_t *ta
         BUSY_END;
     }
 }
+#endif
 
 /* ---- AdamW over one flat buffer (decoupled weight decay, bias correction) ----
  * grad_scale folds gradient clipping in; bias_corr1 = 1 - beta1^t, bias_corr2 = 1 - beta2^t. */
+#ifndef ISA_OWN_HOT_LOOPS /* kernels_neon.c has its own (ops_neon.h) */
 static void ISA_FN(adamw)(float *param, const float *grad, float *m, float *v, size_t n, float lr,
                           float beta1, float beta2, float eps, float weight_decay, float bias_corr1,
                           float bias_corr2, float grad_scale) {
@@ -760,6 +770,7 @@ static void ISA_FN(adamw)(float *param, const float *grad, float *m, float *v, s
         BUSY_END;
     }
 }
+#endif
 
 /* sum of squares in double over fixed chunks (thread-count independent) */
 static double ISA_FN(sum_squares)(const float *x, size_t n) {

@@ -19,7 +19,16 @@ from loop_tui.model.gpt import GPT
 from .test_train import losses, quick, train
 
 AWKWARD = [1, 3, 17, 63, 65, 127, 129, 383]
-PATHS = ["portable-generic", "portable-avx2", "portable-avx512", "emu-avx512bf16", "emu-amx", "avx512bf16", "amx"]
+PATHS = [
+    "portable-generic",
+    "portable-avx2",
+    "portable-avx512",
+    "portable-neon",
+    "emu-avx512bf16",
+    "emu-amx",
+    "avx512bf16",
+    "amx",
+]
 RNG = np.random.default_rng(7)
 
 
