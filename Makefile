@@ -7,10 +7,14 @@ CSRC    := $(wildcard c/*.c c/*.h) build_kernels.py
 export RAYON_NUM_THREADS := 1
 export LOOP_CACHE_DIR ?= $(CURDIR)/.cache
 
-.PHONY: install build demo test lint bench sanitize clean system-deps
+.PHONY: install build demo test test-arm64 lint bench sanitize clean system-deps FORCE
 
+# CC=clang builds the kernels with Clang and its OpenMP runtime, libomp (make test CC=clang)
 system-deps:
 	@command -v gcc >/dev/null || (apt-get update && apt-get install -y --no-install-recommends build-essential)
+	@case "$(CC)" in *clang*) [ "$$(uname)" = Darwin ] || echo '#include <omp.h>' | $(CC) -fopenmp -x c -E - >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends clang libomp-dev) || \
+	  { echo "$(CC) has no OpenMP here: install Clang's libomp (Debian: apt install clang libomp-dev)"; exit 1; };; esac
 	@python3 -c "import venv, ensurepip" 2>/dev/null || (apt-get update && apt-get install -y --no-install-recommends python3-venv python3-dev)
 	@command -v tmux >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends tmux) || echo "tmux unavailable: its test will skip"
 
@@ -35,9 +39,13 @@ $(STAMP): pyproject.toml setup.py | system-deps
 
 install: $(STAMP) $(SO)
 
-# pip install -e builds the module once; C edits later are rebuilt here (editable installs do not)
-$(SO): $(CSRC) | $(STAMP)
-	$(PY) build_kernels.py
+# pip install -e builds the module once; C edits later are rebuilt here (editable installs do not),
+# and so is a module some other compiler built (build/compiler names the last one)
+build/compiler: FORCE
+	@mkdir -p build && echo "$(CC)" | cmp -s - $@ || echo "$(CC)" > $@
+
+$(SO): $(CSRC) build/compiler | $(STAMP)
+	$(if $(filter default,$(origin CC)),,CC="$(CC)") $(PY) build_kernels.py
 
 build: $(SO)
 
@@ -54,6 +62,23 @@ lint: install
 test: install lint
 	$(PY) -m pytest -q -x -p no:cacheprovider tests
 	$(MAKE) sanitize
+	$(MAKE) test-arm64
+
+# The kernels on aarch64, shown under emulation: the C library cross-built with Debian's
+# gcc-aarch64-linux-gnu (warnings are errors), and every op and the GEMM on awkward shapes replayed
+# under qemu-aarch64 user mode against float64 references computed here (tests/arm64/make_cases.py),
+# on the neon and generic ISAs with 1 and 2 threads (tests/arm64/replay.c). About 2 minutes.
+ARM64_CC ?= aarch64-linux-gnu-gcc
+ARM64_SYSROOT ?= /usr/aarch64-linux-gnu
+test-arm64: install
+	@command -v $(ARM64_CC) >/dev/null && command -v qemu-aarch64 >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) || \
+	  { echo "test-arm64: needs $(ARM64_CC) and qemu-aarch64 (Debian: gcc-aarch64-linux-gnu qemu-user)"; exit 1; }
+	rm -rf build/arm64 && mkdir -p build/arm64
+	$(PY) -m tests.arm64.make_cases build/arm64/cases
+	$(ARM64_CC) $$(CC=$(ARM64_CC) $(PY) build_kernels.py --print-cflags) -Werror -Ic c/*.c tests/arm64/replay.c \
+	  -o build/arm64/replay -lm
+	QEMU_LD_PREFIX=$(ARM64_SYSROOT) qemu-aarch64 build/arm64/replay build/arm64/cases
 
 bench: install
 	$(PY) -m pytest -q benchmarks --benchmark-autosave --benchmark-columns=median,ops -p no:cacheprovider
@@ -72,14 +97,15 @@ bench: install
 	$(PY) benchmarks/dashboard_overhead.py --rounds 6
 	$(PY) benchmarks/dashboard_overhead.py --interleave 3 --steps 38
 
-# Kernels rebuilt with ASan+UBSan into a separate copy of the package (build/sanitize, so the
-# normal build is untouched), then the kernel tests run there on every ISA this CPU has.
+# Kernels rebuilt with ASan+UBSan (by GCC, whose runtimes are preloaded) into a separate copy of
+# the package (build/sanitize, so the normal build is untouched), then the kernel tests run there
+# on every ISA this CPU has.
 sanitize: install
 	rm -rf build/sanitize && mkdir -p build/sanitize/loop_tui build/sanitize/tests
 	cp build_kernels.py build/sanitize/ && mkdir build/sanitize/c && cp c/*.c c/*.h build/sanitize/c/
 	cp -r loop_tui/*.py loop_tui/configs loop_tui/kernels loop_tui/model loop_tui/data loop_tui/train build/sanitize/loop_tui/
 	cp tests/__init__.py tests/conftest.py tests/reference.py tests/test_kernels.py tests/test_bf16.py tests/test_train.py tests/test_generate.py tests/corpora.py build/sanitize/tests/
-	cd build/sanitize && LOOP_SANITIZE=1 ../../$(PY) build_kernels.py >/dev/null
+	cd build/sanitize && CC=gcc LOOP_SANITIZE=1 ../../$(PY) build_kernels.py >/dev/null
 	isas="$$($(PY) -c "from loop_tui import kernels; print(' '.join(kernels.available_isas()))")"; \
 	test -n "$$isas" || { echo "sanitize: could not list ISAs"; exit 1; }; \
 	cd build/sanitize && for isa in $$isas; do \
