@@ -493,6 +493,8 @@ def cmd_info(args) -> int:
         + "): "
         + ", ".join(f"{lv.name} {lv.size // 1024} KiB x{lv.instances}" for lv in caches.levels)
     )
+    for note in caches.notes:
+        print(f"  {note}")
     from .backend import c_library, describe_opencl
 
     try:

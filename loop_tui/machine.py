@@ -2,6 +2,8 @@
 
 glibc's sysconf(_SC_LEVEL3_CACHE_SIZE) reports a 320 MiB L3 on the development VM whose sysfs
 says otherwise, so the cache hierarchy is read from /sys/devices/system/cpu/cpu*/cache/index*.
+Where there is no sysfs (macOS) sysctlbyname's hw.l1dcachesize, hw.l2cachesize and hw.l3cachesize
+stand in; a level neither has gets a safe default, and `loop info` says which.
 An override string like "L1=48K,L2=512K,L3=8M" replaces levels for what-if analysis.
 """
 
@@ -9,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +104,34 @@ def read_sysfs_caches(root: Path = SYSFS_CPU) -> list[CacheLevel]:
     return out
 
 
+SYSCTL_CACHES = {"L1d": "hw.l1dcachesize", "L2": "hw.l2cachesize", "L3": "hw.l3cachesize"}
+
+
+def sysctl_int(name: str) -> int | None:
+    """macOS's sysctlbyname(name) as an integer; None on other systems or for a key it lacks."""
+    if sys.platform != "darwin":
+        return None
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    value, size = ctypes.c_int64(0), ctypes.c_size_t(ctypes.sizeof(ctypes.c_int64))
+    if libc.sysctlbyname(name.encode(), ctypes.byref(value), ctypes.byref(size), None, ctypes.c_size_t(0)) != 0:
+        return None
+    return int(value.value) if value.value > 0 else None
+
+
+def read_sysctl_caches(query: Callable[[str], int | None] = sysctl_int) -> list[CacheLevel]:
+    """The data and unified caches sysctl knows (macOS), one instance each (sysctl gives no sharing)."""
+    out = []
+    for name, key in SYSCTL_CACHES.items():
+        size = query(key)
+        if size:
+            level = int(name[1])
+            out.append(CacheLevel(name, level, "Data" if level == 1 else "Unified", size, 64, "?", 1))
+    return out
+
+
 def parse_override(text: str) -> dict[str, int]:
     """'L1=48K,L2=512K,L3=8M' -> {'L1d': 49152, 'L2': 524288, 'L3': 8388608}"""
     out = {}
@@ -113,16 +145,20 @@ def parse_override(text: str) -> dict[str, int]:
     return out
 
 
-def detect_caches(override: str | None = None, root: Path = SYSFS_CPU) -> Caches:
-    levels = read_sysfs_caches(root)
-    source, notes = "sysfs", []
+def detect_caches(
+    override: str | None = None, root: Path = SYSFS_CPU, sysctl: Callable[[str], int | None] = sysctl_int
+) -> Caches:
+    levels, source = read_sysfs_caches(root), "sysfs"
+    if not levels and (from_sysctl := read_sysctl_caches(sysctl)):
+        levels, source = from_sysctl, "sysctl"
+    notes = []
     by_name = {lv.name: lv for lv in levels}
     for name, size in FALLBACK.items():
         if name not in by_name:
             by_name[name] = CacheLevel(name, int(name[1]), "Unified" if name != "L1d" else "Data", size, 64, "?", 1)
-            notes.append(f"{name} not in sysfs: assumed {size // 1024} KiB")
+            notes.append(f"{name} not in {source}: assumed {size // 1024} KiB")
     if notes:
-        source = "fallback" if not levels else "sysfs+fallback"
+        source = "fallback" if not levels else source + "+fallback"
     if override:
         for name, size in parse_override(override).items():
             old = by_name[name]

@@ -12,13 +12,16 @@ from . import runtime
 
 
 def _cpu_model() -> str:
+    """x86 Linux's model name; elsewhere (aarch64 Linux has none, macOS no /proc) what platform says."""
+    import platform
+
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return "unknown"
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def peak_gflops(precision: str = "fp32") -> float:

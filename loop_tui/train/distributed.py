@@ -178,7 +178,10 @@ class MPIWorld(World):
         markers = self.markers = Path(tempfile.gettempdir()) / f"loop-mpi-{peers[0][1]}"
         markers.mkdir(exist_ok=True)
         _write_terminal_note()
-        if self.rank == local[0][0]:
+        if not hasattr(os, "pidfd_open"):  # Linux 5.3+: elsewhere the ranks run unwatched
+            if self.rank == local[0][0]:
+                sys.stderr.write("loop: note: no pidfd_open on this OS: a rank that dies will not be named\n")
+        elif self.rank == local[0][0]:
             subprocess.Popen(
                 [
                     sys.executable,

@@ -39,8 +39,12 @@ class RunSummary:
 
 
 def is_running(run: Path) -> bool:
-    """A trainer holds the run's lock (the OS drops it when that process dies)."""
-    import fcntl
+    """A trainer holds the run's lock (the OS drops it when that process dies). Without POSIX file
+    locks (Windows) no run can be told apart as running: none is."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
 
     lock = run / ".lock"
     if not lock.exists():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -112,8 +113,13 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _lock_run_dir(self) -> None:
         """Hold an exclusive flock on RUN_DIR/.lock for this trainer's lifetime (the OS drops it when
-        the process dies, so a killed run never leaves a stale lock)."""
-        import fcntl
+        the process dies, so a killed run never leaves a stale lock). Where the OS has no POSIX file
+        locks (Windows) it says so in one line and trains unlocked."""
+        try:
+            import fcntl
+        except ImportError:
+            fcntl = None  # type: ignore[assignment]
+            print("loop: note: no file locks on this OS: nothing stops a second trainer here", file=sys.stderr)
 
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +127,8 @@ class Trainer:
         except OSError as e:
             raise StorageError(f"{e.filename or self.run_dir}: cannot use as run folder: {e.strerror or e}") from None
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl is not None:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
             pid = f.read().strip() or "unknown"
