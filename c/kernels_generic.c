@@ -1,5 +1,6 @@
-/* kernels_generic.c — portable C build of every kernel (x86-64 baseline SSE2 after
- * auto-vectorisation): a 4x16 micro-kernel the compiler vectorises, and the ops of ops_impl.h. */
+/* kernels_generic.c — portable C build of every kernel, on every architecture (the baseline's
+ * vectors after auto-vectorisation: SSE2 on x86-64, NEON on aarch64): a 4x16 micro-kernel the
+ * compiler vectorises, and the ops of ops_impl.h. */
 #define ISA_FN(name) name##_generic
 #include "ops_impl.h"
 #include "gemm_pack.h"
