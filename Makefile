@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 SO      := $(shell python3 -c "import sysconfig;print('loop_tui/_kernels'+sysconfig.get_config_var('EXT_SUFFIX'))")
-CSRC    := $(wildcard c/*.c c/*.h) build_kernels.py
+CSRC    := $(wildcard c/*.c c/*.h c/*.def) build_kernels.py
 export RAYON_NUM_THREADS := 1
 export LOOP_CACHE_DIR ?= $(CURDIR)/.cache
 
@@ -102,7 +102,7 @@ bench: install
 # on every ISA this CPU has.
 sanitize: install
 	rm -rf build/sanitize && mkdir -p build/sanitize/loop_tui build/sanitize/tests
-	cp build_kernels.py build/sanitize/ && mkdir build/sanitize/c && cp c/*.c c/*.h build/sanitize/c/
+	cp build_kernels.py build/sanitize/ && mkdir build/sanitize/c && cp c/*.c c/*.h c/*.def build/sanitize/c/
 	cp -r loop_tui/*.py loop_tui/configs loop_tui/kernels loop_tui/model loop_tui/data loop_tui/train build/sanitize/loop_tui/
 	cp tests/__init__.py tests/conftest.py tests/reference.py tests/test_kernels.py tests/test_bf16.py tests/test_train.py tests/test_generate.py tests/corpora.py build/sanitize/tests/
 	cd build/sanitize && CC=gcc LOOP_SANITIZE=1 ../../$(PY) build_kernels.py >/dev/null

@@ -75,10 +75,21 @@ if os.environ.get("LOOP_SANITIZE") == "1":
 
 
 def _cdef() -> str:
-    """The public headers minus preprocessor lines (cffi's parser takes plain declarations)."""
+    """The public headers as plain declarations (cffi's parser takes no preprocessor lines): ops.h
+    goes through the C preprocessor (its prototypes come from ops.def's X-macros), the others lose
+    their '#' lines."""
     text = []
     for name in HEADERS:
-        with open(os.path.join(ROOT, "c", name)) as f:
+        path = os.path.join(ROOT, "c", name)
+        if name == "ops.h":
+            cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+            cmd = [*cc, "-E", "-P", "-DLOOP_CDEF", "-I" + os.path.join(ROOT, "c"), path]
+            try:
+                text.append(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+            except (OSError, subprocess.CalledProcessError) as e:
+                sys.exit(f"build_kernels.py: `{' '.join(cmd)}` failed: {getattr(e, 'stderr', '') or e}")
+            continue
+        with open(path) as f:
             text += [line for line in f if not line.lstrip().startswith("#")]
     return "".join(text)
 

@@ -293,3 +293,22 @@ void loop_gemm_bf16(int trans_a, int trans_b, int M, int N, int K, const float *
     gemm(loop_gemm_kernel_active(LOOP_BF16), trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, bias, accumulate);
     KSTAT_END(K_GEMM_BF16, 2.0 * M * N * K, GEMM_BYTES(accumulate, bias));
 }
+
+/* The measured peak of a precision (runtime.h): the active micro-kernel's register-resident loop
+ * on every thread. */
+double loop_measure_peak_gflops(int precision, double seconds) {
+    double (*peak)(long) = loop_gemm_kernel_active(precision == LOOP_BF16 ? LOOP_BF16 : LOOP_FP32)->peak;
+    long iters = 1 << 16;
+    double flops_per_thread = 0, elapsed = 0;
+    for (;;) {
+        uint64_t t0 = loop_now_ns();
+        double f = 0;
+        #pragma omp parallel num_threads(loop_nthreads) reduction(+ : f)
+        f += peak(iters);
+        elapsed = (double)(loop_now_ns() - t0) * 1e-9;
+        flops_per_thread = f;
+        if (elapsed >= seconds) break;
+        iters *= (elapsed < seconds / 8) ? 8 : 2;
+    }
+    return flops_per_thread / elapsed * 1e-9;
+}

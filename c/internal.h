@@ -33,11 +33,13 @@ static inline void loop_store_fence(void) {
 #endif
 }
 
-/* Kernel ids for the per-kernel table. */
+/* C11's _Static_assert (GCC and Clang accept it in C99 mode) */
+#define LOOP_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+
+/* Kernel ids for the per-kernel table, from ops.def's KSTAT rows. */
 enum {
-    K_GEMM, K_GEMM_BF16, K_ENCODER_FWD, K_ENCODER_BWD, K_LAYERNORM_FWD, K_LAYERNORM_BWD, K_BIAS_GELU_FWD,
-    K_GELU_BWD, K_ATTENTION_FWD, K_ATTENTION_BWD, K_RESIDUAL_FWD, K_BIAS_BWD, K_CROSSENTROPY,
-    K_ADAMW, K_GRAD_NORM, K_SCALE, K_GEMV, K_ATTENTION_DECODE, K_DROPOUT, K_RESIDUAL_DROPOUT, K_DROPOUT_BIAS_BWD,
+#define KSTAT(id, name) id,
+#include "ops.def"
     K_COUNT
 };
 void loop_kstat_add(int kernel, uint64_t ns, double flops, double bytes);

@@ -66,7 +66,7 @@ static double fma_peak_avx2(long iters) {
     return (double)iters * 10 * 8 * 2;
 }
 
-static const loop_gemm_kernel gemm_fp32 = {
+static const loop_gemm_kernel ISA_FN(gemm_fp32) = {
     .name = "avx2", .precision = LOOP_FP32, .mr = 6, .nr = 16, .kpack = 1, .elem_bytes = 4, .can_stream = 0,
     .ukernel = ukernel_avx2, .pack_a = pack_a_avx2, .pack_b = pack_b_avx2, .peak = fma_peak_avx2};
 static const loop_gemm_kernel gemm_bf16_portable = {
@@ -74,7 +74,9 @@ static const loop_gemm_kernel gemm_bf16_portable = {
     .can_stream = 0, .ukernel = ukernel_avx2, .pack_a = pack_a_bf16r_avx2, .pack_b = pack_b_bf16r_avx2,
     .peak = fma_peak_avx2};
 const loop_isa_kernels loop_kernels_avx2 = {
-    .name = "avx2", .gemm_fp32 = &gemm_fp32, .gemm_bf16_portable = &gemm_bf16_portable, ISA_OPS_FIELDS};
+    .name = "avx2", .gemm_fp32 = &ISA_FN(gemm_fp32), .gemm_bf16_portable = &gemm_bf16_portable,
+#include "isa_ops_fields.h"
+};
 #if defined(__clang__)
 #pragma clang attribute pop
 #endif

@@ -137,7 +137,7 @@ static void pack_a_rows_avx512(void *dst_, const float *A, long lda, int trans, 
     if (full < m) pack_a_avx512(dst + (size_t)full * kc, A, lda, trans, i0 + full, k0, m - full, kc, mr);
 }
 
-static const loop_gemm_kernel gemm_fp32 = {
+static const loop_gemm_kernel ISA_FN(gemm_fp32) = {
     .name = "avx512", .precision = LOOP_FP32, .mr = 12, .nr = 32, .kpack = 1, .elem_bytes = 4, .can_stream = 1,
     .ukernel = ukernel_avx512, .pack_a = pack_a_rows_avx512, .pack_b = pack_b_transpose_avx512,
     .peak = fma_peak_avx512};
@@ -146,7 +146,9 @@ static const loop_gemm_kernel gemm_bf16_portable = {
     .can_stream = 1, .ukernel = ukernel_avx512, .pack_a = pack_a_bf16r_avx512, .pack_b = pack_b_bf16r_avx512,
     .peak = fma_peak_avx512};
 const loop_isa_kernels loop_kernels_avx512 = {
-    .name = "avx512", .gemm_fp32 = &gemm_fp32, .gemm_bf16_portable = &gemm_bf16_portable, ISA_OPS_FIELDS};
+    .name = "avx512", .gemm_fp32 = &ISA_FN(gemm_fp32), .gemm_bf16_portable = &gemm_bf16_portable,
+#include "isa_ops_fields.h"
+};
 #if defined(__clang__)
 #pragma clang attribute pop
 #endif

@@ -37,7 +37,7 @@ static double fma_peak_generic(long iters) {
     return (double)iters * 8 * 4 * 2;
 }
 
-static const loop_gemm_kernel gemm_fp32 = {
+static const loop_gemm_kernel ISA_FN(gemm_fp32) = {
     .name = "generic", .precision = LOOP_FP32, .mr = 4, .nr = 16, .kpack = 1, .elem_bytes = 4, .can_stream = 0,
     .ukernel = ukernel_generic, .pack_a = pack_a_generic, .pack_b = pack_b_generic, .peak = fma_peak_generic};
 static const loop_gemm_kernel gemm_bf16_portable = {
@@ -45,4 +45,6 @@ static const loop_gemm_kernel gemm_bf16_portable = {
     .can_stream = 0, .ukernel = ukernel_generic, .pack_a = pack_a_bf16r_generic, .pack_b = pack_b_bf16r_generic,
     .peak = fma_peak_generic};
 const loop_isa_kernels loop_kernels_generic = {
-    .name = "generic", .gemm_fp32 = &gemm_fp32, .gemm_bf16_portable = &gemm_bf16_portable, ISA_OPS_FIELDS};
+    .name = "generic", .gemm_fp32 = &ISA_FN(gemm_fp32), .gemm_bf16_portable = &gemm_bf16_portable,
+#include "isa_ops_fields.h"
+};

@@ -64,7 +64,7 @@ static double fma_peak_neon(long iters) {
     return (double)iters * 12 * 4 * 2;
 }
 
-static const loop_gemm_kernel gemm_fp32 = {
+static const loop_gemm_kernel ISA_FN(gemm_fp32) = {
     .name = "neon", .precision = LOOP_FP32, .mr = 8, .nr = 12, .kpack = 1, .elem_bytes = 4, .can_stream = 0,
     .ukernel = ukernel_neon, .pack_a = pack_a_neon, .pack_b = pack_b_neon, .peak = fma_peak_neon};
 static const loop_gemm_kernel gemm_bf16_portable = {
@@ -72,5 +72,7 @@ static const loop_gemm_kernel gemm_bf16_portable = {
     .can_stream = 0, .ukernel = ukernel_neon, .pack_a = pack_a_bf16r_neon, .pack_b = pack_b_bf16r_neon,
     .peak = fma_peak_neon};
 const loop_isa_kernels loop_kernels_neon = {
-    .name = "neon", .gemm_fp32 = &gemm_fp32, .gemm_bf16_portable = &gemm_bf16_portable, ISA_OPS_FIELDS};
+    .name = "neon", .gemm_fp32 = &ISA_FN(gemm_fp32), .gemm_bf16_portable = &gemm_bf16_portable,
+#include "isa_ops_fields.h"
+};
 #endif /* __aarch64__ */

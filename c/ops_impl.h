@@ -12,6 +12,13 @@
 
 #define PAR_FOR _Pragma("omp for schedule(static) nowait")
 
+/* Every op body here (or in the including file, under ISA_OWN_HOT_LOOPS) has ops.def's type. */
+#define OP(name, params, args, stat, flops, bytes) static loop_##name##_fn ISA_FN(name);
+#define OP_RETURNING(type, name, params, args, stat, flops, bytes) static loop_##name##_fn ISA_FN(name);
+#include "ops.def"
+/* this ISA's fp32 micro-kernel, defined by the including kernels_<isa>.c: attention's tiles */
+static const loop_gemm_kernel ISA_FN(gemm_fp32);
+
 /* exp for the softmaxes: Cephes' polynomial with range reduction by 2^n, written so that
  * `omp simd` loops vectorise it (libm's expf would run one lane at a time). |rel err| < 2e-7. */
 static inline float fast_expf(float x) {
@@ -341,7 +348,8 @@ typedef struct {
 
 static attn_geom ISA_FN(attn_geometry)(int T, int C, int NH, int precision) {
     attn_geom a;
-    a.g = precision == LOOP_BF16 ? loop_gemm_kernel_active(LOOP_BF16) : loop_kernels_active()->gemm_fp32;
+    /* the bf16 GEMM path is a run-time setting (runtime.c); fp32 tiles on this ISA's own micro-kernel */
+    a.g = precision == LOOP_BF16 ? loop_gemm_kernel_active(LOOP_BF16) : &ISA_FN(gemm_fp32);
     a.mr = a.g->mr;
     a.nr = a.g->nr;
     a.eb = a.g->elem_bytes;

@@ -33,7 +33,35 @@ static int cpu_has_neon(void) {
 }
 #endif
 
-int loop_isa_supported(int isa) {
+/* ---- dispatch: the op table of each ISA this build has, and the active ISA's ---- */
+static const loop_isa_kernels *const isa_tables[LOOP_ISA_COUNT] = {
+    [LOOP_ISA_GENERIC] = &loop_kernels_generic,
+#if defined(__x86_64__)
+    [LOOP_ISA_AVX2] = &loop_kernels_avx2,
+    [LOOP_ISA_AVX512] = &loop_kernels_avx512,
+#elif defined(__aarch64__)
+    [LOOP_ISA_NEON] = &loop_kernels_neon,
+#endif
+};
+LOOP_STATIC_ASSERT(sizeof isa_tables / sizeof isa_tables[0] == LOOP_ISA_COUNT, "one table slot per LOOP_ISA_* id");
+
+const loop_isa_kernels *loop_kernels_active(void) { return isa_tables[loop_isa_active]; }
+
+const loop_gemm_kernel *loop_gemm_kernel_active(int precision) {
+    if (precision == LOOP_FP32) return loop_kernels_active()->gemm_fp32;
+    switch (loop_bf16_path_get()) {
+#if defined(__x86_64__)
+    case LOOP_BF16_AVX512BF16: return &loop_gemm_avx512bf16;
+    case LOOP_BF16_AMX: return &loop_gemm_amx;
+#endif
+    case LOOP_BF16_EMU_AVX512BF16: return &loop_gemm_emu_avx512bf16;
+    case LOOP_BF16_EMU_AMX: return &loop_gemm_emu_amx;
+    default: return loop_kernels_active()->gemm_bf16_portable;
+    }
+}
+
+/* an ISA is supported when this build has its table and the CPU and OS run its instructions */
+static int cpu_runs(int isa) {
     switch (isa) {
     case LOOP_ISA_GENERIC: return 1;
 #if defined(__x86_64__)
@@ -50,6 +78,8 @@ int loop_isa_supported(int isa) {
     default: return 0;
     }
 }
+
+int loop_isa_supported(int isa) { return isa >= 0 && isa < LOOP_ISA_COUNT && isa_tables[isa] && cpu_runs(isa); }
 
 int loop_isa_best(void) {
     static const int preference[] = {LOOP_ISA_AVX512, LOOP_ISA_AVX2, LOOP_ISA_NEON};
@@ -142,10 +172,11 @@ int loop_thread_stats(int64_t *os_tid, uint64_t *busy_ns, int max_threads) {
 }
 
 /* ---- per-kernel totals (written by the calling thread only) ---- */
-static const char *kernel_names[K_COUNT] = {
-    "gemm", "gemm_bf16", "encoder_fwd", "encoder_bwd", "layernorm_fwd", "layernorm_bwd", "bias_gelu_fwd",
-    "gelu_bwd", "attention_fwd", "attention_bwd", "residual_fwd", "bias_bwd", "crossentropy",
-    "adamw", "grad_norm", "scale", "gemv", "attention_decode", "dropout", "residual_dropout_fwd", "dropout_bias_bwd"};
+static const char *const kernel_names[] = {
+#define KSTAT(id, name) [id] = name,
+#include "ops.def"
+};
+LOOP_STATIC_ASSERT(sizeof kernel_names / sizeof kernel_names[0] == K_COUNT, "a name for every K_* id of ops.def");
 static uint64_t k_calls[K_COUNT], k_ns[K_COUNT];
 static double k_flops[K_COUNT], k_bytes[K_COUNT];
 
@@ -199,22 +230,4 @@ size_t loop_scratch_bytes(void) {
     size_t total = 0;
     for (int i = 0; i < SCRATCH_SLOTS; i++) total += scratch_cap[i] * sizeof(float);
     return total;
-}
-
-/* ---- peak ---- */
-double loop_measure_peak_gflops(int precision, double seconds) {
-    double (*peak)(long) = loop_gemm_kernel_active(precision == LOOP_BF16 ? LOOP_BF16 : LOOP_FP32)->peak;
-    long iters = 1 << 16;
-    double flops_per_thread = 0, elapsed = 0;
-    for (;;) {
-        uint64_t t0 = loop_now_ns();
-        double f = 0;
-        #pragma omp parallel num_threads(loop_nthreads) reduction(+ : f)
-        f += peak(iters);
-        elapsed = (double)(loop_now_ns() - t0) * 1e-9;
-        flops_per_thread = f;
-        if (elapsed >= seconds) break;
-        iters *= (elapsed < seconds / 8) ? 8 : 2;
-    }
-    return flops_per_thread / elapsed * 1e-9;
 }

@@ -28,7 +28,7 @@ def _check_fresh() -> None:
     if not src.is_dir() or not mods:
         return
     built = max(m.stat().st_mtime for m in mods)
-    newest = max(p.stat().st_mtime for p in src.iterdir() if p.suffix in (".c", ".h"))
+    newest = max(p.stat().st_mtime for p in src.iterdir() if p.suffix in (".c", ".h", ".def"))
     if newest > built + 1e-6:
         raise ImportError("loop_tui C kernels are older than c/: run `make build` (or python build_kernels.py)")
 

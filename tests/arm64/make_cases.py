@@ -9,7 +9,8 @@ numpy's allclose rule, and the two thread counts against each other bit for bit.
 Case file (little-endian): b"LOOPCASE", u16 + op name, u16 + label, u32 array count, then per
 array: u16 + name, one kind byte (f float32, d float64, i int32), u64 element count, the data.
 Arrays named `want:X` (float64) are the reference of buffer X after the op, `tol:X` its
-(rtol, atol); every other array is an input (or an output's initial contents) of that name.
+(rtol, atol); `bf16_path` sets the bf16 GEMM path for the op; every other array is an input (or
+an output's initial contents) of that name.
 
     python -m tests.arm64.make_cases OUT_DIR
 """
@@ -26,6 +27,7 @@ from .. import reference as ref
 
 AWKWARD = [1, 3, 17, 63, 64, 65, 127, 129, 383]
 RNG = np.random.default_rng(26)
+BF16_PATH_IDS = {"portable": 0, "emu-avx512bf16": 3, "emu-amx": 4}  # runtime.h's LOOP_BF16_*: the ones any CPU runs
 
 
 def rand(*shape, scale=1.0) -> np.ndarray:
@@ -103,7 +105,7 @@ def gemm_case(w: Writer, M, N, K, ta, tb, bias=False, acc=False, blocking=(0, 0,
         arrays["bias"] = rand(N)
     label = f"{M}x{N}x{K} ta={ta} tb={tb} bias={int(bias)} acc={int(acc)} blocking={blocking}"
     if bf16_path:
-        arrays["bf16_path"] = i32({"portable": 0, "emu-avx512bf16": 3, "emu-amx": 4}[bf16_path])
+        arrays["bf16_path"] = i32(BF16_PATH_IDS[bf16_path])
         want = gemm_ref(round_bf16(a), round_bf16(b), ta, tb, arrays.get("bias"), c0 if acc else None)
         # fp32 sums of K bf16 products (test_bf16.py's bound); unrounded inputs would miss by ~1e-2 sqrt(K)
         w.case("gemm_bf16", f"{label} {bf16_path}", arrays, {"C": (want, 0.0, 1.6e-5 * np.sqrt(K) + 1e-6)})
@@ -242,7 +244,7 @@ def op_cases(w: Writer) -> None:
         q64 = qkv.astype(np.float64)
         out, _ = ref.attention(q64, NH)
         lse = ref.attention_lse(q64, NH)
-        shape = {"B": i32(B), "T": i32(T), "C": i32(C), "NH": i32(NH), "qkv": qkv}
+        shape = {"B": i32(B), "T": i32(T), "C": i32(C), "NH": i32(NH), "qkv": qkv, "precision": i32(0)}
         w.case(
             "attention_fwd",
             f"B={B} T={T} C={C} NH={NH}",
@@ -263,6 +265,41 @@ def op_cases(w: Writer) -> None:
             },
             {"dqkv": (want, 1e-3, 1e-4 * max(1.0, np.abs(want).max()))},
         )
+
+    # the block products on the bf16 GEMM path: within bf16's rounding of Q, K, V, P and dS (a few
+    # 2^-9 relative, test_bf16.py bounds the norm by 2e-2); elementwise here, so a looser allowance
+    for path in ("portable", "emu-avx512bf16", "emu-amx"):
+        for B, T, C, NH in [(2, 7, 24, 3), (1, 65, 64, 1), (2, 129, 48, 8)]:
+            qkv = rand(B, T, 3 * C)
+            q64 = qkv.astype(np.float64)
+            out, _ = ref.attention(q64, NH)
+            lse = ref.attention_lse(q64, NH)
+            shape = {"B": i32(B), "T": i32(T), "C": i32(C), "NH": i32(NH), "qkv": qkv, "precision": i32(1)}
+            shape["bf16_path"] = i32(BF16_PATH_IDS[path])
+            w.case(
+                "attention_fwd",
+                f"B={B} T={T} C={C} NH={NH} bf16 {path}",
+                {
+                    **shape,
+                    "out": np.full((B, T, C), np.nan, np.float32),
+                    "lse": np.full((B, NH, T), np.nan, np.float32),
+                },
+                {"out": (out, 0, 5e-2), "lse": (lse, 2e-2, 2e-2)},
+            )
+            dout = rand(B, T, C)
+            want = ref.attention_backward(dout.astype(np.float64), q64, NH)
+            w.case(
+                "attention_bwd",
+                f"B={B} T={T} C={C} NH={NH} bf16 {path}",
+                {
+                    **shape,
+                    "dout": dout,
+                    "out": out.astype(np.float32),
+                    "lse": lse.astype(np.float32),
+                    "dqkv": np.full_like(qkv, np.nan),
+                },
+                {"dqkv": (want, 0, 8e-2 * max(1.0, np.abs(want).max()))},
+            )
 
     wte, wpe = rand(50, 17), rand(9, 17)
     tokens = RNG.integers(0, 50, (3, 9)).astype(np.int32)

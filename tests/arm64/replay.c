@@ -92,7 +92,7 @@ static void *buf(test_case *tc, const char *name, int optional) {
 #define INT(name) (I32(name) ? I32(name)[0] : 0)
 
 /* Runs the op on the case's working copies; 0 if the op is unknown or an array is missing. */
-static int run_op(test_case *tc) {
+static int run_named_op(test_case *tc) {
     const char *op = tc->op;
     g_missing = NULL;
     if (strcmp(op, "gemm") == 0 || strcmp(op, "gemm_bf16") == 0) {
@@ -102,9 +102,7 @@ static int run_op(test_case *tc) {
         loop_gemm_set_blocking(blk[0], blk[1], blk[2]);
         const long lda = ta ? M : K, ldb = tb ? K : N;
         if (op[4] == '_') {
-            loop_bf16_path_set(INT("bf16_path"));
             loop_gemm_bf16(ta, tb, M, N, K, F("A"), lda, F("B"), ldb, F("C"), N, OPT_F("bias"), INT("accumulate"));
-            loop_bf16_path_set(LOOP_BF16_PORTABLE);
         } else {
             loop_gemm(ta, tb, M, N, K, F("A"), lda, F("B"), ldb, F("C"), N, OPT_F("bias"), INT("accumulate"));
         }
@@ -122,10 +120,10 @@ static int run_op(test_case *tc) {
         loop_crossentropy(F("logits"), F("losses"), I32("targets"), INT("N"), INT("V"), INT("Vp"), F("grad_scale")[0],
                           INT("write_grad"));
     } else if (strcmp(op, "attention_fwd") == 0) {
-        loop_attention_forward(F("out"), F("lse"), F("qkv"), INT("B"), INT("T"), INT("C"), INT("NH"));
+        loop_attention_forward(F("out"), F("lse"), F("qkv"), INT("B"), INT("T"), INT("C"), INT("NH"), INT("precision"));
     } else if (strcmp(op, "attention_bwd") == 0) {
         loop_attention_backward(F("dqkv"), F("dout"), F("qkv"), F("out"), F("lse"), INT("B"), INT("T"), INT("C"),
-                                INT("NH"));
+                                INT("NH"), INT("precision"));
     } else if (strcmp(op, "encoder_fwd") == 0) {
         loop_encoder_forward(F("out"), I32("tokens"), F("wte"), F("wpe"), INT("B"), INT("T"), INT("C"));
     } else if (strcmp(op, "encoder_bwd") == 0) {
@@ -155,6 +153,15 @@ static int run_op(test_case *tc) {
         return 0;
     }
     return g_missing == NULL;
+}
+
+/* the op under the case's bf16 GEMM path, if it names one (portable otherwise) */
+static int run_op(test_case *tc) {
+    const int32_t *path = buf(tc, "bf16_path", 1);
+    if (path) loop_bf16_path_set(path[0]);
+    const int ok = run_named_op(tc);
+    loop_bf16_path_set(LOOP_BF16_PORTABLE);
+    return ok;
 }
 
 static void reset_work(test_case *tc) {
