@@ -63,3 +63,26 @@ def test_without_file_locks_a_trainer_says_so_in_one_line(tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no file locks" in err
     assert (run / ".lock").exists() and not runs.is_running(run)
+
+
+def test_without_pidfd_open_the_rank_watcher_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    import os
+    import shutil
+    import subprocess
+
+    from loop_tui.train.distributed import MPIWorld
+
+    def no_watcher(*args, **kwargs):
+        raise AssertionError("the rank watcher needs pidfd_open; it must not start without it")
+
+    monkeypatch.delattr(os, "pidfd_open", raising=False)  # as on macOS
+    monkeypatch.setattr(subprocess, "Popen", no_watcher)
+    world = object.__new__(MPIWorld)  # one rank, no MPI: allgather returns this rank's value
+    world.rank, world.size = 0, 1
+    world.comm = SimpleNamespace(allgather=lambda obj: [obj])
+    try:
+        world.watch_peers(tmp_path)
+    finally:
+        shutil.rmtree(world.markers, ignore_errors=True)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no pidfd_open" in err
