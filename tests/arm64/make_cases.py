@@ -42,6 +42,12 @@ def f32(*values) -> np.ndarray:
     return np.array(values, np.float32)
 
 
+def dropout_key_words(seed: int, offset: int, step: int, site: int) -> np.ndarray:
+    """loop_dropout_key's integers as the int32 bits of (seed lo, seed hi, offset lo, offset hi, step, site)."""
+    words = [seed & 0xFFFFFFFF, seed >> 32, offset & 0xFFFFFFFF, offset >> 32, step, site]
+    return np.array(words, np.uint32).view(np.int32)
+
+
 def round_bf16(x: np.ndarray) -> np.ndarray:
     """Round to nearest even bf16, as float32 (kernels.round_bf16, without importing the x86 build)."""
     u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
@@ -299,6 +305,51 @@ def op_cases(w: Writer) -> None:
                     "dqkv": np.full_like(qkv, np.nan),
                 },
                 {"dqkv": (want, 0, 8e-2 * max(1.0, np.abs(want).max()))},
+            )
+
+    # dropout: the Philox mask bit for bit (a dropped element exactly 0), the seed's and offset's
+    # high words, a step past 2^31 (test_kernels.py's keys)
+    keys = [
+        (0.1, 1337, 0, 0, 0),
+        (0.5, 7, 3, 5, 3),
+        (0.9, 2**40 + 5, 123456, 17, 2**34 + 6),
+        (0.25, 0, 2**32 - 1, 2**31, 1),
+    ]
+    for p, seed, step, site, offset in keys:
+        key = {"key_p": np.array([p], np.float64), "key_u32": dropout_key_words(seed, offset, step, site)}
+        label = f"p={p} seed={seed} step={step} site={site} offset={offset}"
+        for n in (1, 5, 2049, 10_001):
+            x = rand(n) + 10  # no zero among the inputs
+            want = ref.dropout(x.astype(np.float64), p, seed, step, site, offset)
+            w.case(
+                "dropout",
+                f"n={n} {label}",
+                {**key, "n": i32(n), "inp": x, "out": np.full_like(x, np.nan)},
+                {"out": (want, 1e-6, 0)},
+            )
+        a, b = rand(4099), rand(4099)
+        want = a.astype(np.float64) + ref.dropout(b.astype(np.float64), p, seed, step, site, offset)
+        w.case(
+            "residual_dropout",
+            f"n=4099 {label}",
+            {**key, "n": i32(4099), "a": a, "b": b, "out": np.full_like(a, np.nan)},
+            {"out": (want, 1e-6, 1e-6)},
+        )
+        for N, C in [(1, 3), (130, 65), (3, 2100)]:
+            dout = rand(N, C)
+            want = ref.dropout(dout.astype(np.float64), p, seed, step, site, offset)
+            w.case(
+                "dropout_bias_bwd",
+                f"N={N} C={C} {label}",
+                {
+                    **key,
+                    "N": i32(N),
+                    "C": i32(C),
+                    "dout": dout,
+                    "dmasked": np.full_like(dout, np.nan),
+                    "dbias": np.ones(C, np.float32),
+                },
+                {"dmasked": (want, 1e-6, 0), "dbias": (1 + want.sum(0), 1e-5, 1e-5)},
             )
 
     wte, wpe = rand(50, 17), rand(9, 17)

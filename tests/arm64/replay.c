@@ -130,6 +130,15 @@ static int run_named_op(test_case *tc) {
         loop_encoder_backward(F("dwte"), F("dwpe"), F("dout"), I32("tokens"), INT("B"), INT("T"), INT("C"));
     } else if (strcmp(op, "residual_fwd") == 0) {
         loop_residual_forward(F("out"), F("a"), F("b"), (size_t)INT("n"));
+    } else if (strcmp(op, "dropout") == 0 || strcmp(op, "residual_dropout") == 0 || strcmp(op, "dropout_bias_bwd") == 0) {
+        const double *p = buf(tc, "key_p", 0);
+        const uint32_t *k = buf(tc, "key_u32", 0);
+        if (g_missing) return 0;
+        const loop_dropout_key key = {.p = p[0], .seed = k[0] | (uint64_t)k[1] << 32, .offset = k[2] | (uint64_t)k[3] << 32,
+                                      .step = k[4], .site = k[5]};
+        if (strcmp(op, "dropout") == 0) loop_dropout(F("out"), F("inp"), (size_t)INT("n"), &key);
+        else if (strcmp(op, "residual_dropout") == 0) loop_residual_dropout(F("out"), F("a"), F("b"), (size_t)INT("n"), &key);
+        else loop_dropout_bias_backward(F("dmasked"), F("dbias"), F("dout"), INT("N"), INT("C"), &key);
     } else if (strcmp(op, "bias_bwd") == 0) {
         loop_bias_backward(F("dbias"), F("dout"), INT("N"), INT("C"));
     } else if (strcmp(op, "adamw") == 0) {
