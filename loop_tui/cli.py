@@ -308,7 +308,7 @@ def cmd_generate(args) -> int:
     )
     model = GPT(cfg, backend, batch_size=1)
     model.load_params(src.params)
-    tok = Tokenizer.from_file(str(src.tokenizer_path))
+    tok = Tokenizer.from_str(src.tokenizer_json.decode())
     rng = np.random.default_rng(args.seed)
     sys.stdout.write(prompt)
     sys.stdout.flush()
@@ -360,7 +360,7 @@ def cmd_export(args) -> int:
     if (args.format or ("gguf" if out.suffix.lower() == ".gguf" else "hf")) == "gguf":
         from .gguf_export import export_gguf
 
-        for note in export_gguf(src.cfg, src.params, src.tokenizer_path, out, args.type):
+        for note in export_gguf(src.cfg, src.params, src.tokenizer_json, out, args.type):
             print(f"loop: note: {note}", file=sys.stderr)
         manifest = out.parent / "Modelfile"
         print(f"exported {src.label} to {out} (GGUF, gpt2, {args.type.upper()}) and the ollama {manifest}")
@@ -368,7 +368,7 @@ def cmd_export(args) -> int:
         return 0
     if hf.is_hf_folder(Path(args.run_dir)):
         raise hf.InteropError(f"{args.run_dir}: is already a HuggingFace folder; export takes a run folder")
-    hf.export_params(src.cfg, src.params, src.tokenizer_path, out)
+    hf.export_params(src.cfg, src.params, src.tokenizer_json, out)
     print(f"exported {src.label} to {out} (transformers GPT2LMHeadModel, safetensors, tokenizer)")
     print(
         f"  python -c \"from transformers import pipeline; print(pipeline('text-generation', '{out}')('Hello')[0]"
@@ -402,7 +402,7 @@ def cmd_eval(args) -> int:
         m.load_params(src.params)
         return m
 
-    tok = Tokenizer.from_file(str(src.tokenizer_path))
+    tok = Tokenizer.from_str(src.tokenizer_json.decode())
     quiet = args.json or not sys.stderr.isatty()
 
     def progress(done: int, total: int, took: float) -> None:

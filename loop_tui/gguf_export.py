@@ -65,16 +65,16 @@ def gguf_tensors(cfg: Config, params: dict[str, np.ndarray], n_vocab: int) -> di
     return out
 
 
-def vocabulary(tokenizer_file: Path, limit: int) -> tuple[list[str], list[int], list[str], int]:
+def vocabulary(tokenizer_json: bytes, limit: int) -> tuple[list[str], list[int], list[str], int]:
     """(tokens, token types, merges, end-of-text id) of a byte-level BPE tokenizer.json: one token
     per id up to the tokenizer's largest (at most `limit`, the model's rows), as llama.cpp wants one
     token per embedding row. So llama.cpp, like `loop generate`, never samples an id that is no token."""
     import gguf
 
-    spec = json.loads(Path(tokenizer_file).read_text())
+    spec = json.loads(tokenizer_json)
     model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
     if model.get("type") != "BPE" or pre.get("type") != "ByteLevel" or not pre.get("use_regex", True):
-        raise InteropError(f"{tokenizer_file}: not a GPT-2 style byte-level BPE (only those export to GGUF)")
+        raise InteropError("the model's tokenizer is not a GPT-2 style byte-level BPE (only those export to GGUF)")
     ids = list(model["vocab"].values()) + [a["id"] for a in spec.get("added_tokens", [])]
     n_vocab = min(max(ids) + 1, limit)
     tokens: list[str | None] = [None] * n_vocab
@@ -88,7 +88,7 @@ def vocabulary(tokenizer_file: Path, limit: int) -> tuple[list[str], list[int], 
             types[added["id"]] = int(gguf.TokenType.CONTROL if added["special"] else gguf.TokenType.USER_DEFINED)
     eot = next((i for i, t in enumerate(tokens) if t == EOT), None)
     if eot is None:
-        raise InteropError(f"{tokenizer_file}: has no {EOT} token")
+        raise InteropError(f"the model's tokenizer has no {EOT} token")
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     padded = [t if t is not None else f"[PAD{i}]" for i, t in enumerate(tokens)]
     return padded, types, merges, eot
@@ -107,7 +107,7 @@ def modelfile(gguf_name: str, cfg: Config) -> str:
     )
 
 
-def export_gguf(cfg: Config, params: dict[str, np.ndarray], tokenizer_file: Path, out: Path, dtype: str) -> list[str]:
+def export_gguf(cfg: Config, params: dict[str, np.ndarray], tokenizer_json: bytes, out: Path, dtype: str) -> list[str]:
     """Write OUT (a .gguf file) and a Modelfile beside it; returns notes for the user (tensors kept
     in another type than asked)."""
     try:
@@ -127,7 +127,7 @@ def export_gguf(cfg: Config, params: dict[str, np.ndarray], tokenizer_file: Path
         "bf16": gguf.LlamaFileType.MOSTLY_BF16,
         "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
     }[dtype]
-    tokens, types, merges, eot = vocabulary(tokenizer_file, cfg.vocab_size)
+    tokens, types, merges, eot = vocabulary(tokenizer_json, cfg.vocab_size)
     notes = []
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:

@@ -315,7 +315,7 @@ def hf_config(cfg: Config, eot: int | None) -> dict:
     }
 
 
-def export_params(cfg: Config, params: dict[str, np.ndarray], tokenizer_file: Path, out: Path) -> None:
+def export_params(cfg: Config, params: dict[str, np.ndarray], tokenizer_json: bytes, out: Path) -> None:
     """Write a transformers GPT-2 folder: config.json, model.safetensors, generation_config.json,
     tokenizer.json, tokenizer_config.json, special_tokens_map.json. Written beside `out` first and
     renamed into place, so a failure leaves no half folder."""
@@ -324,7 +324,7 @@ def export_params(cfg: Config, params: dict[str, np.ndarray], tokenizer_file: Pa
 
     if out.exists() and any(out.iterdir()):
         raise InteropError(f"{out}: exists and is not empty; give a new folder")
-    tok = read_tokenizer(tokenizer_file)
+    tok = Tokenizer.from_str(tokenizer_json.decode())  # verified by its source (checkpoint SHA-256, read_folder)
     eot = tok.token_to_id(EOT)
     special = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT} if eot is not None else {}
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
@@ -347,7 +347,7 @@ def export_params(cfg: Config, params: dict[str, np.ndarray], tokenizer_file: Pa
         }
         for name, obj in files.items():
             (tmp / name).write_text(json.dumps(obj, indent=2) + "\n")
-        shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
+        (tmp / "tokenizer.json").write_bytes(tokenizer_json)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

@@ -18,7 +18,7 @@ from .train import checkpoint
 class ModelSource:
     cfg: Config
     params: dict[str, np.ndarray]  # our names; wte with vocab_size rows
-    tokenizer_path: Path
+    tokenizer_json: bytes  # read with the weights: a checkpoint rotated away later cannot take it
     label: str  # what was loaded, for messages: 'runs/x step 300' or an HF folder
     precision: str = "fp32"
 
@@ -34,26 +34,26 @@ def load_model(path: str | Path, step: int | None = None, warn: Callable[[str], 
             raise ConfigError(f"--step: {path} is a HuggingFace folder; it has no steps")
         m = hf.read_folder(path)
         raw = {**m.shape, "batch_size": 1, "max_length": m.shape["n_positions"], "name": path.name}
-        return ModelSource(from_dict(raw, str(path / "config.json")), m.params, m.tokenizer_path, str(path))
+        tokenizer = m.tokenizer_path.read_bytes()
+        return ModelSource(from_dict(raw, str(path / "config.json")), m.params, tokenizer, str(path))
     if (path / "checkpoints").is_dir():
         if step is None:
-            ckpt, params, _, state = checkpoint.load_newest_intact(path, warn, with_optimizer=False)
+            ckpt = checkpoint.load_newest_intact(path, warn, with_optimizer=False)
         else:
-            ckpt = path / "checkpoints" / f"{checkpoint.PREFIX}{step:08d}"
-            if not (ckpt / "state.json").exists():
-                have = ", ".join(
-                    p.name[len(checkpoint.PREFIX) :].lstrip("0") for p in checkpoint.list_checkpoints(path)
-                )
+            folder = path / "checkpoints" / f"{checkpoint.PREFIX}{step:08d}"
+            if not folder.is_dir():
+                have = ", ".join(str(checkpoint.step_of(p)) for p in checkpoint.list_checkpoints(path))
                 raise ConfigError(f"--step {step}: {path} has no checkpoint of that step (it has: {have or 'none'})")
-            params, _, state = checkpoint.load(ckpt, with_optimizer=False)
+            ckpt = checkpoint.load(folder, with_optimizer=False)
     elif (path / "state.json").exists():
-        ckpt = path
-        params, _, state = checkpoint.load(path, with_optimizer=False)
+        ckpt = checkpoint.load(path, with_optimizer=False)
     elif any((path / m).exists() for m in hf.RUN_MARKERS):
         raise checkpoint.CheckpointError(f"{path}: no checkpoint yet: train it first (or wait for its first save)")
     else:
         raise ConfigError(f"{path}: not a run folder (no checkpoints/) nor a HuggingFace folder (no config.json)")
-    cfg = from_dict(state["config"], str(ckpt / "state.json"))
-    return ModelSource(
-        cfg, params, ckpt / "tokenizer.json", f"{path} step {state['step']}", state.get("precision", cfg.precision)
-    )
+    state = ckpt.state
+    if ckpt.tokenizer is None:
+        raise checkpoint.CheckpointError(f"{ckpt.path}: has no tokenizer.json (not a checkpoint `loop train` wrote)")
+    cfg = from_dict(state["config"], str(ckpt.path / "state.json"))
+    label = f"{path} step {state['step']}"
+    return ModelSource(cfg, ckpt.params, ckpt.tokenizer, label, state.get("precision", cfg.precision))

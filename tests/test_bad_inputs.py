@@ -293,7 +293,7 @@ def test_eval_tokenizes_a_long_file_in_bounded_pieces_with_the_whole_files_token
         f.write("  indented\n\n\ntwo blank lines \n trailing space\n" * 50)
     text = (data / "doc0000.txt").read_text()
     src = load_model(trained, warn=lambda m: None)
-    tok = Tokenizer.from_file(str(src.tokenizer_path))
+    tok = Tokenizer.from_str(src.tokenizer_json.decode())
     piece = 1024
     monkeypatch.setattr(ev, "ENCODE_PIECE_BYTES", piece)
     longest = [0]

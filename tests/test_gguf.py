@@ -110,12 +110,12 @@ def test_gguf_holds_the_runs_weights_tokenizer_and_shape(exported, tmp_path, cap
     assert field(r, "gpt2.attention.head_count") == cfg.num_heads
     assert field(r, "tokenizer.ggml.model") == "gpt2" and field(r, "tokenizer.ggml.pre") == "gpt-2"
 
-    tok = Tokenizer.from_file(str(src.tokenizer_path))
+    tok = Tokenizer.from_str(src.tokenizer_json.decode())
     tokens = field(r, "tokenizer.ggml.tokens")
     assert tokens == [tok.id_to_token(i) for i in range(tok.get_vocab_size())]
     eot = tok.token_to_id(EOT)
     assert field(r, "tokenizer.ggml.eos_token_id") == eot and field(r, "tokenizer.ggml.token_type")[eot] == 3
-    merges = orjson.loads(src.tokenizer_path.read_bytes())["model"]["merges"]
+    merges = orjson.loads(src.tokenizer_json)["model"]["merges"]
     assert field(r, "tokenizer.ggml.merges") == [m if isinstance(m, str) else " ".join(m) for m in merges]
 
     t = read_tensors(path)
@@ -198,7 +198,7 @@ def test_llama_cpp_tokenizes_and_decodes_as_the_run_does(exported, tmp_path, cap
     and the end-of-text token: llama.cpp's ids are the run's own."""
     llama_cpp = pytest.importorskip("llama_cpp")
     run = exported / "runs" / "mine"
-    tok = Tokenizer.from_file(str(load_run(run).tokenizer_path))
+    tok = Tokenizer.from_str(load_run(run).tokenizer_json.decode())
     path = export(run, tmp_path / "m.gguf", "f16", capsys)
     llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
     ids = tok.encode(AWKWARD).ids
@@ -216,7 +216,7 @@ def test_llama_cpp_greedy_tokens_are_loop_generates(exported, tmp_path, capsys, 
 
     run = exported / "runs" / "mine"
     src = load_run(run)
-    tok = Tokenizer.from_file(str(src.tokenizer_path))
+    tok = Tokenizer.from_str(src.tokenizer_json.decode())
     prompt_ids = tok.encode(PROMPT).ids
     n = src.cfg.positions - len(prompt_ids)  # within one window: llama.cpp does not slide it
     want = loop_generate(run, n, capsys)
@@ -245,7 +245,7 @@ def test_eval_scores_each_record_as_its_own_document(exported, tmp_path):
     from loop_tui.model.gpt import GPT
 
     src = load_run(exported / "runs" / "mine")
-    tok = Tokenizer.from_file(str(src.tokenizer_path))
+    tok = Tokenizer.from_str(src.tokenizer_json.decode())
     texts = SENTENCES * 2
     f = tmp_path / "held.jsonl"
     f.write_bytes(b"".join(orjson.dumps({"text": t}) + b"\n" for t in texts))

@@ -142,8 +142,8 @@ def test_a_killed_rank_ends_the_job_and_keeps_the_checkpoint(tmp_path):
     assert len(lines) == 1 and f"rank 1 (PID {victim.pid}" in lines[0] and "is intact" in lines[0], err[-2000:]
     from loop_tui.train import checkpoint
 
-    path, params, _, state = checkpoint.load_newest_intact(run, print)
-    assert state["step"] >= 5 and all(np.isfinite(v).all() for v in params.values())
+    newest = checkpoint.load_newest_intact(run, print)
+    assert newest.state["step"] >= 5 and all(np.isfinite(v).all() for v in newest.params.values())
 
 
 def test_started_by_mpirun_without_mpi4py_says_how_to_install(tmp_path):

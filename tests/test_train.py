@@ -87,9 +87,9 @@ def test_checkpoint_contents_and_retention(tmp_path):
     train(cfg, tmp_path, 12)
     kept = checkpoint.list_checkpoints(tmp_path)
     assert [p.name for p in kept] == ["step_00000009", "step_00000012"]
-    params, optim, state = checkpoint.load(kept[-1])
-    assert state["step"] == 12 and state["config"]["d_model"] == cfg.d_model
-    assert set(optim) == {"m", "v"} and "wte" in params
+    c = checkpoint.load(kept[-1])
+    assert c.state["step"] == 12 and c.state["config"]["d_model"] == cfg.d_model
+    assert set(c.optimizer) == {"m", "v"} and "wte" in c.params
     assert (kept[-1] / "tokenizer.json").exists() and (tmp_path / "tokenizer.json").exists()
 
 
@@ -143,7 +143,7 @@ def test_signal_finishes_step_saves_and_exits_zero(tmp_path, sig):
     assert p.returncode == 0, err
     ck = checkpoint.latest(run)
     assert ck is not None
-    _, _, state = checkpoint.load(ck)
+    state = checkpoint.load(ck).state
     assert state["step"] >= 10 and state["reason"] == "quit"
 
 

@@ -109,7 +109,7 @@ async def test_pick_smoke_start_metrics_pause_save_quit(tmp_path, monkeypatch):
         await wait_for(lambda: state.step > paused_at, pilot)
         await pilot.press("q")
         await wait_for(lambda: not dash.runner.running, pilot)
-    _, _, saved = checkpoint.load(checkpoint.latest(run_dir))
+    saved = checkpoint.load(checkpoint.latest(run_dir)).state
     # the final step is saved: by the quit, or by a periodic save that happened to land on that step
     assert saved["step"] == state.step and saved["reason"] in ("quit", "periodic")
 

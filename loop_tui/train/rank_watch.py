@@ -12,6 +12,7 @@ has ended."""
 from __future__ import annotations
 
 import os
+import re
 import select
 import sys
 from pathlib import Path
@@ -19,7 +20,11 @@ from pathlib import Path
 
 def newest_checkpoint(run_dir: Path) -> str:
     try:
-        done = sorted(p for p in (run_dir / "checkpoints").iterdir() if (p / "state.json").exists())
+        done = sorted(
+            p
+            for p in (run_dir / "checkpoints").iterdir()
+            if re.fullmatch(r"step_\d+", p.name) and (p / "state.json").exists()
+        )
     except OSError:
         done = []
     return f"The newest checkpoint, {done[-1]}, is intact." if done else "No checkpoint was written yet."

@@ -204,7 +204,7 @@ class Trainer:
         its checkpoint and prepares the tokenizer; the other ranks get the state, the tokenizer and
         the weights from it, so only rank 0 needs the run folder (every rank needs the data)."""
         cfg, world = self.cfg, self.world
-        state, ckpt, params, optim = None, None, None, None
+        state, ckpt, params, optim, run_tokenizer = None, None, None, None, None
         if world.is_root:
             self._lock_run_dir()
             if not self.resume and checkpoint.latest(self.run_dir) is not None:
@@ -214,9 +214,9 @@ class Trainer:
             if self.resume:
                 if checkpoint.latest(self.run_dir) is None:
                     raise checkpoint.CheckpointError(f"{self.run_dir}: no checkpoint to resume from")
-                ckpt, params, optim, state = checkpoint.load_newest_intact(
-                    self.run_dir, lambda m: self.emit("warning", message=m)
-                )
+                loaded = checkpoint.load_newest_intact(self.run_dir, lambda m: self.emit("warning", message=m))
+                ckpt, params, optim, state = loaded.path, loaded.params, loaded.optimizer, loaded.state
+                run_tokenizer = self._restore_tokenizer(loaded)
             if cfg.report_to == "tensorboard":  # before data preparation: a missing package fails fast
                 from .tensorboard import TensorBoardWriter
 
@@ -245,7 +245,6 @@ class Trainer:
                 )
             self.emit("info", message=f"continuing on new text ({corpus.name}) with the run's own tokenizer")
         t0 = time.perf_counter()
-        run_tokenizer = ckpt / "tokenizer.json" if ckpt is not None and (ckpt / "tokenizer.json").exists() else None
         init = None
         if state is None and cfg.init_from and world.is_root:  # a fine-tune: weights and tokenizer from HF
             from ..hf import read_folder
@@ -255,9 +254,11 @@ class Trainer:
             self.emit("info", message=f"starting from {cfg.init_from} (weights and tokenizer)")
         if world.is_root:
             self.tokens = self._prepare(corpus, run_tokenizer)
-        tokenizer_text = world.bcast_obj(self.tokens.tokenizer_path.read_text() if world.is_root else None)
+        # the run's tokenizer, held from here on: each checkpoint writes it from memory, so no file
+        # this run started from (a rotated checkpoint, a cleaned cache) is needed again
+        self.tokenizer_json = world.bcast_obj(self.tokens.tokenizer_path.read_bytes() if world.is_root else None)
         if not world.is_root:  # rank 0's tokenizer, whatever made it, encodes this rank's copy of the data
-            self.tokens = self._prepare(corpus, self._cached_tokenizer(tokenizer_text))
+            self.tokens = self._prepare(corpus, self._cached_tokenizer(self.tokenizer_json))
         self.corpus_digest = corpus.digest
         self.emit(
             "info",
@@ -375,14 +376,30 @@ class Trainer:
         )
 
     @staticmethod
-    def _cached_tokenizer(text: str) -> Path:
+    def _cached_tokenizer(data: bytes) -> Path:
         import hashlib
 
         from ..cache import atomic_write_bytes, cache_dir
 
-        path = cache_dir() / f"tokenizer-rank0-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+        path = cache_dir() / f"tokenizer-rank0-{hashlib.sha256(data).hexdigest()[:16]}.json"
         if not path.exists():
-            atomic_write_bytes(path, text.encode())
+            atomic_write_bytes(path, data)
+        return path
+
+    def _restore_tokenizer(self, loaded: checkpoint.Checkpoint) -> Path:
+        """RUN/tokenizer.json, made the verified copy of the resumed checkpoint's tokenizer: the
+        run encodes with it and never trains a new one (its weights are tied to this one)."""
+        from ..cache import atomic_write_bytes
+
+        if loaded.tokenizer is None:
+            raise checkpoint.CheckpointError(
+                f"{loaded.path}: has no tokenizer.json; a run cannot continue without the tokenizer it trained with"
+            )
+        path = self.run_dir / "tokenizer.json"
+        try:
+            atomic_write_bytes(path, loaded.tokenizer)
+        except OSError as e:
+            raise StorageError(f"{path}: cannot write: {e.strerror or e}") from None
         return path
 
     def _check_world(self, state: dict) -> None:
@@ -560,12 +577,12 @@ class Trainer:
             optim,
             state,
             self.cfg.keep_checkpoints,
-            {"tokenizer.json": self.tokens.tokenizer_path},
+            {checkpoint.TOKENIZER: self.tokenizer_json},
         )
         from ..cache import atomic_write_bytes
 
         try:
-            atomic_write_bytes(self.run_dir / "tokenizer.json", self.tokens.tokenizer_path.read_bytes())
+            atomic_write_bytes(self.run_dir / "tokenizer.json", self.tokenizer_json)
             atomic_write_bytes(
                 self.run_dir / "config.json", orjson.dumps(self.cfg.to_dict(), option=orjson.OPT_INDENT_2)
             )

@@ -1,0 +1,171 @@
+"""A run folder over its life: resumed runs that rotate their checkpoints, readers racing a trainer
+that rotates them, damaged or missing tokenizers, stray folders beside the checkpoints, and what a
+fresh run finds left over. Each test reproduces a failure issue 22 reported."""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from loop_tui import errors
+from loop_tui.train import checkpoint
+
+from .test_reliability import one_line_error, resume_cli, run_cli, train_steps, write_config
+
+
+def step_names(run: Path) -> list[str]:
+    return [p.name for p in checkpoint.list_checkpoints(run)]
+
+
+# ---------------------------------------------------------------- resume, then rotate
+def test_a_resumed_run_saves_past_keep_checkpoints(tmp_path, capsys):
+    """The run once read its tokenizer from the checkpoint it resumed from: after keep_checkpoints
+    more saves rotation deleted it and the next save failed (exit 5)."""
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path, checkpoint_every=1, keep_checkpoints=2)
+    train_steps(tmp_path, run, 2, checkpoint_every=1, keep_checkpoints=2)
+    tokenizer = (run / "tokenizer.json").read_bytes()
+    capsys.readouterr()
+    code, out, err = resume_cli(capsys, run, cfg, 5)
+    assert code == 0, err
+    assert step_names(run) == ["step_00000006", "step_00000007"]
+    for path in checkpoint.list_checkpoints(run):
+        assert (path / "tokenizer.json").read_bytes() == tokenizer
+    assert (run / "tokenizer.json").read_bytes() == tokenizer
+    code, _, err = resume_cli(capsys, run, cfg, 3)  # and once more, from a checkpoint the last resume wrote
+    assert code == 0 and step_names(run) == ["step_00000009", "step_00000010"], err
+
+
+def test_rotation_keeps_the_checkpoint_it_just_wrote(tmp_path, capsys):
+    """Resumed past a damaged newer checkpoint, a save must not count that one among the kept and
+    delete the new, intact one."""
+    run = tmp_path / "run"
+    train_steps(tmp_path, run, 4, checkpoint_every=2, keep_checkpoints=1)
+    newest = checkpoint.latest(run)
+    damaged = newest.with_name("step_00000009")
+    shutil.copytree(newest, damaged)
+    (damaged / "model.safetensors").write_bytes(b"garbage")
+    capsys.readouterr()
+    code, out, err = resume_cli(capsys, run, write_config(tmp_path, checkpoint_every=2, keep_checkpoints=1), 2)
+    assert code == 0 and "skipping a damaged checkpoint" in out, err
+    assert step_names(run) == ["step_00000006", "step_00000009"]
+    assert checkpoint.load(checkpoint.list_checkpoints(run)[0]).state["step"] == 6
+
+
+# ---------------------------------------------------------------- readers racing a trainer
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("trained")
+    train_steps(d, d / "run", 2, checkpoint_every=2)
+    return d / "run"
+
+
+def rotate_on_read(monkeypatch, run: Path, after: str) -> None:
+    """The first time a checkpoint's `after` file is read, a trainer (keep_checkpoints 1) saves the
+    next step and deletes the checkpoint being read."""
+    real = pathlib.Path.read_bytes
+    done = []
+
+    def read_bytes(self: pathlib.Path) -> bytes:
+        data = real(self)
+        if not done and self.name == after and self.parent.parent == run / "checkpoints":
+            done.append(self)
+            step = int(self.parent.name.removeprefix("step_"))
+            shutil.copytree(self.parent, self.parent.with_name(f"step_{step + 2:08d}"))
+            shutil.rmtree(self.parent)
+        return data
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", read_bytes)
+
+
+@pytest.mark.parametrize("after", ["state.json", "model.safetensors"])
+@pytest.mark.parametrize("command", ["generate", "eval", "export"])
+def test_readers_load_a_whole_checkpoint_while_a_trainer_rotates(
+    trained, tmp_path, capsys, monkeypatch, command, after
+):
+    """generate/eval/export once read the weights of one checkpoint and its tokenizer after rotation
+    had deleted it (exit 70; export said "cannot write" about the file it read), or called a
+    checkpoint rotated away mid-read damaged."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    text = tmp_path / "text"
+    text.mkdir()
+    (text / "a.txt").write_text("The quick brown fox jumps over the lazy dog. " * 40)
+    rotate_on_read(monkeypatch, run, after)
+    argv = {
+        "generate": ["generate", str(run), "--tokens", "3", "--seed", "1"],
+        "eval": ["eval", str(run), "--data", str(text)],
+        "export": ["export", str(run), str(tmp_path / "hf")],
+    }[command]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0 and "Traceback" not in err, err
+    assert "damaged" not in err  # a checkpoint rotated away is not damaged
+    if command == "export":
+        assert (
+            out.startswith("exported")
+            and (tmp_path / "hf" / "tokenizer.json").read_bytes() == (run / "tokenizer.json").read_bytes()
+        )
+
+
+# ---------------------------------------------------------------- the tokenizer is checked like the weights
+@pytest.mark.parametrize("damage", ["garble", "delete"])
+def test_a_damaged_checkpoint_tokenizer_is_skipped_never_retrained(tmp_path, capsys, damage):
+    """Its SHA-256 was recorded but never checked: garbled → exit 70 on resume and generate;
+    deleted → resume trained a new tokenizer and overwrote the run's own."""
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path, checkpoint_every=2)
+    train_steps(tmp_path, run, 4, checkpoint_every=2)
+    first, last = checkpoint.list_checkpoints(run)
+    tokenizer = (run / "tokenizer.json").read_bytes()
+    if damage == "garble":
+        (last / "tokenizer.json").write_bytes(tokenizer[:-200] + b"#" * 200)
+    else:
+        (last / "tokenizer.json").unlink()
+    capsys.readouterr()
+    code, _, err = run_cli(capsys, "generate", str(run), "--tokens", "3")
+    assert code == 0 and "skipping a damaged checkpoint" in err and "tokenizer.json" in err, err
+    code, out, err = resume_cli(capsys, run, cfg, 1)
+    assert code == 0 and f"using {first.name}" in out and "tokenizer.json" in out, err
+    assert (run / "tokenizer.json").read_bytes() == tokenizer
+
+
+def test_a_run_whose_only_checkpoint_lost_its_tokenizer_is_not_retrained(tmp_path, capsys):
+    run = tmp_path / "run"
+    train_steps(tmp_path, run, 2, checkpoint_every=2)
+    tokenizer = (run / "tokenizer.json").read_bytes()
+    (checkpoint.latest(run) / "tokenizer.json").unlink()
+    capsys.readouterr()
+    code, _, err = resume_cli(capsys, run, write_config(tmp_path, checkpoint_every=2), 1)
+    assert code == errors.EXIT_CHECKPOINT and "tokenizer.json" in one_line_error(err)
+    assert (run / "tokenizer.json").read_bytes() == tokenizer and step_names(run) == ["step_00000002"]
+
+
+# ---------------------------------------------------------------- what else lies in checkpoints/
+def test_a_backup_folder_beside_the_checkpoints_is_ignored(tmp_path, capsys):
+    """checkpoints/step_00000002.bak/ made every command exit 70 (int('00000002.bak'))."""
+    run = tmp_path / "run"
+    train_steps(tmp_path, run, 2, checkpoint_every=2)
+    shutil.copytree(checkpoint.latest(run), run / "checkpoints" / "step_00000002.bak")
+    (run / "checkpoints" / "step_notes").mkdir()
+    capsys.readouterr()
+    assert run_cli(capsys, "generate", str(run), "--tokens", "2")[0] == 0
+    assert run_cli(capsys, "runs", str(tmp_path))[0] == 0
+    code, _, err = resume_cli(capsys, run, write_config(tmp_path, checkpoint_every=2), 2)
+    assert code == 0, err
+    assert (run / "checkpoints" / "step_00000002.bak").is_dir()  # the user's folder is left alone
+
+
+def test_a_checkpoint_without_state_json_is_skipped_with_a_warning(tmp_path, capsys):
+    """Its state.json deleted, the newest checkpoint was passed over in silence."""
+    run = tmp_path / "run"
+    train_steps(tmp_path, run, 4, checkpoint_every=2)
+    first, last = checkpoint.list_checkpoints(run)
+    (last / "state.json").unlink()
+    capsys.readouterr()
+    code, out, err = resume_cli(capsys, run, write_config(tmp_path, checkpoint_every=2), 1)
+    assert code == 0 and f"using {first.name}" in out and "state.json" in out, err
+    warnings = [x for x in out.splitlines() if "skipping a damaged checkpoint" in x]
+    assert len(warnings) == 1
