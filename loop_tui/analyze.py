@@ -15,7 +15,7 @@ import numpy as np
 from . import machine
 from .config import Config
 from .model.layout import (
-    activation_specs,
+    activation_count,
     head_chunk_rows,
     matmul_params,
     parameter_count,
@@ -173,9 +173,10 @@ def attention_block(mr: int, nr: int) -> int:
 
 
 def training_memory(cfg: Config) -> dict[str, int]:
-    """Bytes this program allocates for a training step (arenas), by kind."""
-    params = 4 * sum(s.size for s in parameter_specs(cfg))
-    acts = 4 * sum(s.size for s in activation_specs(cfg, cfg.batch_size, cfg.max_length))
+    """Bytes this program allocates for a training step (arenas), by kind: arithmetic on the
+    config alone, cheap for any config (the trainer checks it before building anything)."""
+    params = 4 * parameter_count(cfg)
+    acts = 4 * activation_count(cfg, cfg.batch_size, cfg.max_length)
     return {
         "weights": params,
         "gradients": params,

@@ -13,7 +13,7 @@ from loop_tui import kernels as K
 from loop_tui.config import Config, load_config
 from loop_tui.kernels.backend import CBackend
 from loop_tui.model.gpt import GPT
-from loop_tui.model.layout import parameter_count, parameter_specs
+from loop_tui.model.layout import activation_count, activation_specs, parameter_count, parameter_specs
 
 from . import reference as ref
 
@@ -36,6 +36,20 @@ def test_parameter_count_matches_gpt2_formula():
     d, f, L, V, T = c.d_model, c.d_ff, c.num_layers, c.vocab_size, c.max_length
     per_layer = 3 * d * d + 3 * d + d * d + d + d * f + f + f * d + d + 4 * d
     assert parameter_count(c) == V * d + T * d + L * per_layer + 2 * d
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [load_config(n) for n in ("smoke", "default", "gpt2_small", "wiki_cache_optimized", "gpt2_finetune")]
+    + [TINY, TINY.replace(vocab_size=50257, n_positions=1024, num_layers=3, batch_size=3, max_length=7)],
+    ids=lambda c: c.name + str(c.vocab_size),
+)
+def test_closed_form_sizes_equal_the_sum_of_the_specs(cfg):
+    """The memory check sizes a config by arithmetic (a huge one is refused before any spec is
+    built); the arenas are built from the specs: the two must agree exactly."""
+    assert parameter_count(cfg) == sum(s.size for s in parameter_specs(cfg))
+    for batch, seq in ((cfg.batch_size, cfg.max_length), (1, 1), (5, 3)):
+        assert activation_count(cfg, batch, seq) == sum(s.size for s in activation_specs(cfg, batch, seq))
 
 
 def test_loss_and_every_gradient_match_float64_finite_differences(isa):

@@ -98,7 +98,19 @@ def activation_specs(cfg: Config, batch: int, seq: int) -> list[Spec]:
 
 
 def parameter_count(cfg: Config) -> int:
-    return sum(s.size for s in parameter_specs(cfg))
+    """Elements of parameter_specs(cfg), in closed form: arithmetic on the config alone, so a
+    config with 10^8 layers is sized (and refused) without building 10^9 specs."""
+    d, f, L = cfg.d_model, cfg.d_ff, cfg.num_layers
+    per_layer = 4 * d * d + 2 * d * f + 9 * d + f  # qkv, proj, fc, fcproj; 2 LayerNorms and 4 biases
+    return (cfg.padded_vocab + cfg.positions) * d + L * per_layer + 2 * d
+
+
+def activation_count(cfg: Config, batch: int, seq: int) -> int:
+    """Elements of activation_specs(cfg, batch, seq), in closed form (see parameter_count)."""
+    d, f, L, N = cfg.d_model, cfg.d_ff, cfg.num_layers, batch * seq
+    per_layer = 8 * N * d + 4 * N + batch * cfg.num_heads * seq + N * f
+    tail = 8 * N * d + 3 * N + 2 * N * f + head_chunk_rows(cfg, N) * cfg.padded_vocab
+    return N * d + L * per_layer + tail
 
 
 def matmul_params(cfg: Config) -> int:
