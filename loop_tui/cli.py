@@ -223,6 +223,10 @@ def dashboard_summary(state, run_dir: Path) -> int:
     return 0
 
 
+# finish the step, save and exit 0; SIGHUP: the terminal or SSH session closed
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def train_headless(cfg, run_dir: Path, args) -> int:
     from .train.console import ConsoleReporter
 
@@ -251,20 +255,30 @@ def _train_headless(cfg, run_dir: Path, args, reporter) -> int:
 
     def on_signal(signum, frame):
         interrupts.append(signum)
+        if signum == signal.SIGHUP:
+            from .train.console import detach_from_terminal
+
+            detach_from_terminal()
         if len(interrupts) == 1:
-            print(
-                f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
-                "(Ctrl-C again to abort without saving)",
-                file=sys.stderr,
-                flush=True,
-            )
+            if trainer.training:
+                doing = "finishing this step and saving a checkpoint (Ctrl-C again to abort without saving)"
+            else:  # still preparing: nothing trained, nothing to save
+                doing = "stopping before the first step"
+            try:
+                print(
+                    f"\n{signal.Signals(signum).name}: {doing}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            except OSError:
+                pass
             trainer.request("quit")
         else:
             trainer.abort = True
             raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_signal)
     trainer.setup()
     root = trainer.world.is_root
     if root:
@@ -741,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("LOOP_DEBUG") == "1"
     from .config import ConfigError
     from .data.corpus import DataError
-    from .train.distributed import mark_done
+    from .train.distributed import PeerStopped, mark_done
 
     try:
         code = args.func(args)
@@ -749,6 +763,11 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         return 0
+    except PeerStopped as e:  # under MPI: another rank failed and printed why; every rank ends with its code
+        if debug:
+            raise
+        mark_done()
+        return e.exit_code
     except KeyboardInterrupt:
         print("aborted without saving (the run folder keeps its last checkpoint)", file=sys.stderr)
         mark_done()
@@ -766,9 +785,12 @@ def main(argv: list[str] | None = None) -> int:
             code = _fail(
                 f"internal error: {type(e).__name__}: {e} (run again with --debug for the traceback)", EXIT_INTERNAL
             )
-        from .train.distributed import abort_world
+        from .train.distributed import abort_world, stopped_together
 
-        abort_world(code)  # under mpirun: end every rank now, not leave them waiting in a collective
+        if stopped_together(e):  # every rank is ending with this code: nothing to abort
+            mark_done()
+        else:
+            abort_world(code)  # under mpirun: end every rank now, not leave them waiting in a collective
         return code
 
 

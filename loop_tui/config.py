@@ -15,6 +15,8 @@ from pathlib import Path
 
 import orjson
 
+from .errors import EXIT_USAGE
+
 PACKAGE_ROOT = Path(__file__).resolve().parent
 CONFIG_DIR = PACKAGE_ROOT / "configs"  # the shipped configs: package data, read-only in an installed package
 DEFAULT_CONFIG = "default"
@@ -24,6 +26,8 @@ INT64_MAX = 2**63 - 1  # seeds and counts reach the kernels and numpy as 64-bit 
 
 class ConfigError(ValueError):
     """A config that cannot be used; str() is the one-line message for the user."""
+
+    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ def _restore_process_state():
 
     from loop_tui import kernels
 
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     threads = kernels.get_num_threads()
     yield
     for s, h in before.items():

@@ -146,6 +146,47 @@ def test_a_killed_rank_ends_the_job_and_keeps_the_checkpoint(tmp_path):
     assert newest.state["step"] >= 5 and all(np.isfinite(v).all() for v in newest.params.values())
 
 
+def run_mpi_or_kill(n: int, argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """run_mpi for a job that might hang: on timeout every process it started is killed."""
+    p = subprocess.Popen(
+        mpi(n, argv), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        raise AssertionError(f"the job hung; it printed:\n{err[-2000:]}") from None
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+def test_a_failed_checkpoint_write_ends_every_rank_in_one_line(tmp_path):
+    """Rank 0's save failed (a full disk, here a file where the checkpoints folder must go) and
+    its clean-up save started a collective while rank 1 was in the next step's all-reduce: the
+    job hung forever, silent. Now every rank learns the save failed and stops at once."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").write_text("not a folder")
+    p = run_mpi_or_kill(2, train_argv(config(tmp_path, max_steps=100000, checkpoint_every=5), run))
+    assert p.returncode == 4, p.stderr[-2000:]
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("loop: error: ") and "cannot write checkpoint" in lines[0], p.stderr
+    steps = [x for x in p.stdout.splitlines() if x.startswith("step")]
+    assert steps[-1].startswith("step      5/")  # no step after the failed save
+
+
+def test_a_refused_resume_says_so_once(tmp_path):
+    """A resume refused on every rank (here: another global batch) printed the error once per rank,
+    plus the launcher's MPI_Abort banners."""
+    run = tmp_path / "run"
+    cfg = config(tmp_path, max_steps=100000)
+    subprocess.run(train_argv(cfg, run, "--steps", "2"), env=env(), check=True, capture_output=True, timeout=300)
+    p = run_mpi_or_kill(2, train_argv(cfg, run, "--resume", "--steps", "2"))
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "global batch 4" in lines[0] and "mpirun -np 1" in lines[0], p.stderr
+
+
 def test_started_by_mpirun_without_mpi4py_says_how_to_install(tmp_path):
     """The launcher's environment with mpi4py hidden: one line naming the extra."""
     from loop_tui import cli

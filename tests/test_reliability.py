@@ -356,6 +356,7 @@ def test_sigterm_while_tokenizing_stops_promptly_in_one_line(tmp_path):
     out, err = p.communicate(timeout=30)
     assert p.returncode == errors.EXIT_ABORTED, (out, err)
     assert "stopped while" in one_line_error(err)
+    assert "saving a checkpoint" not in err  # nothing is trained yet: nothing to save
     assert not list((tmp_path / "cache").glob("tokens-*")) and not list((tmp_path / "cache").glob(".*"))
 
 

@@ -169,3 +169,104 @@ def test_a_checkpoint_without_state_json_is_skipped_with_a_warning(tmp_path, cap
     assert code == 0 and f"using {first.name}" in out and "state.json" in out, err
     warnings = [x for x in out.splitlines() if "skipping a damaged checkpoint" in x]
     assert len(warnings) == 1
+
+
+# ---------------------------------------------------------------- a new run, a resumed run's identity
+def test_a_new_run_replaces_the_metrics_of_one_killed_before_its_first_checkpoint(tmp_path, capsys):
+    """Killed (kill -9) before its first checkpoint, a run leaves metrics.jsonl and run.json but no
+    checkpoint; a new run in the folder appended to them (`loop runs` showed "553/5 finished")."""
+    import orjson
+
+    run = tmp_path / "run"
+    train_steps(tmp_path, run, 6)
+    shutil.rmtree(run / "checkpoints")  # what a kill -9 before the first checkpoint leaves
+    capsys.readouterr()
+    code, out, err = run_cli(capsys, "train", write_config(tmp_path), "--out", str(run), "--no-tui", "--steps", "3")
+    assert code == 0 and "metrics.jsonl" in out, err
+    records = [orjson.loads(x) for x in (run / "metrics.jsonl").read_bytes().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3]
+    assert [r["step"] for r in records if "val_loss" in r] == [3]
+    code, out, _ = run_cli(capsys, "runs", str(tmp_path), "--json")
+    listed = orjson.loads(out)[0]
+    assert (listed["step"], listed["planned"], listed["status"]) == (3, 3, "finished")
+
+
+def test_resume_keeps_the_runs_seed_whatever_seed_says(tmp_path, capsys):
+    """--resume --seed 5 warned that the seed has no effect, then recorded seed 5 in config.json
+    and state.json."""
+    import orjson
+
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path, seed=11)
+    train_steps(tmp_path, run, 2, seed=11)
+    capsys.readouterr()
+    code, out, err = resume_cli(capsys, run, cfg, 1, "--seed", "5")
+    assert code == 0 and "seed 5 has no effect" in out, err
+    assert orjson.loads((run / "config.json").read_bytes())["seed"] == 11
+    assert checkpoint.load(checkpoint.latest(run)).state["config"]["seed"] == 11
+
+
+def test_resume_of_a_missing_folder_creates_nothing(tmp_path, capsys):
+    run = tmp_path / "nowhere" / "run"
+    code, _, err = resume_cli(capsys, run, write_config(tmp_path), 1)
+    assert code == errors.EXIT_USAGE and "no such run folder" in one_line_error(err)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_run_folder_deleted_mid_run_stops_in_one_line(tmp_path):
+    """rm -rf of the run folder under a running trainer: it was recreated in silence, the metrics
+    lost, exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path, checkpoint_every=100000)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "loop_tui", "train", cfg, "--out", str(run), "--no-tui", "--steps", "100000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        for line in p.stdout:  # type: ignore[union-attr]
+            if line.startswith("step"):
+                break
+        shutil.rmtree(run)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == errors.EXIT_OS, (out, err)
+    assert "deleted while training" in one_line_error(err)
+    assert not run.exists()
+
+
+# ---------------------------------------------------------------- refused before anything large is built
+@pytest.mark.parametrize("fields", [{"num_layers": 100_000_000}, {"vocab_size": 2_000_000_000}])
+def test_a_huge_config_is_refused_from_arithmetic_alone(tmp_path, fields):
+    """num_layers 1e8: the memory check built 10^9 parameter specs and the OOM killer ended it
+    (exit 137); vocab_size 2e9: data preparation ran first and the tokenizer library aborted
+    allocating 141 GB. Run under a 4 GiB address-space limit, so a regression fails here (a
+    MemoryError, exit 70) instead of taking the machine down."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    cfg = write_config(tmp_path, **fields)
+    p = subprocess.run(
+        [sys.executable, "-m", "loop_tui", "train", cfg, "--out", str(tmp_path / "run"), "--no-tui", "--steps", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit,
+        env={**os.environ, "LOOP_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert p.returncode == errors.EXIT_USAGE, p.stderr[-2000:]
+    assert "needs about" in one_line_error(p.stderr) and "--force" in p.stderr
+    assert "documents" not in p.stdout  # refused before the data was read
+    assert not list((tmp_path / "cache").glob("tok*"))

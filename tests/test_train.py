@@ -133,8 +133,10 @@ def _wait_for_steps(proc, n=1):
     raise AssertionError("training printed no step line: " + proc.stderr.read())
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_finishes_step_saves_and_exits_zero(tmp_path, sig):
+    """SIGHUP (the terminal or SSH session closed) once killed the run with 129, unsaved, leaving
+    a .tmp-step_* folder."""
     run = tmp_path / "run"
     p = _start(["--steps", "100000", "--out", str(run), "--checkpoint-every", "100000"], tmp_path)
     _wait_for_steps(p)
@@ -145,6 +147,7 @@ def test_signal_finishes_step_saves_and_exits_zero(tmp_path, sig):
     assert ck is not None
     state = checkpoint.load(ck).state
     assert state["step"] >= 10 and state["reason"] == "quit"
+    assert not list((run / "checkpoints").glob(".*"))
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.013, 0.029])

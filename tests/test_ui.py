@@ -472,6 +472,40 @@ def test_real_app_in_tmux(tmp_path):
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 
 
+def test_closing_the_terminal_saves_like_q(tmp_path):
+    """SIGHUP (the terminal or SSH session closed) once killed the dashboard with 129, unsaved,
+    leaving a .tmp-step_* folder; and Textual cannot shut down on a closed terminal."""
+    import psutil
+
+    if not shutil.which("tmux"):
+        pytest.skip("tmux is not installed")
+    session = f"loop-hup-{os.getpid()}"
+    run = tmp_path / "run"
+    cmd = f"{sys.executable} -m loop_tui train smoke --steps 100000 --checkpoint-every 100000 --out {run}"
+    env_prefix = (
+        f"cd {tmp_path} && echo $$ > pid && LOOP_CACHE_DIR={os.environ['LOOP_CACHE_DIR']} RAYON_NUM_THREADS=1 exec "
+    )
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", env_prefix + cmd], check=True)
+    try:
+        screen = ""
+        for _ in range(120):
+            time.sleep(0.5)
+            screen = subprocess.run(
+                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+            ).stdout
+            if re.search(r"step [1-9]\d*/100000", screen):
+                break
+        assert re.search(r"step [1-9]\d*/100000", screen), screen
+        app = psutil.Process(int((tmp_path / "pid").read_text()))
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)  # the terminal closes
+    gone, _ = psutil.wait_procs([app], timeout=60)
+    assert gone, "the app did not exit when its terminal closed"
+    saved = checkpoint.latest(run)
+    assert saved is not None and checkpoint.load(saved).state["reason"] == "quit"
+    assert not list((run / "checkpoints").glob(".*"))
+
+
 # ---------------------------------------------------------------------------- loop view
 def train_run(path: Path, steps: int) -> Path:
     from loop_tui import cli

@@ -115,3 +115,21 @@ class ConsoleReporter:
             self._line(("warning: " if kind == "warning" else "") + p["message"])
         elif kind == "done":
             self.close()
+
+
+def detach_from_terminal() -> None:
+    """After SIGHUP the terminal is gone and writing to it fails (EIO): what this process still
+    writes (progress, the dashboard's last frames, the summary) goes to /dev/null instead; output
+    to pipes and files is kept."""
+    import os
+    import stat
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        try:  # a hung-up terminal no longer passes isatty(): keep only what is not a device
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            mode = 0
+        if not (stat.S_ISFIFO(mode) or stat.S_ISREG(mode) or stat.S_ISSOCK(mode)):
+            os.dup2(devnull, fd)
+    os.close(devnull)

@@ -17,11 +17,13 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import EXIT_RANK_LOST, LoopError
+from ..errors import EXIT_INTERNAL, EXIT_OS, EXIT_RANK_LOST, LoopError
 
 # set by Open MPI, MPICH/Hydra and PMIx launchers in every rank's environment
 _SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
@@ -50,6 +52,7 @@ def abort_world(code: int) -> None:
     rather than leave the others blocked in a collective; a no-op in a single process."""
     if isinstance(_active, MPIWorld):
         _active.mark_done()
+        _active.claim_report()
         _active.abort(code)
 
 
@@ -123,6 +126,26 @@ class World:
     def take_allreduce_s(self) -> float:
         s, self.allreduce_s = self.allreduce_s, 0.0
         return s
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """Run a block every rank enters, where any rank may fail (a refused resume, a checkpoint
+        that cannot be written): at its end every rank learns whether one failed. The lowest rank
+        that failed raises its error (the one line the user sees); the others raise PeerStopped
+        with its exit code and say nothing. So all ranks end together and cleanly, instead of one
+        aborting (or, worse, starting a collective) while the others wait in another one.
+        An error raised this way has `every_rank_stopped` set (see stopped_together)."""
+        error = None
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001 - any failure: settle() re-raises it on the rank that had it
+            error = e
+        self.settle(error)
+
+    def settle(self, error: Exception | None) -> None:
+        if error is not None:
+            error.every_rank_stopped = True  # type: ignore[attr-defined]
+            raise error
 
 
 class MPIWorld(World):
@@ -217,6 +240,16 @@ class MPIWorld(World):
         if others and hasattr(os, "pidfd_open"):
             threading.Thread(target=watch, name="loop-peer-watch", daemon=True).start()
 
+    def settle(self, error: Exception | None) -> None:
+        codes = self.comm.allgather(None if error is None else exit_code_of(error))
+        failed = [rank for rank, code in enumerate(codes) if code is not None]
+        if not failed:
+            return
+        if error is not None and self.rank == failed[0]:
+            error.every_rank_stopped = True  # type: ignore[attr-defined]
+            raise error
+        raise PeerStopped(f"rank {failed[0]} failed and reported why", codes[failed[0]])
+
     def mark_done(self) -> None:
         if self.markers is not None:
             try:
@@ -224,9 +257,39 @@ class MPIWorld(World):
             except OSError:
                 pass
 
+    def claim_report(self) -> None:
+        """This rank has printed why the job ends: the rank watcher must not add a line about
+        the ranks the launcher kills next."""
+        if self.markers is not None:
+            try:
+                (self.markers / "reported").touch()
+            except OSError:
+                pass
+
     def abort(self, code: int) -> None:
         sys.stderr.flush()
         self.comm.Abort(code)
+
+
+def stopped_together(error: BaseException) -> bool:
+    """Whether every rank stopped at the point where `error` was raised (World.together), so
+    they can still meet in another collective."""
+    return isinstance(error, PeerStopped) or getattr(error, "every_rank_stopped", False)
+
+
+def exit_code_of(error: BaseException) -> int:
+    """The exit code the CLI gives `error` (LoopError and ConfigError carry theirs)."""
+    return getattr(error, "exit_code", EXIT_OS if isinstance(error, OSError) else EXIT_INTERNAL)
+
+
+class PeerStopped(LoopError):
+    """Another rank failed at a point every rank passes together and reported it; this rank ends
+    with the same exit code and prints nothing."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.every_rank_stopped = True
 
 
 class MPIUnavailable(LoopError):

@@ -31,7 +31,7 @@ from ..errors import NonFiniteError, RunLocked, StorageError
 from ..model.gpt import GPT
 from ..model.layout import parameter_count, training_flops_per_token
 from . import checkpoint
-from .distributed import World, connect
+from .distributed import World, connect, stopped_together
 from .sample import generate
 
 if TYPE_CHECKING:
@@ -93,6 +93,7 @@ class Trainer:
         self.allreduce_s = 0.0  # seconds in the gradient all-reduce, last step
         self.abort = False  # set by a second Ctrl-C: stop without saving
         self.stop_event = threading.Event()  # a quit request: also stops data preparation
+        self.training = False  # setup() is done: a quit request now saves a checkpoint
         self._progress_at = (0.0, "")
         self.data_path = data if data is not None else cfg.data
         self.text_field = cfg.text_field
@@ -202,47 +203,59 @@ class Trainer:
     def setup(self) -> None:
         """Everything before the first step. Under MPI, rank 0 alone locks the run folder, reads
         its checkpoint and prepares the tokenizer; the other ranks get the state, the tokenizer and
-        the weights from it, so only rank 0 needs the run folder (every rank needs the data)."""
-        cfg, world = self.cfg, self.world
-        state, ckpt, params, optim, run_tokenizer = None, None, None, None, None
-        if world.is_root:
-            self._lock_run_dir()
-            if not self.resume and checkpoint.latest(self.run_dir) is not None:
-                raise ConfigError(
-                    f"{self.run_dir}: already has checkpoints; pass --resume to continue it or --out for a new run"
-                )
-            if self.resume:
-                if checkpoint.latest(self.run_dir) is None:
-                    raise checkpoint.CheckpointError(f"{self.run_dir}: no checkpoint to resume from")
-                loaded = checkpoint.load_newest_intact(self.run_dir, lambda m: self.emit("warning", message=m))
-                ckpt, params, optim, state = loaded.path, loaded.params, loaded.optimizer, loaded.state
-                run_tokenizer = self._restore_tokenizer(loaded)
-            if cfg.report_to == "tensorboard":  # before data preparation: a missing package fails fast
-                from .tensorboard import TensorBoardWriter
+        the weights from it, so only rank 0 needs the run folder (every rank needs the data).
+        A failure releases the run folder."""
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
 
-                self.tensorboard = TensorBoardWriter(self.run_dir, state["step"] if state else 0)
+    def _setup(self) -> None:
+        world = self.world
+        state, ckpt, params, optim, run_tokenizer = None, None, None, None, None
+        with world.together():  # a refusal: one line from rank 0, every rank ends with its exit code
+            self._check_memory()  # from the config alone, before anything large is built or read
+            if world.is_root:
+                if self.resume and not self.run_dir.is_dir():  # before the lock would create it
+                    raise ConfigError(f"--resume: {self.run_dir}: no such run folder")
+                self._lock_run_dir()
+                if not self.resume:
+                    self._clear_unfinished_start()
+                if self.resume:
+                    loaded = self._load_for_resume()
+                    ckpt, params, optim, state = loaded.path, loaded.params, loaded.optimizer, loaded.state
+                    run_tokenizer = self._restore_tokenizer(loaded)
+                elif checkpoint.latest(self.run_dir) is not None:
+                    raise ConfigError(
+                        f"{self.run_dir}: already has checkpoints; pass --resume to continue it or --out for a new run"
+                    )
+                if self.cfg.report_to == "tensorboard":  # before data preparation: a missing package fails fast
+                    from .tensorboard import TensorBoardWriter
+
+                    self.tensorboard = TensorBoardWriter(self.run_dir, state["step"] if state else 0)
         state = world.bcast_obj(state)
         if state is not None:
             saved = state["config"]
-            for f in MODEL_FIELDS:
-                if saved.get(f) != getattr(cfg, f):
-                    raise ConfigError(f"{ckpt}: checkpoint has {f}={saved.get(f)}, config has {getattr(cfg, f)}")
-            self._check_world(state)
             if self.data_path is None:  # the run's own data, read as it was
                 self.data_path = state.get("data")
                 self.text_field = saved.get("text_field", self.text_field)
             if world.is_root:
                 self._settings_changed(saved, state["step"])
-        corpus = load_corpus(self.data_path, self.text_field)
-        self.emit("info", message=corpus.summary())
-        if self.data_path is None:
-            self.emit("info", message="no --data given: training on Python's built-in documentation (pydoc topics)")
-        if state is not None and state.get("corpus_digest") not in (None, corpus.digest):
-            if not self.new_data:
+            # the run's seed, not --seed's: config.json and every checkpoint keep recording the original
+            self.cfg = self.cfg.replace(seed=saved.get("seed", self.cfg.seed))
+        cfg = self.cfg
+        with world.together():
+            corpus = load_corpus(self.data_path, self.text_field)
+            if state is not None and state.get("corpus_digest") not in (None, corpus.digest) and not self.new_data:
                 raise ConfigError(
                     f"--resume: {corpus.name} is not the text this run trained on (its corpus digest "
                     "differs); pass --new-data to continue training on it with the run's own tokenizer"
                 )
+        self.emit("info", message=corpus.summary())
+        if self.data_path is None:
+            self.emit("info", message="no --data given: training on Python's built-in documentation (pydoc topics)")
+        if state is not None and state.get("corpus_digest") not in (None, corpus.digest):
             self.emit("info", message=f"continuing on new text ({corpus.name}) with the run's own tokenizer")
         t0 = time.perf_counter()
         init = None
@@ -272,7 +285,6 @@ class Trainer:
                 message=f"corpus supports only {self.tokens.vocab_used} BPE ids; "
                 f"the other {cfg.vocab_size - self.tokens.vocab_used} embedding rows stay unused",
             )
-        self._check_memory()
         self.precision = resolve_precision(cfg.precision, cfg.backend)
         self.backend = make_backend(cfg.backend, self.threads, self.device_name, self.precision)
         if self.precision == "bf16" and not self.backend.native_bf16:
@@ -339,6 +351,7 @@ class Trainer:
                 self.metrics_file = open(self.run_dir / "metrics.jsonl", "ab")
             except OSError as e:
                 raise StorageError(f"{e.filename}: cannot write: {e.strerror or e}") from None
+        self.training = True
 
     def _write_run_record(self) -> None:
         """RUN/run.json: what `loop runs` lists before the first checkpoint exists (config, when it
@@ -385,6 +398,38 @@ class Trainer:
         if not path.exists():
             atomic_write_bytes(path, data)
         return path
+
+    def _clear_unfinished_start(self) -> None:
+        """A new run in a folder that has no checkpoint starts its records afresh: an earlier run
+        killed before its first checkpoint left metrics no resume can continue, and appending to
+        them would mix two runs (`loop runs` showed 553/5 steps)."""
+        if checkpoint.latest(self.run_dir) is not None:
+            return  # refused by the caller
+        left = [n for n in ("metrics.jsonl", "config_history.jsonl", "run.json") if (self.run_dir / n).exists()]
+        if not left:
+            return
+        self.emit(
+            "warning", message=f"{self.run_dir}: replacing {', '.join(left)} of an earlier run that saved no checkpoint"
+        )
+        for name in left:
+            try:
+                (self.run_dir / name).unlink()
+            except OSError as e:
+                raise StorageError(f"{self.run_dir / name}: cannot remove: {e.strerror or e}") from None
+
+    def _load_for_resume(self) -> checkpoint.Checkpoint:
+        """The newest intact checkpoint, checked against this config and MPI world (rank 0)."""
+        if checkpoint.latest(self.run_dir) is None:
+            raise checkpoint.CheckpointError(f"{self.run_dir}: no checkpoint to resume from")
+        loaded = checkpoint.load_newest_intact(self.run_dir, lambda m: self.emit("warning", message=m))
+        saved = loaded.state["config"]
+        for f in MODEL_FIELDS:
+            if saved.get(f) != getattr(self.cfg, f):
+                raise ConfigError(
+                    f"{loaded.path}: checkpoint has {f}={saved.get(f)}, config has {getattr(self.cfg, f)}"
+                )
+        self._check_world(loaded.state)
+        return loaded
 
     def _restore_tokenizer(self, loaded: checkpoint.Checkpoint) -> Path:
         """RUN/tokenizer.json, made the verified copy of the resumed checkpoint's tokenizer: the
@@ -548,12 +593,21 @@ class Trainer:
             raise StorageError(f"{path}: cannot rewrite: {e.strerror or e}") from None
 
     def save_checkpoint(self, reason: str) -> Path | None:
-        """Rank 0 writes; under MPI every rank first checks that its weights equal rank 0's."""
+        """Rank 0 writes; under MPI every rank first checks that its weights equal rank 0's, and
+        every rank learns whether the write failed, so all stop together (no rank left waiting in
+        the next step's all-reduce while rank 0 reports)."""
+        path = None
+        with self.world.together():
+            o, model = self.backend, self.model
+            if self.world.size > 1 and not self.world.same_everywhere([o.to_numpy(model.params.flat)]):
+                raise NonFiniteError(f"step {self.step}: the ranks' weights differ (SHA-256); not saved")
+            if self.world.is_root:
+                path = self._write_checkpoint(reason)
+        return path
+
+    def _write_checkpoint(self, reason: str) -> Path:
+        self._check_run_dir()
         o, model = self.backend, self.model
-        if self.world.size > 1 and not self.world.same_everywhere([o.to_numpy(model.params.flat)]):
-            raise NonFiniteError(f"step {self.step}: the ranks' weights differ (SHA-256); not saved")
-        if not self.world.is_root:
-            return None
         params = model.export_params()
         optim = {"m": np.array(o.to_numpy(self.m)), "v": np.array(o.to_numpy(self.v))}
         state = {
@@ -591,6 +645,31 @@ class Trainer:
         self.emit("checkpoint", step=self.step, path=str(path), reason=reason)
         return path
 
+    def _can_save_after(self, failure: BaseException | None) -> bool:
+        """Whether the clean-up save may run after `failure`. Under MPI a save is collective: only
+        after a failure every rank met at the same point (a diverged step, a failed save or
+        refusal settled by World.together); after one rank's own failure the others are in another
+        collective, and rank 0's error ends them all. Never into a run folder that was deleted."""
+        if failure is None:
+            return True
+        if self.world.size > 1 and not (isinstance(failure, NonFiniteError) or stopped_together(failure)):
+            return False
+        try:
+            self._check_run_dir()
+        except StorageError:
+            return False
+        return True
+
+    def _check_run_dir(self) -> None:
+        """The run folder is still the one this trainer locked: deleted under a running trainer
+        (rm -rf), it must not be recreated in silence with the metrics lost."""
+        lock = getattr(self, "_lock_file", None)
+        if lock is not None and os.fstat(lock.fileno()).st_nlink == 0:
+            raise StorageError(
+                f"{self.run_dir}: the run folder was deleted while training; stopped at step {self.step} "
+                "without saving (nothing of this run is left to save into)"
+            )
+
     # ------------------------------------------------------------------ the loop
     def run(self, steps: int | None = None, checkpoint_every: int | None = None) -> StepStats | None:
         """Train until max_steps (or `steps` more), a 'quit' request, or an error. Always saves
@@ -603,7 +682,7 @@ class Trainer:
         self.steps_this_run = 0
         saved_at = self.step
         quit_requested = False
-        failed = False
+        failed: BaseException | None = None
         try:
             while self.step < self.total_steps and not quit_requested:
                 # under MPI a quit request only sets stop_event: the next step's all-reduce carries it,
@@ -614,6 +693,8 @@ class Trainer:
                 if self.paused:
                     time.sleep(0.05)
                     continue
+                if self.world.is_root:
+                    self._check_run_dir()
                 s = self.train_step()
                 quit_requested = self.world_stop
                 self.emit("step", **s.__dict__)
@@ -635,14 +716,14 @@ class Trainer:
                 if self.world.is_root and (s.step % cfg.sample_every == 0 or s.step == self.total_steps):
                     self.emit("sample", step=s.step, text=self.sample())
                 if s.step % every == 0:
+                    saved_at = self.step  # a failed save is not tried again at the same step
                     self.save_checkpoint("periodic")
-                    saved_at = self.step
-        except BaseException:
-            failed = True
+        except BaseException as e:
+            failed = e
             raise
         finally:
             try:
-                if self.step > saved_at and not self.abort:
+                if self.step > saved_at and not self.abort and self._can_save_after(failed):
                     self.save_checkpoint(
                         "quit" if quit_requested else "final" if self.step >= self.total_steps else "interrupted"
                     )

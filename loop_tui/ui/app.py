@@ -40,8 +40,8 @@ def run_dashboard(cfg: Config, run_dir: Path, terminal: str | None = None, **run
     """Run the dashboard until it closes; the run's final state (cli.py prints the summary).
     runner_args: TrainingRunner's (data, resume, steps, checkpoint_every, threads, device, ...).
     terminal: MPI rank 0 draws on this device, mpiexec's terminal (rank_terminal.py).
-    SIGINT/SIGTERM (e.g. forwarded by mpiexec) act like q: finish the step, save, exit; a second
-    one aborts without saving."""
+    SIGINT/SIGTERM (e.g. forwarded by mpiexec) and SIGHUP (the terminal closed) act like q: finish
+    the step, save, exit; a second one aborts without saving."""
     caches = machine.detect_caches()
     runner = TrainingRunner(cfg, run_dir, **runner_args)
     driver = None
@@ -52,6 +52,9 @@ def run_dashboard(cfg: Config, run_dir: Path, terminal: str | None = None, **run
     app = LoopApp(lambda: DashboardScreen(runner, caches), driver_class=driver)
 
     def on_signal(signum, frame) -> None:
+        if signum == signal.SIGHUP:
+            hung_up(runner)
+            return
         if runner.quit_requested:
             runner.trainer.abort = True
             runner.aborted = True
@@ -59,8 +62,8 @@ def run_dashboard(cfg: Config, run_dir: Path, terminal: str | None = None, **run
         else:
             runner.request("quit")
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
+        signal.signal(sig, on_signal)
     app.run()
     if runner.aborted:
         print(f"aborted without saving; {run_dir} keeps its last checkpoint", file=sys.stderr)
@@ -71,6 +74,27 @@ def run_dashboard(cfg: Config, run_dir: Path, terminal: str | None = None, **run
         runner.request("quit")
         runner.thread.join()
     return runner.state
+
+
+def hung_up(runner: TrainingRunner) -> None:
+    """The terminal closed (SIGHUP): save like q, then leave. Textual can neither draw nor shut
+    down on a closed terminal (its writer thread dies on EIO and the shutdown waits on it), and
+    no one sees the app any more, so the process exits once the training thread has saved."""
+    import threading
+
+    from ..train.console import detach_from_terminal
+    from ..train.distributed import mark_done
+
+    detach_from_terminal()
+    runner.request("quit")
+
+    def leave() -> None:
+        if runner.running:
+            runner.thread.join()
+        mark_done()
+        os._exit(1 if runner.state.error else 0)
+
+    threading.Thread(target=leave, name="loop-hangup", daemon=True).start()
 
 
 def run_picker(extra: list[Path] | None = None) -> int:
