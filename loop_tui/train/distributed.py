@@ -235,6 +235,9 @@ class MPIWorld(World):
                     if not (markers / f"done-{rank}").exists():
                         for restore in _restore_terminal:
                             restore()
+                        # this rank's end is not the failure: on a loaded machine the rank watcher
+                        # may see it before the dead peer's, and must name the peer
+                        self.mark_done()
                         os._exit(EXIT_RANK_LOST)
 
         if others and hasattr(os, "pidfd_open"):
