@@ -209,7 +209,7 @@ def test_resume_keeps_the_runs_seed_whatever_seed_says(tmp_path, capsys):
 def test_resume_of_a_missing_folder_creates_nothing(tmp_path, capsys):
     run = tmp_path / "nowhere" / "run"
     code, _, err = resume_cli(capsys, run, write_config(tmp_path), 1)
-    assert code == errors.EXIT_USAGE and "no such run folder" in one_line_error(err)
+    assert code == errors.EXIT_CHECKPOINT and "no such run folder" in one_line_error(err)
     assert not (tmp_path / "nowhere").exists()
 
 

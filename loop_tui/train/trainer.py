@@ -218,7 +218,7 @@ class Trainer:
             self._check_memory()  # from the config alone, before anything large is built or read
             if world.is_root:
                 if self.resume and not self.run_dir.is_dir():  # before the lock would create it
-                    raise ConfigError(f"--resume: {self.run_dir}: no such run folder")
+                    raise checkpoint.CheckpointError(f"--resume: {self.run_dir}: no such run folder, so no checkpoint")
                 self._lock_run_dir()
                 if not self.resume:
                     self._clear_unfinished_start()
