@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from loop_tui import errors
 from loop_tui.train import checkpoint
@@ -270,3 +272,109 @@ def test_a_huge_config_is_refused_from_arithmetic_alone(tmp_path, fields):
     assert "needs about" in one_line_error(p.stderr) and "--force" in p.stderr
     assert "documents" not in p.stdout  # refused before the data was read
     assert not list((tmp_path / "cache").glob("tok*"))
+
+
+# ---------------------------------------------------------------- a property: any sequence of operations
+def _newest_intact_step(run: Path, with_optimizer: bool) -> int | None:
+    try:
+        return checkpoint.load_newest_intact(run, lambda m: None, with_optimizer).state["step"]
+    except checkpoint.CheckpointError:
+        return None
+
+
+def _start(argv: list[str]):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "loop_tui", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+OPERATIONS = st.one_of(
+    st.tuples(st.just("train"), st.integers(1, 4)),
+    st.tuples(st.just("kill -9"), st.floats(0.0, 1.0)),
+    st.tuples(st.just("ctrl-c"), st.floats(0.0, 1.0)),
+    st.tuples(st.just("keep_checkpoints"), st.integers(1, 3)),
+    st.tuples(st.just("corrupt"), st.sampled_from(checkpoint.DATA_FILES + ("tokenizer.json", "state.json"))),
+    st.tuples(st.sampled_from(["export", "eval", "generate", "runs"]), st.just(0)),
+)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(operations=st.lists(OPERATIONS, min_size=2, max_size=6))
+@example(operations=[("keep_checkpoints", 1), ("train", 4), ("train", 4), ("train", 4)])  # the resume-rotation bug
+@example(operations=[("train", 2), ("corrupt", "tokenizer.json"), ("generate", 0), ("train", 1)])
+def test_any_sequence_of_operations_keeps_the_run_folder_promises(tmp_path_factory, capsys, operations):
+    """Train, kill -9 at a random moment, Ctrl-C, resume, change keep_checkpoints, corrupt a file,
+    export, eval, generate, runs, in any order on one run folder: no traceback, README's exit codes,
+    the newest intact checkpoint always loads, and after each completed run metrics.jsonl has each
+    step once, up to the newest checkpoint's."""
+    import signal
+    import time
+
+    import orjson
+
+    base = tmp_path_factory.mktemp("ops")
+    run = base / "run"
+    text = base / "text"
+    text.mkdir()
+    (text / "a.txt").write_text("A held-out line of text to score, with some words in it. " * 30)
+    keep = 3
+    for n, (op, arg) in enumerate(operations):
+        cfg = write_config(base, checkpoint_every=2, keep_checkpoints=keep)
+        has_checkpoints = bool(checkpoint.list_checkpoints(run))
+        train_argv = ["train", cfg, "--out", str(run), "--no-tui"] + (["--resume"] if has_checkpoints else [])
+        can_resume = not has_checkpoints or _newest_intact_step(run, True) is not None
+        readable = _newest_intact_step(run, False) is not None
+        if op == "keep_checkpoints":
+            keep = arg
+            continue
+        if op == "corrupt":
+            newest = checkpoint.latest(run)
+            if newest is not None and (newest / arg).exists():
+                (newest / arg).write_bytes((newest / arg).read_bytes()[:-7] + b"garbage")
+            continue
+        if op in ("kill -9", "ctrl-c"):
+            p = _start([*train_argv, "--steps", "1000"])
+            try:
+                p.stdout.readline()  # type: ignore[union-attr]  # its first line: past Python's start-up
+                time.sleep(arg)
+                p.send_signal(signal.SIGKILL if op == "kill -9" else signal.SIGINT)
+                out, err = p.communicate(timeout=120)
+            finally:
+                p.kill()
+            assert "Traceback" not in err, err
+            if op == "ctrl-c":
+                allowed = {0, errors.EXIT_ABORTED} if can_resume else {errors.EXIT_CHECKPOINT}
+                assert p.returncode in allowed, (operations[: n + 1], p.returncode, err)
+        else:
+            capsys.readouterr()
+            argv = {
+                "train": [*train_argv, "--steps", str(arg)],
+                "export": ["export", str(run), str(base / f"hf{n}")],
+                "eval": ["eval", str(run), "--data", str(text)],
+                "generate": ["generate", str(run), "--tokens", "2"],
+                "runs": ["runs", str(base)],
+            }[op]
+            code, out, err = run_cli(capsys, *argv)
+            assert "Traceback" not in err, err
+            if op == "train":
+                want = 0 if can_resume else errors.EXIT_CHECKPOINT
+            elif op == "runs":
+                want = 0
+            elif not run.exists():
+                want = errors.EXIT_USAGE
+            else:
+                want = 0 if readable else errors.EXIT_CHECKPOINT
+            assert code == want, (operations[: n + 1], err)
+            if op == "train" and code == 0:
+                newest = _newest_intact_step(run, True)
+                records = [orjson.loads(x) for x in (run / "metrics.jsonl").read_bytes().splitlines()]
+                assert [r["step"] for r in records if "loss" in r] == list(range(1, newest + 1))
+        for path in checkpoint.list_checkpoints(run):
+            assert not path.name.startswith(".")
+        if checkpoint.list_checkpoints(run) and _newest_intact_step(run, False) is not None:
+            checkpoint.load_newest_intact(run, lambda m: None, with_optimizer=False)
