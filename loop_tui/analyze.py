@@ -89,12 +89,13 @@ def rows(cfg: Config, caches: machine.Caches) -> list[Row]:
     d, f, T, B, V, NH = cfg.d_model, cfg.d_ff, cfg.max_length, cfg.batch_size, cfg.vocab_size, cfg.num_heads
     out: list[Row] = []
     seen: dict[str, Row] = {}
-    for s in parameter_specs(cfg):
+    # every layer has the same tensors: one layer's specs, counted num_layers times (a config of 10^8
+    # layers is analyzed without building 10^9 specs)
+    for s in parameter_specs(cfg.replace(num_layers=1)):
         key = s.name.split(".", 1)[-1]
-        if key in seen:
-            seen[key] = Row(**{**seen[key].__dict__, "count": seen[key].count + 1})
-        else:
-            seen[key] = Row("weights", key if "." not in s.name else f"layer.{key}", _fmt_shape(s.shape), s.nbytes)
+        per_layer = "." in s.name
+        count = cfg.num_layers if per_layer else 1
+        seen[key] = Row("weights", f"layer.{key}" if per_layer else key, _fmt_shape(s.shape), s.nbytes, count=count)
     out += list(seen.values())
     pbytes = 4 * parameter_count(cfg)
     out += [

@@ -136,3 +136,34 @@ def test_what_if_blocking_is_the_libraries_without_touching_it(isa):
                         K.configure_caches(machine.detect_caches())
     finally:
         K.set_bf16_path(path_before)
+
+
+def test_a_config_of_a_hundred_million_layers_is_analyzed_by_arithmetic(tmp_path):
+    """`loop analyze` built every parameter spec, one list entry per tensor of every layer: 10^8
+    layers needed tens of GB (the OOM killer). Under a 4 GiB address-space limit it now answers."""
+    import json
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "huge.json"
+    cfg.write_text(
+        json.dumps({"d_model": 64, "num_heads": 4, "num_layers": 100_000_000, "d_ff": 256, "batch_size": 8,
+                    "max_length": 32, "vocab_size": 512, "name": "huge"})
+    )  # fmt: skip
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    p = subprocess.run(
+        [sys.executable, "-m", "loop_tui", "analyze", str(cfg), "--json"],
+        capture_output=True, text=True, timeout=120, preexec_fn=limit, env={**os.environ},
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    rep = json.loads(p.stdout)
+    per_layer = 4 * 64 * 64 + 2 * 64 * 256 + 9 * 64 + 256
+    assert rep["parameters"] == (512 + 32) * 64 + 100_000_000 * per_layer + 2 * 64
+    assert rep["training_memory"]["weights"] == 4 * rep["parameters"]
+    layer_rows = [b for b in rep["buffers"] if b["name"].startswith("layer.")]
+    assert len(layer_rows) == 12 and all(b["count"] == 100_000_000 for b in layer_rows)
