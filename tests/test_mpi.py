@@ -115,6 +115,12 @@ def test_ctrl_c_then_resume_under_mpirun_continues_exactly(single, tmp_path):
     assert p.returncode == 2 and "mpirun -np 2" in p.stderr and p.stderr.count("loop: error") == 1
 
 
+def this_job(proc, run: Path) -> bool:
+    """A rank of the job training into `run` (other jobs, e.g. other test sessions, may be running)."""
+    cmdline = proc.info["cmdline"] or []
+    return "loop_tui" in cmdline and str(run) in cmdline
+
+
 def test_a_killed_rank_ends_the_job_and_keeps_the_checkpoint(tmp_path):
     import psutil
 
@@ -127,7 +133,7 @@ def test_a_killed_rank_ends_the_job_and_keeps_the_checkpoint(tmp_path):
     victim = None
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if "loop_tui" in " ".join(proc.info["cmdline"] or []) and proc.environ().get("PMI_RANK") == "1":
+            if this_job(proc, run) and proc.environ().get("PMI_RANK") == "1":
                 victim = proc
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -263,9 +269,7 @@ def test_killed_rank_under_the_dashboard_gives_the_terminal_back_and_names_it(te
     start(mpi(2, argv))
     wait_pane(session, lambda s: "MPI 2 ranks · per rank" in s)
     victim = next(
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if "loop_tui" in " ".join(p.info["cmdline"] or []) and p.environ().get("PMI_RANK") == "1"
+        p for p in psutil.process_iter(["cmdline"]) if this_job(p, run) and p.environ().get("PMI_RANK") == "1"
     )
     victim.send_signal(signal.SIGKILL)
     pane = wait_pane(session, lambda s: "EXIT=" in s, timeout=60)
