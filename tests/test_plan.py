@@ -115,3 +115,21 @@ def test_speed_model_fits_overhead_and_rate():
     truth = plan.SpeedModel(0.002, 5e9, [])
     fitted = plan.SpeedModel.fit([(a, truth.step_s(a)), (b, truth.step_s(b))])
     assert math.isclose(fitted.overhead_s, 0.002, rel_tol=1e-6) and math.isclose(fitted.flops_per_s, 5e9, rel_tol=1e-6)
+
+
+async def test_dashboard_header_counts_the_budget_down():
+    from loop_tui.ui.app import LoopApp
+    from loop_tui.ui.dashboard import DashboardScreen
+
+    from .test_ui import FIXED_CACHES, recorded_kernels, recorded_state, screen_text
+
+    state = recorded_state()
+    state.elapsed_s = 65.0
+    cfg = load_config("smoke").replace(budget_minutes=5.0)
+    app = LoopApp(
+        lambda: DashboardScreen(None, FIXED_CACHES, state=state, live=False, cfg=cfg, kernel_stats=recorded_kernels())
+    )
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.pause()
+        header = screen_text(app).splitlines()[0]
+        assert "budget 5 min · 3:55 left" in header
