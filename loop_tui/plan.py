@@ -48,7 +48,9 @@ R_STAR = 15.4
 EPOCH_CAP = 16  # passes over the data beyond which a bigger model spends the time better
 MAX_DROPOUT = 0.2
 MIN_STEPS = 200  # optimizer steps a plan needs (a bigger batch must not leave too few)
-EVALS = 10  # validation losses per run
+EVALS = 10  # validation losses per run, at most
+EVAL_BATCHES = 8
+EVAL_SHARE = 0.05  # of the steps' time at most for validation (a batch's forward is ~1/3 of a step)
 STEP_SHARE = 0.93  # of the budget for steps; the rest for validation, samples and checkpoints
 MAX_CONTEXT_ATTENTION = 0.25  # the longest context whose attention stays under this share of a step's FLOPs
 
@@ -118,6 +120,11 @@ def dropout_for(passes: float) -> float:
     """None up to 2 passes, then 0.05 more per doubling (4: 0.05, 8: 0.1, 16: 0.15), at most MAX_DROPOUT."""
     raw = 0.05 * math.log2(passes / 2) if passes > 2 else 0.0
     return round(min(MAX_DROPOUT, raw) * 20) / 20
+
+
+def evaluations(steps: int) -> int:
+    """Validation losses in a run of `steps`: up to EVALS, within EVAL_SHARE of its time."""
+    return max(1, min(EVALS, int(EVAL_SHARE * steps * 3 / EVAL_BATCHES)))
 
 
 def learning_rate_for(d_model: int) -> float:
@@ -264,6 +271,7 @@ class Plan:
     planning_s: float
     corpus_summary: str
     capped: bool  # no candidate stayed under EPOCH_CAP passes: the run stops early
+    speed_measured: bool  # the choice itself was timed (else its speed is the fit's prediction)
     dropout_written: bool
 
     def explain(self) -> list[str]:
@@ -277,22 +285,23 @@ class Plan:
                 f"{v.vocab}: {v.bytes_per_token:.2f}" for v in self.vocabs if v.bytes_per_token == v.bytes_per_token
             ),
             f"speed: {tps:,.0f} tokens/s expected ({c.step_s * 1000:.0f} ms per step of {cfg.tokens_per_step:,} "
-            f"tokens, measured on this machine; fit over {len(self.speed.probes)} probe shapes: "
+            f"tokens, {'measured on this machine' if self.speed_measured else 'predicted from the probes'}; "
+            f"fit over {len(self.speed.probes)} probe shape(s) timed here: "
             f"{self.speed.flops_per_s / 1e9:.1f} GFLOP/s + {self.speed.overhead_s * 1000:.0f} ms per step)",
             f"model: {c.params / 1e6:.2f} M parameters ({c.body_params / 1e6:.2f} M outside the embeddings): "
             f"{cfg.num_layers} layers of {cfg.d_model}, context {cfg.max_length}, batch {cfg.batch_size}",
             f"budget: {self.minutes:g} min → {cfg.max_steps:,} steps, {self.tokens / 1e6:.2f} M tokens = "
-            f"{self.passes:.1f} passes over the data, {self.tokens / c.params:.1f} tokens per parameter",
+            f"{self.passes:.2g} passes over the data, {self.tokens / c.params:.2g} tokens per parameter",
             "why: lowest predicted loss of "
             f"{self.considered} candidates (Chinchilla's L(N, D) with repeated data discounted as in Muennighoff "
-            f"et al.: these {self.passes:.1f} passes are worth {effective_data(self.passes, 1):.1f} of new text)"
+            f"et al.: these {self.passes:.2g} passes are worth {effective_data(self.passes, 1):.2g} of new text)"
             + (
                 f"; even the largest model would pass over the data more than {EPOCH_CAP} times, so the run "
                 f"stops after {EPOCH_CAP} passes, before the budget ends"
                 if self.capped
                 else f"; plans over {EPOCH_CAP} passes were left out"
             ),
-            f"dropout: {self.dropout:.2f} for {self.passes:.1f} passes"
+            f"dropout: {self.dropout:.2f} for {self.passes:.2g} passes"
             + ("" if self.dropout_written else " (not written: this version's config has no dropout field)"),
             f"planning took {self.planning_s:.0f} s",
         ]
@@ -412,8 +421,14 @@ def make_plan(
         raise ConfigError("no candidate shape fits in the available memory")
     chosen, capped = choose(cands, seconds)
     measured = next((s for c, s in probes if c == chosen.cfg), None)
-    chosen.step_s = measured if measured is not None else time_steps(chosen.cfg, backend)
-    say(f"plan: timed the choice: {chosen.tokens_per_s:,.0f} tokens/s")
+    left = limit - (time.monotonic() - started)
+    if measured is None and chosen.step_s * (PROBE_WARMUP + PROBE_STEPS) <= left:
+        measured = time_steps(chosen.cfg, backend)
+    if measured is None:
+        say("plan: planning time spent: the choice's speed is the fit's prediction")
+    else:
+        chosen.step_s = measured
+        say(f"plan: timed the choice: {chosen.tokens_per_s:,.0f} tokens/s")
 
     steps = max(1, int(seconds / chosen.step_s))
     if capped:
@@ -426,8 +441,9 @@ def make_plan(
         max_steps=steps,
         learning_rate=learning_rate_for(chosen.cfg.d_model),
         warmup_steps=max(1, min(100, steps // 20)),
-        eval_every=max(1, steps // EVALS),
-        sample_every=max(1, steps // 4),
+        eval_every=max(1, steps // evaluations(steps)),
+        eval_batches=EVAL_BATCHES,
+        sample_every=max(1, steps // 2),
         log_every=max(1, min(10, steps // 50)),
         checkpoint_every=max(1, steps // 5),
         val_fraction=val_fraction,
@@ -453,5 +469,6 @@ def make_plan(
         time.monotonic() - started,
         corpus.summary(),
         capped,
+        measured is not None,
         dropout_written,
     )
