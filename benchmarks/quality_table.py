@@ -390,8 +390,11 @@ def main() -> None:
     for minutes, rs in rows.items():
         a = rs[0][3]
         seeds_bpb = [r[3] for r in rs if r[0].startswith("(b)")]
-        beats = all(a < s for s in seeds_bpb if not math.isnan(s)) and not math.isnan(a)
-        print(f"{minutes:6g}m  (a) beats every seed config: {'yes' if beats else 'no'}")
+        if math.isnan(a) or any(math.isnan(s) for s in seeds_bpb):
+            verdict = "not measured (a row above failed)"
+        else:
+            verdict = "yes" if all(a < s for s in seeds_bpb) else "no"
+        print(f"{minutes:6g}m  (a) beats every seed config: {verdict}")
     last = max(budgets)
     torch_final = next((r[3] for r in rows[last] if r[0].startswith("(c)")), math.nan)
     if not math.isnan(torch_final):
