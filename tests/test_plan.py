@@ -46,6 +46,7 @@ def test_plan_writes_a_config_that_validates_fits_memory_and_trains(small_grid, 
     assert cfg.d_model in plan.WIDTHS and cfg.num_layers in plan.DEPTHS and cfg.vocab_size in plan.VOCABS
     assert cfg.max_length in plan.CONTEXTS and cfg.batch_size in plan.BATCHES
     assert cfg.max_steps >= 1 and cfg.eval_every <= cfg.max_steps
+    assert 0 <= cfg.dropout <= plan.MAX_DROPOUT and "not written" not in printed
     Trainer(cfg, tmp_path / "unused")._check_memory()  # raises if the run would be refused
     run = tmp_path / "run"
     assert cli.main(["train", str(out), "--no-tui", "--steps", "2", "--out", str(run)]) == 0
