@@ -134,3 +134,23 @@ async def test_dashboard_header_counts_the_budget_down():
         await pilot.pause()
         header = screen_text(app).splitlines()[0]
         assert "budget 5 min · 3:55 left" in header
+
+
+def test_plan_keeps_to_the_memory_there_is(small_grid, text_folder, monkeypatch):
+    """With room for only the smallest shapes, the plan is one of them, and the trainer accepts it."""
+    from types import SimpleNamespace
+
+    import psutil
+
+    from loop_tui.analyze import training_memory
+    from loop_tui.train.trainer import MEMORY_HEADROOM, Trainer
+
+    # a machine as fast as its FLOPs say (deterministic): with memory to spare it plans a larger shape
+    monkeypatch.setattr(plan, "time_steps", lambda cfg, backend, *a: plan.step_flops(cfg) / 5e9 + 1e-3)
+    room = training_memory(plan.shape(64, 1, 64, 512, 8))["total"] / MEMORY_HEADROOM
+    unlimited = plan.make_plan(str(text_folder), 2, say=lambda m: None).cfg
+    assert training_memory(unlimited)["total"] > MEMORY_HEADROOM * room
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=room))
+    cfg = plan.make_plan(str(text_folder), 2, say=lambda m: None).cfg
+    assert training_memory(cfg)["total"] <= MEMORY_HEADROOM * room
+    Trainer(cfg, text_folder.parent / "unused")._check_memory()
