@@ -94,7 +94,7 @@ class Candidate:
     @property
     def body_params(self) -> int:
         """Parameters outside the token and position embeddings."""
-        return self.params - (self.cfg.vocab_size + self.cfg.max_length) * self.cfg.d_model
+        return self.params - (self.cfg.padded_vocab + self.cfg.positions) * self.cfg.d_model
 
     def tokens(self, seconds: float) -> float:
         return self.tokens_per_s * seconds
