@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config, ConfigError, from_dict
-from .data.corpus import Corpus, DataError, load_corpus
+from .data.corpus import Corpus, DataError, Part, load_corpus
+from .data.tokens import parts_bytes, split_docs, token_cache_path, train_tokenizer
 
 WIDTHS = (128, 192, 256, 384, 512)
 DEPTHS = (2, 4, 6, 8)
@@ -146,12 +147,12 @@ def shape(d: int, layers: int, context: int, vocab: int, batch: int, **training)
 
 
 # ---------------------------------------------------------------- measurements
-def sample_corpus(corpus: Corpus, indices: list[int], limit: int = SAMPLE_BYTES) -> Corpus:
-    """Every k-th of the given documents, about `limit` bytes in all (the whole set when smaller)."""
-    total = sum(corpus.docs[i].size for i in indices)
-    step = max(1, round(total / limit))
-    docs = [corpus.docs[i] for i in indices[::step]]
-    return Corpus(f"{corpus.name} (sample)", docs, f"{corpus.digest}-sample{step}")
+def sample_corpus(corpus: Corpus, parts: list[Part], limit: int = SAMPLE_BYTES) -> Corpus:
+    """Every k-th file of the given parts, about `limit` bytes in all (all of them when smaller)."""
+    files = sorted({i for i, _, _ in parts})
+    step = max(1, round(parts_bytes(corpus, parts) / limit))
+    docs = [corpus.docs[i] for i in files[::step]]
+    return Corpus(f"{corpus.name} (sample)", docs, f"{corpus.digest}-sample{step}", text_field=corpus.text_field)
 
 
 def smaller_vocabulary(tok, vocab: int):
@@ -170,15 +171,14 @@ def smaller_vocabulary(tok, vocab: int):
 
 
 def measure_vocabs(
-    corpus: Corpus, train_idx: list[int], vocabs: tuple[int, ...], val_fraction: float, say: Callable[[str], None]
+    corpus: Corpus, train_parts: list[Part], vocabs: tuple[int, ...], val_fraction: float, say: Callable[[str], None]
 ) -> list[VocabSize]:
     """Bytes per token at each vocabulary: exact from the token cache where the corpus is prepared,
     else counted on a sample with the run's own tokenizer trained on it (once, at the largest
     vocabulary; the smaller ones are its prefixes)."""
-    from .data.tokens import token_cache_path, train_tokenizer
 
-    train_bytes = sum(corpus.docs[i].size for i in train_idx)
-    sample = sample_corpus(corpus, train_idx)
+    train_bytes = parts_bytes(corpus, train_parts)
+    sample = sample_corpus(corpus, train_parts)
     where = f"sample of {sample.bytes / 1e6:.1f} MB"
     texts = [piece for doc in sample.docs for piece in sample.pieces(doc, 1 << 16)]
     largest = None
@@ -371,15 +371,14 @@ def make_plan(
     started = time.monotonic()
     limit = planning_limit_s(minutes)
     corpus = load_corpus(data)
-    from .data.tokens import split_docs
 
-    train_idx, _ = split_docs(corpus, val_fraction)
-    train_bytes = sum(corpus.docs[i].size for i in train_idx)
+    train_parts, _ = split_docs(corpus, val_fraction)
+    train_bytes = parts_bytes(corpus, train_parts)
     if train_bytes < MIN_TEXT_BYTES:
         raise DataError(f"{corpus.name}: too little text to plan a run ({train_bytes:,} bytes of training text)")
     say(f"plan: {corpus.summary()}; planning for at most {limit:.0f} s")
 
-    vocabs = measure_vocabs(corpus, train_idx, VOCABS, val_fraction, say)
+    vocabs = measure_vocabs(corpus, train_parts, VOCABS, val_fraction, say)
     for v in vocabs:
         what = (
             f"{v.bytes_per_token:.2f} bytes per token, {v.train_tokens:,} training tokens"
