@@ -90,6 +90,7 @@ bench: install
 	$(PY) benchmarks/opencl_table.py
 	$(PY) benchmarks/tokenizer_memory.py
 	$(PY) benchmarks/attention_table.py
+	$(PY) benchmarks/quality_table.py
 	$(PY) benchmarks/generate_table.py
 	$(PY) benchmarks/train_table.py --config gpt2_small --steps 2 --precision fp32 --torch-compile
 	$(PY) benchmarks/mpi_table.py

@@ -76,6 +76,9 @@ class Config:
     n_positions: int | None = None
     init_from: str | None = None  # the HuggingFace GPT-2 folder the run started from (set by --init-from)
     report_to: str | None = None  # "tensorboard": metrics.jsonl's numbers also as TensorBoard events in the run
+    budget_minutes: float | None = (
+        None  # the training time `loop plan` sized max_steps for; the dashboard counts it down
+    )
 
     @property
     def head_size(self) -> int:
@@ -203,6 +206,8 @@ def from_dict(raw, source: str) -> Config:
         raise fail("n_positions", f"must be at least max_length ({raw['max_length']}), got {raw['n_positions']}")
     if "text_field" in raw and not raw["text_field"]:
         raise fail("text_field", "must not be empty")
+    if raw.get("budget_minutes") is not None and raw["budget_minutes"] <= 0:
+        raise fail("budget_minutes", f"must be positive or null, got {raw['budget_minutes']}")
     if raw.get("threads") is not None and raw["threads"] <= 0:
         raise fail("threads", f"must be positive or null, got {raw['threads']}")
     return Config(**raw)

@@ -37,6 +37,8 @@ SMALLEST: dict[str, list[tuple[list[str], str | None]] | str] = {
     "mpi_scaling": [(["--config", "smoke", "--steps", "1"], None)],
     "mpi_table": [(["--config", "smoke", "--steps", "3", "--rounds", "1"], "mpi4py")],
     "opencl_table": [(["--config", "smoke", "--steps", "1"], "pyopencl")],
+    "quality_table": "it plans, trains and scores (a) loop plan's config, the three seed configs and PyTorch on the "
+    "wiki articles (absent from a fresh clone): ~18 minutes on 2 cores even at --minutes 0.5 (README shows that run)",
     "tokenizer_memory": [(["--mb", "1", "--files", "10", "--vocab", "300"], None)],
     "train_table": [(["--config", "smoke", "--steps", "1", "--threads", "1", "--precision", "fp32"], None)],
 }

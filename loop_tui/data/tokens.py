@@ -281,6 +281,11 @@ def _cached_ids(path: Path, make: Callable[[Path], None], dtype) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
 
 
+def token_cache_path(corpus: Corpus, vocab_size: int, val_fraction: float, part: str, tok_key: str = "") -> Path:
+    """Where prepare() keeps the corpus's token ids of `part` ("train" or "val")."""
+    return cache_dir() / f"tokens-{corpus.digest}-{vocab_size}-{val_fraction}{tok_key}-{part}.bin"
+
+
 def prepare(
     corpus: Corpus,
     vocab_size: int,
@@ -304,15 +309,21 @@ def prepare(
         tok_key = ""
     dtype = np.uint16 if vocab_size <= 65535 else np.uint32
     train_parts, val_parts = split_docs(corpus, val_fraction)
-    key = f"{corpus.digest}-{vocab_size}-{val_fraction}{tok_key}"
-    d = cache_dir()
 
     def encoder(parts: list[Part], phase: str):
         return lambda path: encode_in_worker(tok_path, corpus, parts, path, dtype, progress, should_stop, phase)
 
-    train = _cached_ids(d / f"tokens-{key}-train.bin", encoder(train_parts, "encoding training text"), dtype)
+    train = _cached_ids(
+        token_cache_path(corpus, vocab_size, val_fraction, "train", tok_key),
+        encoder(train_parts, "encoding training text"),
+        dtype,
+    )
     if val_parts:
-        val = _cached_ids(d / f"tokens-{key}-val.bin", encoder(val_parts, "encoding validation text"), dtype)
+        val = _cached_ids(
+            token_cache_path(corpus, vocab_size, val_fraction, "val", tok_key),
+            encoder(val_parts, "encoding validation text"),
+            dtype,
+        )
         note = "validation: " + split_note(corpus, val_parts, val_fraction)
     else:  # a single document: hold out its last tokens instead
         cut = int(len(train) * (1 - val_fraction))

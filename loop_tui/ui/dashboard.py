@@ -49,6 +49,11 @@ COMPACT_BELOW = (120, 36)  # terminal (columns, rows) under which panels are sho
 PANELS = (("speed-box", "speed"), ("cpu-box", "CPU"), ("cache-box", "caches"), ("log-box", "output"))
 
 
+def budget_line(minutes: float, elapsed_s: float) -> str:
+    left = max(0.0, minutes * 60 - elapsed_s)
+    return f"budget {minutes:g} min · {int(left // 60)}:{int(left % 60):02d} left"
+
+
 def world_line(size: int, rank_tokens_per_s: list[float], allreduce_s: float) -> str:
     """Under MPI: the world size, each rank's own tokens/s and the all-reduce time per step."""
     if size <= 1:
@@ -243,6 +248,8 @@ class DashboardScreen(Screen):
         self.query_one(
             "#run-info", InfoLine
         ).text = f"[b]{self.cfg.name}[/b] · backend {st.backend} · {snap['device'] or 'starting…'} · run {st.run_dir}"
+        if self.cfg.budget_minutes:  # a `loop plan` config: its time budget, counted down in training time
+            self.sub_title = budget_line(self.cfg.budget_minutes, snap["elapsed"])
         bar = self.query_one("#progress", ProgressBar)
         bar.update(total=max(1, snap["total"]), progress=snap["step"])
         val = f" · val {snap['val']:.3f}" if snap["val"] is not None else ""

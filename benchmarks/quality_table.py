@@ -1,0 +1,407 @@
+"""Quality for the time spent: held-out bits per byte after M minutes of training on the wiki articles.
+
+    .venv/bin/python benchmarks/quality_table.py [--minutes 5,15,30] [--threads 2] [--seeds a,b] [--work DIR]
+
+The 122 articles of ../shared/data/wiki are split once by name: every HELD_OUT_EVERY-th (sorted) is
+held out and never trained on; the rest is the training folder. For each budget M:
+  (a) `loop plan --data TRAIN --minutes M`, then `loop train` of that config;
+  (b) each seed config as shipped (`loop train NAME --data TRAIN`), stopped (Ctrl-C: the step ends and
+      is saved) when its steps have taken M minutes;
+  (c) the same model as (a), trained by PyTorch with nanoGPT's recipe (AdamW with decay on matrices,
+      warm-up then cosine to 10%, gradient clipping at 1, dropout on the embeddings, the attention
+      projection and the MLP output, at (a)'s dropout) for the same M minutes on the same token ids and
+      batches; bf16 autocast only where the CPU has native bf16 and 3 timed steps show it faster.
+Every row is scored by `loop eval --data HELD_OUT` (PyTorch's weights through a HuggingFace folder).
+Minutes are the time of the training steps alone (forward, backward, optimizer), for every row alike.
+The curves are (a)'s and (c)'s bits per byte at their checkpoints against minutes of training."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WIKI = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "wiki"
+SEEDS = ("wiki_cache_optimized", "wiki_performance_tuned", "wiki_gpu_optimized")
+HELD_OUT_EVERY = 10
+CURVE_POINTS = 6
+
+
+def loop(*args: str) -> list[str]:
+    return [sys.executable, "-m", "loop_tui", *args]
+
+
+def split_articles(wiki: Path, work: Path) -> tuple[Path, Path]:
+    """TRAIN and HELD_OUT folders of links to the articles (the same split every time)."""
+    train, held = work / "train", work / "held_out"
+    for d in (train, held):
+        d.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(sorted(wiki.glob("*.txt"))):
+        link = (held if i % HELD_OUT_EVERY == 0 else train) / f.name
+        if not link.exists():
+            link.symlink_to(f)
+    return train, held
+
+
+def trained_s(metrics: Path) -> float:
+    """Seconds of training steps so far: the newest elapsed_s in a run's metrics.jsonl."""
+    import orjson
+
+    try:
+        lines = metrics.read_bytes().splitlines()
+    except OSError:
+        return 0.0
+    for line in reversed(lines):
+        try:
+            return float(orjson.loads(line)["elapsed_s"])
+        except (orjson.JSONDecodeError, KeyError):
+            continue
+    return 0.0
+
+
+def train_for(config: str, run: Path, minutes: float, train: Path, threads: int, *extra: str) -> str:
+    """`loop train` until it ends or its steps have taken `minutes` (the trainer's own clock, as for
+    PyTorch: evaluations, samples and checkpoints are not counted), then Ctrl-C: it finishes the step
+    and saves. The log's last line when it failed, else ""."""
+    log_path = run.parent / f"{run.name}.log"
+    log = open(log_path, "w")
+    cmd = loop("train", config, "--no-tui", "--data", str(train), "--out", str(run), "--threads", str(threads))
+    proc = subprocess.Popen([*cmd, "--set", "log_every=1", *extra], stdout=log, stderr=subprocess.STDOUT)
+    while proc.poll() is None:
+        if trained_s(run / "metrics.jsonl") >= minutes * 60:
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+            break
+        time.sleep(0.5)
+    log.close()
+    if proc.returncode in (0, -signal.SIGINT):
+        return ""
+    return (log_path.read_text().strip().splitlines() or ["?"])[-1]
+
+
+def bits_per_byte(model: Path, held: Path, threads: int, step: int | None = None) -> float:
+    import orjson
+
+    cmd = loop("eval", str(model), "--data", str(held), "--json", "--threads", str(threads))
+    out = subprocess.run(cmd + (["--step", str(step)] if step else []), capture_output=True, text=True)
+    if out.returncode:
+        return math.nan
+    return orjson.loads(out.stdout.strip().splitlines()[-1])["bits_per_byte"]
+
+
+def run_curve(run: Path, held: Path, threads: int) -> list[tuple[float, float]]:
+    """(minutes of training, held-out bits per byte) at each kept checkpoint of a run."""
+    import orjson
+
+    from loop_tui.train.checkpoint import PREFIX, list_checkpoints
+
+    points = []
+    for ckpt in list_checkpoints(run):
+        elapsed = orjson.loads((ckpt / "state.json").read_bytes())["elapsed_s"]
+        points.append((elapsed / 60, bits_per_byte(run, held, threads, int(ckpt.name[len(PREFIX) :]))))
+    return points
+
+
+# ---------------------------------------------------------------- (c): PyTorch, nanoGPT's recipe
+def torch_child(args) -> None:
+    """Train (a)'s model in PyTorch for --minutes; snapshots as HuggingFace folders under --out."""
+    import contextlib
+
+    import numpy as np
+    import orjson
+    import torch
+    import torch.nn.functional as F
+
+    from loop_tui.config import load_config
+    from loop_tui.data.batches import BatchSampler
+    from loop_tui.data.corpus import load_corpus
+    from loop_tui.data.tokens import prepare
+    from loop_tui.hf import export_params
+    from loop_tui.plan import dropout_for
+
+    cfg = load_config(args.torch_child)
+    data = prepare(load_corpus(args.train), cfg.vocab_size, cfg.val_fraction, cfg.max_length + 1)
+    dropout = getattr(cfg, "dropout", None)
+    if dropout is None:
+        dropout = dropout_for(cfg.max_steps * cfg.tokens_per_step / len(data.train))
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(cfg.seed)
+    d, nh, V, T = cfg.d_model, cfg.num_heads, cfg.vocab_size, cfg.max_length
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.ln2 = torch.nn.LayerNorm(d), torch.nn.LayerNorm(d)
+            self.qkv, self.proj = torch.nn.Linear(d, 3 * d), torch.nn.Linear(d, d)
+            self.fc, self.fcproj = torch.nn.Linear(d, cfg.d_ff), torch.nn.Linear(cfg.d_ff, d)
+            self.drop = torch.nn.Dropout(dropout)
+
+        def forward(self, x):
+            B, T_, _ = x.shape
+            q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+            q, k, v = (t.view(B, T_, nh, d // nh).transpose(1, 2) for t in (q, k, v))
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T_, d)
+            x = x + self.drop(self.proj(y))
+            return x + self.drop(self.fcproj(F.gelu(self.fc(self.ln2(x)), approximate="tanh")))
+
+    class GPT(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte, self.wpe = torch.nn.Embedding(V, d), torch.nn.Embedding(T, d)
+            self.drop = torch.nn.Dropout(dropout)
+            self.blocks = torch.nn.ModuleList(Block() for _ in range(cfg.num_layers))
+            self.lnf = torch.nn.LayerNorm(d)
+            for name, p in self.named_parameters():  # nanoGPT's init
+                if p.dim() == 2:
+                    std = 0.02 / math.sqrt(2 * cfg.num_layers) if name.endswith(("proj.weight",)) else 0.02
+                    torch.nn.init.normal_(p, 0.0, std)
+                elif name.endswith("bias"):
+                    torch.nn.init.zeros_(p)
+
+        def forward(self, idx, targets):
+            x = self.drop(self.wte(idx) + self.wpe(torch.arange(idx.shape[1])))
+            for b in self.blocks:
+                x = b(x)
+            logits = self.lnf(x) @ self.wte.weight.T  # tied head
+            return F.cross_entropy(logits.view(-1, V), targets.reshape(-1))
+
+        def loop_params(self) -> dict[str, np.ndarray]:
+            """The weights under loop_tui's names and layouts (Linear weights transposed)."""
+            sd = {k: v.detach().float().numpy() for k, v in self.state_dict().items()}
+            out = {"wte": sd["wte.weight"], "wpe": sd["wpe.weight"], "lnf_w": sd["lnf.weight"], "lnf_b": sd["lnf.bias"]}
+            for i in range(cfg.num_layers):
+                for ours, theirs in (("qkv", "qkv"), ("proj", "proj"), ("fc", "fc"), ("fcproj", "fcproj")):
+                    out[f"h{i}.{ours}_w"] = sd[f"blocks.{i}.{theirs}.weight"].T.copy()
+                    out[f"h{i}.{ours}_b"] = sd[f"blocks.{i}.{theirs}.bias"]
+                for ln in ("ln1", "ln2"):
+                    out[f"h{i}.{ln}_w"], out[f"h{i}.{ln}_b"] = (
+                        sd[f"blocks.{i}.{ln}.weight"],
+                        sd[f"blocks.{i}.{ln}.bias"],
+                    )
+            return out
+
+    def fresh():
+        """Weights (seeded), AdamW with decay on matrices only, and the batch stream of loop's trainer."""
+        torch.manual_seed(cfg.seed)
+        model = GPT()
+        groups = [
+            {"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        opt = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
+        return model, opt, BatchSampler(data.train, cfg.batch_size, T, cfg.seed + 1)
+
+    def step(model, opt, sampler, bf16: bool) -> float:
+        x, y = (torch.from_numpy(a.astype(np.int64)) for a in sampler.next())
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        return float(loss)
+
+    flags = open("/proc/cpuinfo").read()
+    bf16 = False
+    if "amx_bf16" in flags or "avx512_bf16" in flags:  # elsewhere autocast's bf16 GEMMs are emulated: slower
+        timed = {}
+        for precision in (False, True):
+            trial = fresh()
+            step(*trial, precision)  # warm-up
+            t0 = time.perf_counter()
+            for _ in range(3):
+                step(*trial, precision)
+            timed[precision] = time.perf_counter() - t0
+        bf16 = timed[True] < timed[False]
+    model, opt, sampler = fresh()
+    budget = args.minutes * 60
+    marks = [budget * (k + 1) / CURVE_POINTS for k in range(CURVE_POINTS)]
+    snapshots, elapsed, steps = [], 0.0, 0
+    out = Path(args.out)
+    floor = cfg.learning_rate * cfg.min_lr_ratio
+    model.train()
+    while elapsed < budget:
+        progress = elapsed / budget  # the cosine runs over the time budget (its length in steps is unknown)
+        lr = (
+            cfg.learning_rate * (steps + 1) / cfg.warmup_steps
+            if steps < cfg.warmup_steps
+            else floor + 0.5 * (cfg.learning_rate - floor) * (1 + math.cos(math.pi * progress))
+        )
+        for g in opt.param_groups:
+            g["lr"] = lr
+        t0 = time.perf_counter()
+        step(model, opt, sampler, bf16)
+        elapsed += time.perf_counter() - t0
+        steps += 1
+        if elapsed >= marks[len(snapshots)] or elapsed >= budget:
+            folder = out / f"torch-{len(snapshots)}"
+            export_params(cfg, model.loop_params(), data.tokenizer_path, folder)
+            snapshots.append((elapsed / 60, str(folder)))
+    print(
+        orjson.dumps(
+            {
+                "precision": "bf16" if bf16 else "fp32",
+                "steps": steps,
+                "tokens_per_s": steps * cfg.tokens_per_step / elapsed,
+                "dropout": dropout,
+                "snapshots": snapshots,
+            }
+        ).decode()
+    )
+
+
+def torch_row(plan_json: Path, train: Path, held: Path, minutes: float, threads: int, work: Path) -> dict:
+    import orjson
+
+    out = work / f"torch-{minutes:g}"
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, __file__, "--torch-child", str(plan_json), "--train", str(train), "--out", str(out)]
+    cmd += ["--minutes", str(minutes), "--threads", str(threads)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode:
+        return {"error": (r.stderr.strip().splitlines() or ["?"])[-1]}
+    info = orjson.loads(r.stdout.strip().splitlines()[-1])
+    info["curve"] = [(m, bits_per_byte(Path(p), held, threads)) for m, p in info["snapshots"]]
+    info["bpb"] = info["curve"][-1][1]
+    return info
+
+
+def _steps(run: Path) -> str:
+    """'N steps' of a run's newest checkpoint."""
+    from loop_tui.train.checkpoint import PREFIX, latest
+
+    newest = latest(run)
+    return f"{int(newest.name[len(PREFIX) :])} steps" if newest else "no checkpoint"
+
+
+def describe(cfg) -> str:
+    return f"{cfg.num_layers}x{cfg.d_model} ctx{cfg.max_length} V{cfg.vocab_size} B{cfg.batch_size}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", default="5,15,30", help="comma-separated training budgets (default 5,15,30)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--seeds", default=",".join(SEEDS), help="comma-separated seed configs for (b)")
+    ap.add_argument("--work", default="runs/quality_table", help="folder for the runs (default runs/quality_table)")
+    ap.add_argument("--wiki", type=Path, default=WIKI, help="the articles (default ../shared/data/wiki)")
+    ap.add_argument("--torch-child", help=argparse.SUPPRESS)
+    ap.add_argument("--train", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.torch_child:
+        args.minutes = float(args.minutes)
+        torch_child(args)
+        return
+    import shutil
+
+    from loop_tui.config import load_config
+    from loop_tui.model.layout import parameter_count
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from cpu import cpu_line
+
+    if not args.wiki.is_dir():
+        sys.exit(f"{args.wiki}: the wiki articles are not here; this benchmark needs them")
+    budgets = [float(m) for m in args.minutes.split(",") if m.strip()]
+    seeds = [s for s in args.seeds.split(",") if s.strip()]
+    work = Path(args.work).resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    train, held = split_articles(args.wiki, work)
+    try:
+        import torch  # noqa: F401
+
+        has_torch = True
+    except ImportError:
+        has_torch = False
+        print("PyTorch is not installed (pip install torch==2.13.0): (c) is left out")
+    rows: dict[float, list[tuple[str, str, int, float, str]]] = {}
+    curves: dict[float, dict[str, list[tuple[float, float]]]] = {}
+
+    def say(m: str) -> None:
+        print(m, file=sys.stderr, flush=True)
+
+    for minutes in budgets:
+        rows[minutes], curves[minutes] = [], {}
+        plan_json = work / f"plan-{minutes:g}.json"
+        say(f"[{minutes:g} min] (a) loop plan")
+        p = subprocess.run(
+            loop("plan", "--data", str(train), "--minutes", str(minutes), "--out", str(plan_json))
+            + ["--threads", str(args.threads)],
+            capture_output=True,
+            text=True,
+        )
+        if p.returncode:
+            sys.exit(f"loop plan failed: {p.stderr.strip()}")
+        say("\n".join("    " + line for line in p.stdout.strip().splitlines()))
+        cfg = load_config(str(plan_json))
+        every = max(1, cfg.max_steps // CURVE_POINTS)
+        run = work / f"a-{minutes:g}"
+        say(f"[{minutes:g} min] (a) training {describe(cfg)}, {cfg.max_steps} steps")
+        failed = train_for(
+            str(plan_json), run, minutes, train, args.threads, "--checkpoint-every", str(every),
+            "--set", f"keep_checkpoints={CURVE_POINTS + 2}",
+        )  # fmt: skip
+        curves[minutes]["(a) loop plan"] = run_curve(run, held, args.threads)
+        final = curves[minutes]["(a) loop plan"][-1][1] if curves[minutes]["(a) loop plan"] else math.nan
+        rows[minutes].append(("(a) loop plan", describe(cfg), parameter_count(cfg), final, failed or _steps(run)))
+        for seed in seeds:
+            say(f"[{minutes:g} min] (b) {seed}")
+            seed_run = work / f"b-{seed}-{minutes:g}"
+            failed = train_for(seed, seed_run, minutes, train, args.threads)
+            scfg = load_config(seed)
+            bpb = bits_per_byte(seed_run, held, args.threads)
+            rows[minutes].append(
+                (f"(b) {seed}", describe(scfg), parameter_count(scfg), bpb, failed or _steps(seed_run))
+            )
+        if has_torch:
+            say(f"[{minutes:g} min] (c) PyTorch, nanoGPT recipe")
+            info = torch_row(plan_json, train, held, minutes, args.threads, work)
+            if "error" in info:
+                rows[minutes].append(("(c) PyTorch", describe(cfg), parameter_count(cfg), math.nan, info["error"]))
+            else:
+                curves[minutes]["(c) PyTorch"] = info["curve"]
+                note = (
+                    f"{info['precision']}, dropout {info['dropout']:.2f}, {info['steps']} steps, "
+                    f"{info['tokens_per_s']:,.0f} tokens/s"
+                )
+                rows[minutes].append(("(c) PyTorch", describe(cfg), parameter_count(cfg), info["bpb"], note))
+
+    print(cpu_line())
+    print(
+        f"held-out bits per byte (loop eval) on {len(list(held.iterdir()))} held-out wiki articles; trained on "
+        f"{len(list(train.iterdir()))} articles, {args.threads} threads; minutes of training steps (data "
+        "preparation, evaluation and checkpoints not counted)"
+    )
+    print(f"{'budget':>7s}  {'row':28s} {'shape':28s} {'params':>8s} {'bits/byte':>9s}  notes")
+    for minutes, rs in rows.items():
+        for name, shape, params, bpb, note in rs:
+            print(f"{minutes:6g}m  {name:28s} {shape:28s} {params / 1e6:7.2f}M {bpb:9.4f}  {note}")
+    print("curves: held-out bits per byte against minutes of training")
+    for minutes, cs in curves.items():
+        for name, pts in cs.items():
+            print(f"{minutes:6g}m  {name:14s} " + "  ".join(f"{m:5.2f} min {b:.4f}" for m, b in pts))
+    for minutes, rs in rows.items():
+        a = rs[0][3]
+        seeds_bpb = [r[3] for r in rs if r[0].startswith("(b)")]
+        if math.isnan(a) or any(math.isnan(s) for s in seeds_bpb):
+            verdict = "not measured (a row above failed)"
+        else:
+            verdict = "yes" if all(a < s for s in seeds_bpb) else "no"
+        print(f"{minutes:6g}m  (a) beats every seed config: {verdict}")
+    last = max(budgets)
+    torch_final = next((r[3] for r in rows[last] if r[0].startswith("(c)")), math.nan)
+    if not math.isnan(torch_final):
+        reached = [m for b in budgets for m, v in curves[b].get("(a) loop plan", []) if v <= torch_final]
+        when = f"at {min(reached):.2f} min" if reached else "not within the budgets run"
+        print(f"(a) reaches (c)'s {last:g}-minute bits per byte ({torch_final:.4f}): {when}")
+
+
+if __name__ == "__main__":
+    main()

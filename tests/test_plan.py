@@ -1,0 +1,156 @@
+"""`loop plan`: a config sized for the corpus, the machine and the budget, or a one-line refusal."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from loop_tui import cli, plan
+from loop_tui.config import load_config
+
+
+@pytest.fixture
+def small_grid(monkeypatch):
+    """A grid and one probe small enough to plan in seconds on any machine."""
+    monkeypatch.setattr(plan, "WIDTHS", (64, 128))
+    monkeypatch.setattr(plan, "DEPTHS", (1, 2))
+    monkeypatch.setattr(plan, "CONTEXTS", (32, 64))
+    monkeypatch.setattr(plan, "VOCABS", (512, 1024))
+    monkeypatch.setattr(plan, "BATCHES", (4, 8))
+    monkeypatch.setattr(plan, "PROBES", ((64, 1, 32, 512, 4),))
+
+
+@pytest.fixture
+def text_folder(tmp_path):
+    from pydoc_data.topics import topics
+
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    for name, text in sorted(topics.items())[:60]:
+        (folder / f"{name}.txt").write_text(text)
+    return folder
+
+
+def test_plan_writes_a_config_that_validates_fits_memory_and_trains(small_grid, text_folder, tmp_path, capsys):
+    from loop_tui.train.trainer import Trainer
+
+    out = tmp_path / "plan.json"
+    assert cli.main(["plan", "--data", str(text_folder), "--minutes", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for word in ("tokens", "tokens/s", "parameters", "passes", "dropout"):
+        assert word in printed
+    cfg = load_config(str(out))
+    assert cfg.budget_minutes == 2
+    assert cfg.data == str(text_folder.resolve())
+    assert cfg.d_model in plan.WIDTHS and cfg.num_layers in plan.DEPTHS and cfg.vocab_size in plan.VOCABS
+    assert cfg.max_length in plan.CONTEXTS and cfg.batch_size in plan.BATCHES
+    assert cfg.max_steps >= 1 and cfg.eval_every <= cfg.max_steps
+    assert 0 <= cfg.dropout <= plan.MAX_DROPOUT and "not written" not in printed
+    Trainer(cfg, tmp_path / "unused")._check_memory()  # raises if the run would be refused
+    run = tmp_path / "run"
+    assert cli.main(["train", str(out), "--no-tui", "--steps", "2", "--out", str(run)]) == 0
+    assert (run / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("minutes", ["0", "-5", "nan", "inf", "1e9", "0.01"])
+def test_nonsense_budgets_are_refused_in_one_line(minutes, text_folder, tmp_path, capsys):
+    assert (
+        cli.main(["plan", "--data", str(text_folder), f"--minutes={minutes}", "--out", str(tmp_path / "p.json")]) == 2
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("loop: error: --minutes") and err.count("\n") == 1
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_empty_and_unusable_folders_are_refused_in_one_line(small_grid, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    binary = tmp_path / "binary"
+    binary.mkdir()
+    (binary / "blob.bin").write_bytes(b"\0\1\2" * 100)
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    (tiny / "a.txt").write_text("hello world\n")
+    for folder, why in ((empty, "empty"), (binary, "binary"), (tiny, "too little text"), (tmp_path / "nope", "exist")):
+        assert cli.main(["plan", "--data", str(folder), "--minutes", "5", "--out", str(tmp_path / "p.json")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("loop: error:") and why in err and err.count("\n") == 1
+
+
+def test_a_smaller_vocabulary_is_the_prefix_of_a_larger_one(text_folder):
+    from loop_tui.data.corpus import load_corpus
+    from loop_tui.data.tokens import train_tokenizer
+
+    corpus = load_corpus(text_folder)
+    text = "".join(corpus.pieces(corpus.docs[3]))
+    cut = plan.smaller_vocabulary(train_tokenizer(corpus, 1024), 600)
+    trained = train_tokenizer(corpus, 600)
+    assert cut.get_vocab_size() == 600
+    assert cut.encode(text).ids == trained.encode(text).ids
+
+
+def test_repeated_data_is_worth_less_and_dropout_rises_with_passes():
+    assert plan.effective_data(0.5, 1.0) == 0.5  # under one pass: all new
+    four = plan.effective_data(4.0, 1.0)
+    assert 0.9 * 4 < four < 4  # ~4 passes are nearly as good as new text
+    assert plan.effective_data(64.0, 1.0) < 1 + plan.R_STAR  # and repetition saturates
+    drops = [plan.dropout_for(p) for p in (0.5, 2, 4, 8, 16, 1000)]
+    assert drops[0] == drops[1] == 0.0 and drops == sorted(drops) and drops[-1] == plan.MAX_DROPOUT
+
+
+def test_plans_over_the_epoch_cap_are_left_out():
+    def cand(d: int, step_s: float) -> plan.Candidate:
+        return plan.Candidate(plan.shape(d, 2, 64, 512, 8), step_s, train_bytes=10_000, bytes_per_token=2.0)
+
+    fast_small, slow_big = cand(64, 0.01), cand(256, 1.0)
+    seconds = 100.0
+    assert fast_small.passes(seconds) > plan.EPOCH_CAP >= slow_big.passes(seconds)
+    assert plan.choose([fast_small, slow_big], seconds) == (slow_big, False)
+    chosen, capped = plan.choose([fast_small], seconds)  # nothing under the cap: the run stops early
+    assert chosen is fast_small and capped
+
+
+def test_speed_model_fits_overhead_and_rate():
+    a, b = plan.shape(64, 1, 32, 512, 4), plan.shape(128, 2, 64, 1024, 8)
+    truth = plan.SpeedModel(0.002, 5e9, [])
+    fitted = plan.SpeedModel.fit([(a, truth.step_s(a)), (b, truth.step_s(b))])
+    assert math.isclose(fitted.overhead_s, 0.002, rel_tol=1e-6) and math.isclose(fitted.flops_per_s, 5e9, rel_tol=1e-6)
+
+
+async def test_dashboard_header_counts_the_budget_down():
+    from loop_tui.ui.app import LoopApp
+    from loop_tui.ui.dashboard import DashboardScreen
+
+    from .test_ui import FIXED_CACHES, recorded_kernels, recorded_state, screen_text
+
+    state = recorded_state()
+    state.elapsed_s = 65.0
+    cfg = load_config("smoke").replace(budget_minutes=5.0)
+    app = LoopApp(
+        lambda: DashboardScreen(None, FIXED_CACHES, state=state, live=False, cfg=cfg, kernel_stats=recorded_kernels())
+    )
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.pause()
+        header = screen_text(app).splitlines()[0]
+        assert "budget 5 min · 3:55 left" in header
+
+
+def test_plan_keeps_to_the_memory_there_is(small_grid, text_folder, monkeypatch):
+    """With room for only the smallest shapes, the plan is one of them, and the trainer accepts it."""
+    from types import SimpleNamespace
+
+    import psutil
+
+    from loop_tui.analyze import training_memory
+    from loop_tui.train.trainer import MEMORY_HEADROOM, Trainer
+
+    # a machine as fast as its FLOPs say (deterministic): with memory to spare it plans a larger shape
+    monkeypatch.setattr(plan, "time_steps", lambda cfg, backend, *a: plan.step_flops(cfg) / 5e9 + 1e-3)
+    room = training_memory(plan.shape(64, 1, 64, 512, 8))["total"] / MEMORY_HEADROOM
+    unlimited = plan.make_plan(str(text_folder), 2, say=lambda m: None).cfg
+    assert training_memory(unlimited)["total"] > MEMORY_HEADROOM * room
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=room))
+    cfg = plan.make_plan(str(text_folder), 2, say=lambda m: None).cfg
+    assert training_memory(cfg)["total"] <= MEMORY_HEADROOM * room
+    Trainer(cfg, text_folder.parent / "unused")._check_memory()
