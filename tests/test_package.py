@@ -72,9 +72,12 @@ def test_sdist_carries_the_c_sources_and_the_wheel_the_configs_and_kernels(dists
     sdist, wheel = dists
     names = tarfile.open(sdist).getnames()
     top = names[0].split("/")[0]
-    c_files = sorted(p.name for p in (ROOT / "c").iterdir() if p.suffix in (".c", ".h"))
+    c_files = sorted(p.name for p in (ROOT / "c").iterdir() if p.suffix in (".c", ".h", ".def"))
     assert f"{top}/build_kernels.py" in names and f"{top}/setup.py" in names
-    assert sorted(n.split("/")[-1] for n in names if n.startswith(f"{top}/c/") and n[-2:] in (".c", ".h")) == c_files
+    assert (
+        sorted(n.split("/")[-1] for n in names if n.startswith(f"{top}/c/") and n.endswith((".c", ".h", ".def")))
+        == c_files
+    )
     assert not any(n.endswith(".so") for n in names)
     inside = zipfile.ZipFile(wheel).namelist()
     shipped = sorted(p.name for p in (ROOT / "loop_tui" / "configs").glob("*.json"))
