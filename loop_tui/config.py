@@ -56,7 +56,9 @@ class Config:
     # dropout; kept ones scaled by 1 / (1 - dropout)); never in evaluation, sampling or export
     dropout: float = 0.0
     eval_every: int = 100  # steps between validation losses
-    eval_batches: int = 8  # batches per validation loss (the same fixed windows every time)
+    # validation: every held-out window (consecutive, non-overlapping) when they fill at most this
+    # many batches, else this many batches of windows spread evenly over them (the same every time)
+    eval_batches: int = 8
     sample_every: int = 200  # steps between text samples
     sample_tokens: int = 48  # tokens per sample
     log_every: int = 10  # steps between metrics.jsonl lines (and headless progress lines)

@@ -24,7 +24,7 @@ import orjson
 
 from ..backend import make_backend, resolve_precision
 from ..config import Config, ConfigError
-from ..data.batches import BatchSampler, eval_batches
+from ..data.batches import BatchSampler, validation_windows, window_batches
 from ..data.corpus import load_corpus
 from ..data.tokens import prepare
 from ..errors import NonFiniteError, RunLocked, StorageError
@@ -300,7 +300,8 @@ class Trainer:
         # one global batch of N x batch_size windows per step, drawn as a single process with that
         # batch would draw it; rank r trains on rows [r * batch_size, (r + 1) * batch_size)
         self.sampler = BatchSampler(self.tokens.train, cfg.batch_size * world.size, cfg.max_length, cfg.seed + 1)
-        self.val = eval_batches(self.tokens.val, cfg.batch_size, cfg.max_length, cfg.eval_batches)
+        val_starts = validation_windows(self.tokens.val, cfg.max_length, cfg.eval_batches * cfg.batch_size)
+        self.val = window_batches(self.tokens.val, val_starts, cfg.batch_size, cfg.max_length)
         if init is not None:
             self.model.load_params(init.params)
         elif state is None:
@@ -546,11 +547,15 @@ class Trainer:
         return stats
 
     def evaluate(self) -> float:
-        """Mean loss of the fixed validation batches (under MPI each rank takes every N-th)."""
+        """Mean loss over every token of the fixed validation windows (under MPI each rank scores
+        every N-th batch)."""
         w = self.world
-        losses = [self.model.loss(x, y) for x, y in self.val[w.rank :: w.size]]
-        total, count = w.sum([float(np.sum(losses)), float(len(losses))])
-        self.last_val_loss = total / count
+        total, count = 0.0, 0
+        for x, y, rows in self.val[w.rank :: w.size]:
+            total += float(np.sum(self.model.token_losses(x, y)[:rows], dtype=np.float64))
+            count += rows * x.shape[1]
+        summed, counted = w.sum([total, float(count)])
+        self.last_val_loss = summed / counted
         return self.last_val_loss
 
     def sample(self, prompt: str = "", tokens: int | None = None) -> str:
