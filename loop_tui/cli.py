@@ -335,7 +335,8 @@ def cmd_generate(args) -> int:
     _check_option("--threads", args.threads, 1)
     _check_option("--seed", args.seed, 0)
     prompt = text_argument("--prompt", args.prompt)
-    src = load_model(args.run_dir, warn=_warn)
+    src = load_model(args.run_dir, args.step, warn=_warn, best=args.best)
+    print(f"loop: generating with {src.label}", file=sys.stderr)
     cfg = src.cfg
     backend = make_backend(
         cfg.backend if args.backend is None else args.backend, args.threads, args.device, src.precision
@@ -389,7 +390,7 @@ def cmd_export(args) -> int:
     from . import hf
     from .sources import load_model
 
-    src = load_model(args.run_dir, args.step, warn=_warn)
+    src = load_model(args.run_dir, args.step, warn=_warn, best=args.best)
     out = Path(args.out_dir)
     if (args.format or ("gguf" if out.suffix.lower() == ".gguf" else "hf")) == "gguf":
         from .gguf_export import export_gguf
@@ -423,7 +424,7 @@ def cmd_eval(args) -> int:
     from .sources import load_model
 
     _check_option("--threads", args.threads, 1)
-    src = load_model(args.model, args.step, warn=_warn)
+    src = load_model(args.model, args.step, warn=_warn, best=args.best)
     cfg = src.cfg
     T = cfg.max_length if args.context is None else args.context
     if not 1 <= T <= cfg.positions:
@@ -561,6 +562,21 @@ def cmd_tui(args) -> int:
 
 
 # ---------------------------------------------------------------- parser
+def add_checkpoint_choice(parser: argparse.ArgumentParser, verb: str) -> None:
+    """--step N / --best: which of a run's checkpoints generate, export and eval load."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--step",
+        type=int,
+        metavar="N",
+        help=f"{verb} the run's checkpoint of step N (default: the best checkpoint, the one of the lowest "
+        "validation loss, when the run has one; else the newest)",
+    )
+    which.add_argument(
+        "--best", action="store_true", help=f"{verb} the run's best checkpoint (checkpoints/best); an error if none"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="loop",
@@ -672,7 +688,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser(
         "generate",
         help="sample text from a trained run",
-        description="Continue a prompt with the newest checkpoint of RUN_DIR (or a HuggingFace GPT-2 folder), "
+        description="Continue a prompt with a checkpoint of RUN_DIR (its best, else its newest; or --step N, --best) "
+        "or a HuggingFace GPT-2 folder, "
         "printing tokens as they are produced. The prompt runs once; then each token runs alone against the "
         "cached keys and values (KV cache). A prompt longer than the model's window keeps its last tokens.",
     )
@@ -699,14 +716,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=None, help="kernel threads")
     g.add_argument("--backend", choices=("c", "opencl"), default=None, help="kernel backend")
     g.add_argument("--device", metavar="NAME", help="OpenCL device (substring of its name)")
+    add_checkpoint_choice(g, "sample from")
     g.set_defaults(func=cmd_generate)
 
     x = sub.add_parser(
         "export",
         help="write a run as a HuggingFace transformers GPT-2 folder, or a GGUF file for llama.cpp",
-        description="Write RUN_DIR's newest intact checkpoint (or --step N's) to OUT_DIR as a folder that "
-        "transformers loads with no custom code: config.json, model.safetensors, generation_config.json and the "
-        "tokenizer (tokenizer.json, tokenizer_config.json, special_tokens_map.json). No pickle. With --format gguf "
+        description="Write RUN_DIR's best checkpoint (else its newest intact one; or --step N's) to OUT_DIR "
+        "as a folder that transformers loads with no custom code: config.json, model.safetensors, "
+        "generation_config.json and the tokenizer (tokenizer.json, tokenizer_config.json, special_tokens_map.json). "
+        "No pickle. With --format gguf "
         "(the default for a name ending in .gguf): one GGUF file that llama.cpp, ollama and LM Studio load "
         "(architecture gpt2, the run's own BPE), and an ollama Modelfile beside it.",
     )
@@ -722,7 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="gguf: type of the weight matrices (default f16; q8_0 is 8-bit, about half of f16's size); "
         "biases, LayerNorm and positions stay f32",
     )
-    x.add_argument("--step", type=int, metavar="N", help="export the checkpoint of step N (default: the newest)")
+    add_checkpoint_choice(x, "export")
     x.set_defaults(func=cmd_export)
 
     e = sub.add_parser(
@@ -738,7 +757,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", required=True, metavar="DIR|FILE", help="folder of text files (e.g. held-out articles) or one file"
     )
     e.add_argument("--text-field", metavar="NAME", default="text", help=TEXT_FIELD_HELP)
-    e.add_argument("--step", type=int, metavar="N", help="a run's checkpoint of step N (default: the newest)")
+    add_checkpoint_choice(e, "score")
     e.add_argument("--context", type=int, metavar="T", help="window length T (default: the model's max_length)")
     e.add_argument("--threads", type=int, metavar="N", help="kernel threads (default: all cores)")
     e.add_argument("--json", action="store_true", help="print loss, perplexity, bits_per_byte, tokens, bytes, files")

@@ -59,6 +59,8 @@ class Config:
     # validation: every held-out window (consecutive, non-overlapping) when they fill at most this
     # many batches, else this many batches of windows spread evenly over them (the same every time)
     eval_batches: int = 8
+    # evaluations without a lower validation loss before the run stops (None: never stops early)
+    patience: int | None = None
     sample_every: int = 200  # steps between text samples
     sample_tokens: int = 48  # tokens per sample
     log_every: int = 10  # steps between metrics.jsonl lines (and headless progress lines)
@@ -210,6 +212,8 @@ def from_dict(raw, source: str) -> Config:
         raise fail("text_field", "must not be empty")
     if raw.get("budget_minutes") is not None and raw["budget_minutes"] <= 0:
         raise fail("budget_minutes", f"must be positive or null, got {raw['budget_minutes']}")
+    if raw.get("patience") is not None and raw["patience"] <= 0:
+        raise fail("patience", f"must be positive or null (no early stop), got {raw['patience']}")
     if raw.get("threads") is not None and raw["threads"] <= 0:
         raise fail("threads", f"must be positive or null, got {raw['threads']}")
     return Config(**raw)

@@ -1,16 +1,22 @@
-"""Spending the minutes well: validation that compares."""
+"""Spending the minutes well: validation that compares, the best checkpoint and early stopping."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
+from loop_tui import errors
 from loop_tui.data.batches import validation_windows
 from loop_tui.model.gpt import GPT
+from loop_tui.sources import load_model
+from loop_tui.train import checkpoint
 from loop_tui.train.trainer import Trainer
 
+from .test_reliability import one_line_error, run_cli
 from .test_train import quick
 
 
@@ -61,3 +67,109 @@ def test_validation_of_a_large_held_out_set_is_a_fixed_evenly_spread_subset(tmp_
     assert all(np.array_equal(x, y) for (x, _, _), (y, _, _) in zip(a.val, b.val, strict=True))
     a.close()
     b.close()
+
+
+# ---------------------------------------------------------------- best checkpoint and early stopping
+def scripted_validation(monkeypatch, losses: list[float]) -> None:
+    """Trainer.evaluate returns these validation losses in turn (the weights' own would need a
+    long run to turn up)."""
+    it = iter(losses)
+
+    def evaluate(self):
+        self.last_val_loss = next(it)
+        return self.last_val_loss
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+
+
+def test_best_checkpoint_survives_rotation_and_is_what_generate_export_eval_load(tmp_path, monkeypatch, capsys):
+    scripted_validation(monkeypatch, [3.0, 2.0, 2.5, 2.6, 2.7])
+    run = tmp_path / "run"
+    cfg = quick(max_steps=10, eval_every=2, checkpoint_every=2, keep_checkpoints=2)
+    t = ready(cfg, run)
+    t.run(steps=10)
+    assert [p.name for p in checkpoint.list_checkpoints(run)] == ["step_00000008", "step_00000010"]
+    best = checkpoint.load(run / "checkpoints" / "best")
+    assert best.state["step"] == 4 and best.state["val_loss"] == 2.0 and best.tokenizer is not None
+    assert [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")] == [".best-step_00000004"]
+    assert checkpoint.load(checkpoint.latest(run)).state["best"] == {"step": 4, "val_loss": 2.0}
+
+    assert "step 4 (the best checkpoint, val loss 2.0000)" in load_model(run).label  # the default
+    assert load_model(run, best=True).label == load_model(run).label
+    assert load_model(run, 4).label.endswith("step 4 (the best checkpoint, val loss 2.0000)")  # rotated, kept as best
+    assert load_model(run, 10).label == f"{run} step 10"
+    for key, value in best.params.items():
+        assert np.array_equal(load_model(run).params[key], value)
+
+    code, out, err = run_cli(capsys, "generate", str(run), "--tokens", "3", "--seed", "1", "--best")
+    assert code == 0 and f"generating with {run} step 4 (the best checkpoint" in err
+    code, out, err = run_cli(capsys, "export", str(run), str(tmp_path / "hf"), "--step", "10")
+    assert code == 0 and f"exported {run} step 10 to" in out
+
+
+def test_patience_stops_at_the_evaluation_that_runs_it_out(tmp_path, monkeypatch):
+    scripted_validation(monkeypatch, [3.0, 2.0, 2.5, 2.0, 1.0])
+    run = tmp_path / "run"
+    events = []
+    t = Trainer(
+        quick(max_steps=20, eval_every=2, checkpoint_every=100, patience=2),
+        run,
+        on_event=lambda kind, p: events.append((kind, p)),
+    )
+    t.setup()
+    t.run(steps=20)
+    # evaluations at 2, 4 (best), 6 and 8 (no lower loss: 2.0 is not below 2.0): stopped after step 8
+    assert t.step == 8
+    stops = [p["message"] for kind, p in events if kind == "info" and "early stop" in p["message"]]
+    assert stops == [
+        f"early stop at step 8: no lower validation loss in 2 evaluations; the best, val loss 2.0000 at step 4, "
+        f"is {run / 'checkpoints' / 'best'}"
+    ]
+    final = checkpoint.load(checkpoint.latest(run)).state
+    assert final["step"] == 8 and final["reason"] == "early stop" and final["evals_since_best"] == 2
+    assert checkpoint.load(run / "checkpoints" / "best").state["step"] == 4
+
+
+def test_patience_counts_across_resume(tmp_path, monkeypatch):
+    scripted_validation(monkeypatch, [3.0, 2.0, 2.5, 2.6])
+    run = tmp_path / "run"
+    cfg = quick(max_steps=20, eval_every=2, checkpoint_every=100, patience=2)
+    ready(cfg, run).run(steps=6)  # evaluations at 2, 4 (best) and 6 (one without improvement)
+    t = Trainer(cfg, run, resume=True)
+    t.setup()
+    assert t.best == (4, 2.0) and t.evals_since_best == 1
+    t.run(steps=10)
+    assert t.step == 8
+
+
+def test_a_new_best_replaces_the_old_one_whole(tmp_path):
+    params = {"w": np.ones(4, np.float32)}
+    root = tmp_path / "checkpoints"
+    checkpoint.save_best(tmp_path, 3, params, {}, {"step": 3, "config": {}})
+    (root / ".best-step_00000005").mkdir()  # a kill -9 between writing a best and switching the link
+    checkpoint.save_best(tmp_path, 7, {"w": np.zeros(4, np.float32)}, {}, {"step": 7, "config": {}})
+    assert os.readlink(root / "best") == ".best-step_00000007"
+    assert sorted(p.name for p in root.iterdir()) == [".best-step_00000007", "best"]
+    assert checkpoint.load(root / "best").state["step"] == 7
+
+
+def test_step_and_best_errors_are_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    ready(quick(max_steps=2, eval_every=1), run).run(steps=2)
+    code, _, err = run_cli(capsys, "generate", str(run), "--step", "99")
+    line = one_line_error(err)
+    assert code == errors.EXIT_USAGE and "--step 99" in line and "it has: 2; the best: step" in line
+    (run / "checkpoints" / "best").unlink()
+    code, _, err = run_cli(capsys, "eval", str(run), "--data", str(tmp_path), "--best")
+    assert code == errors.EXIT_CHECKPOINT and "--best" in one_line_error(err)
+    with pytest.raises(SystemExit) as e:
+        run_cli(capsys, "export", str(run), str(tmp_path / "out"), "--best", "--step", "2")
+    assert e.value.code == errors.EXIT_USAGE
+
+
+def test_patience_is_validated():
+    from loop_tui.config import ConfigError
+
+    with pytest.raises(ConfigError, match="patience"):
+        quick(patience=0)
+    assert orjson.loads(orjson.dumps(quick(patience=3).to_dict()))["patience"] == 3

@@ -35,6 +35,7 @@ PREFIX = "step_"
 NAME = re.compile(PREFIX + r"(\d+)")
 DATA_FILES = ("model.safetensors", "optimizer.safetensors")
 TOKENIZER = "tokenizer.json"
+BEST = "best"  # checkpoints/best: a symlink to the hidden folder of the best checkpoint
 
 
 @dataclass
@@ -95,20 +96,16 @@ def latest(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save(
-    run_dir: Path,
-    step: int,
+def _write_folder(
+    root: Path,
+    name: str,
     params: dict[str, np.ndarray],
     optimizer: dict[str, np.ndarray],
     state: dict,
-    keep: int,
-    extra_files: dict[str, bytes] | None = None,
+    extra_files: dict[str, bytes] | None,
 ) -> Path:
-    """Write checkpoint `step` (extra_files: name -> contents, e.g. the tokenizer), then remove
-    all but the `keep` newest up to it. Checkpoints of later steps (left by a run that resumed
-    past them because they were damaged) stay until this run's own saves replace them."""
-    root = Path(run_dir) / "checkpoints"
-    final = root / f"{PREFIX}{step:08d}"
+    """Write one checkpoint as root/name: into a hidden temporary folder, fsynced, renamed into place."""
+    final = root / name
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     if not all(np.isfinite(v).all() for v in params.values()):
         raise CheckpointError(f"{final}: not saved: the weights are not finite (NaN or inf)")
@@ -135,6 +132,57 @@ def save(
         shutil.rmtree(tmp, ignore_errors=True)
         where = e.filename or tmp
         raise CheckpointError(f"{where}: cannot write checkpoint: {e.strerror or e}") from None
+    return final
+
+
+def save_best(
+    run_dir: Path,
+    step: int,
+    params: dict[str, np.ndarray],
+    optimizer: dict[str, np.ndarray],
+    state: dict,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """Write checkpoint `step` as the run's best: a hidden folder .best-step_N, then the symlink
+    checkpoints/best switched to it in one rename (a kill -9 leaves the previous best or the new
+    one, whole), then the previous best folder removed. Rotation never touches it."""
+    root = Path(run_dir) / "checkpoints"
+    folder = _write_folder(root, f".{BEST}-{PREFIX}{step:08d}", params, optimizer, state, extra_files)
+    link = root / f".tmp-{BEST}-link-{os.getpid()}"
+    try:
+        link.unlink(missing_ok=True)
+        os.symlink(folder.name, link)
+        os.replace(link, root / BEST)
+        _fsync_dir(root)
+    except OSError as e:
+        link.unlink(missing_ok=True)
+        raise CheckpointError(f"{root / BEST}: cannot update the best checkpoint: {e.strerror or e}") from None
+    for old in root.glob(f".{BEST}-*"):
+        if old.name != folder.name:
+            _remove(old)
+    return root / BEST
+
+
+def best(run_dir: Path) -> Path | None:
+    """RUN_DIR/checkpoints/best (the checkpoint of the lowest validation loss) if the run has one."""
+    path = Path(run_dir) / "checkpoints" / BEST
+    return path if (path / "state.json").exists() else None
+
+
+def save(
+    run_dir: Path,
+    step: int,
+    params: dict[str, np.ndarray],
+    optimizer: dict[str, np.ndarray],
+    state: dict,
+    keep: int,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """Write checkpoint `step` (extra_files: name -> contents, e.g. the tokenizer), then remove
+    all but the `keep` newest up to it. Checkpoints of later steps (left by a run that resumed
+    past them because they were damaged) stay until this run's own saves replace them."""
+    root = Path(run_dir) / "checkpoints"
+    final = _write_folder(root, f"{PREFIX}{step:08d}", params, optimizer, state, extra_files)
     older = [p for p in list_checkpoints(run_dir) if (step_of(p) or 0) < step]
     for old in older[: max(0, len(older) - (keep - 1))]:
         _remove(old)

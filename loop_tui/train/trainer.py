@@ -109,6 +109,8 @@ class Trainer:
         self.last: StepStats | None = None
         self.last_sample = ""
         self.last_val_loss: float | None = None
+        self.best: tuple[int, float] | None = None  # (step, val loss) of the lowest validation loss so far
+        self.evals_since_best = 0  # evaluations since then (patience stops the run when it reaches it)
         self.tensorboard: TensorBoardWriter | None = None  # on rank 0 with report_to "tensorboard"
 
     # ------------------------------------------------------------------ setup
@@ -318,6 +320,9 @@ class Trainer:
             self.step, self.elapsed = state["step"], state["elapsed_s"]
             self.sampler.state = state["sampler"]
             self.last_val_loss = state.get("val_loss")
+            if state.get("best"):
+                self.best = (state["best"]["step"], state["best"]["val_loss"])
+            self.evals_since_best = state.get("evals_since_best", 0)
             if world.is_root:
                 self._truncate_metrics(self.step)
             self.emit("info", message=f"resumed from {ckpt or 'the checkpoint'} at step {self.step}")
@@ -483,6 +488,11 @@ class Trainer:
             self.stop_event.set()  # seen by data preparation, which runs before the request queue
         self.requests.put(command)
 
+    @property
+    def global_batch(self) -> int:
+        """Sequences per optimizer step over every rank."""
+        return self.world.size * self.cfg.batch_size
+
     # ------------------------------------------------------------------ one step
     def train_step(self) -> StepStats:
         cfg, o, model = self.cfg, self.backend, self.model
@@ -610,8 +620,18 @@ class Trainer:
                 path = self._write_checkpoint(reason)
         return path
 
-    def _write_checkpoint(self, reason: str) -> Path:
-        self._check_run_dir()
+    def save_best(self) -> None:
+        """checkpoints/best becomes this step's weights (rank 0 writes; every rank learns of a failure)."""
+        with self.world.together():
+            if self.world.is_root:
+                self._check_run_dir()
+                params, optim, state = self._checkpoint_contents("best")
+                path = checkpoint.save_best(
+                    self.run_dir, self.step, params, optim, state, {checkpoint.TOKENIZER: self.tokenizer_json}
+                )
+                self.emit("checkpoint", step=self.step, path=str(path), reason="best")
+
+    def _checkpoint_contents(self, reason: str) -> tuple[dict, dict, dict]:
         o, model = self.backend, self.model
         params = model.export_params()
         optim = {"m": np.array(o.to_numpy(self.m)), "v": np.array(o.to_numpy(self.v))}
@@ -627,8 +647,15 @@ class Trainer:
             "reason": reason,
             "precision": self.precision,
             "world_size": self.world.size,
-            "global_batch": self.world.size * self.cfg.batch_size,
+            "global_batch": self.global_batch,
+            "best": {"step": self.best[0], "val_loss": self.best[1]} if self.best else None,
+            "evals_since_best": self.evals_since_best,
         }
+        return params, optim, state
+
+    def _write_checkpoint(self, reason: str) -> Path:
+        self._check_run_dir()
+        params, optim, state = self._checkpoint_contents(reason)
         path = checkpoint.save(
             self.run_dir,
             self.step,
@@ -686,7 +713,7 @@ class Trainer:
         every = checkpoint_every or cfg.checkpoint_every
         self.steps_this_run = 0
         saved_at = self.step
-        quit_requested = False
+        quit_requested = stopped_early = False
         failed: BaseException | None = None
         try:
             while self.step < self.total_steps and not quit_requested:
@@ -718,6 +745,8 @@ class Trainer:
                         {"step": s.step, "val_loss": val, "val_ppl": math.exp(min(val, 50)), "elapsed_s": self.elapsed}
                     )
                     self.emit("eval", step=s.step, val_loss=val, val_ppl=math.exp(min(val, 50)))
+                    stopped_early = self._after_evaluation(val)
+                    quit_requested = quit_requested or stopped_early
                 if self.world.is_root and (s.step % cfg.sample_every == 0 or s.step == self.total_steps):
                     self.emit("sample", step=s.step, text=self.sample())
                 if s.step % every == 0:
@@ -730,7 +759,13 @@ class Trainer:
             try:
                 if self.step > saved_at and not self.abort and self._can_save_after(failed):
                     self.save_checkpoint(
-                        "quit" if quit_requested else "final" if self.step >= self.total_steps else "interrupted"
+                        "early stop"
+                        if stopped_early
+                        else "quit"
+                        if quit_requested
+                        else "final"
+                        if self.step >= self.total_steps
+                        else "interrupted"
                     )
             except Exception as e:
                 if not failed:
@@ -740,6 +775,24 @@ class Trainer:
                 self.close()
                 self.emit("done", step=self.step)
         return self.last
+
+    def _after_evaluation(self, val: float) -> bool:
+        """Keep the best checkpoint; True when patience says the run stops here."""
+        if self.best is None or val < self.best[1]:
+            self.best, self.evals_since_best = (self.step, val), 0
+            self.save_best()
+            return False
+        self.evals_since_best += 1
+        patience = self.cfg.patience
+        if patience is None or self.evals_since_best < patience:
+            return False
+        step, loss = self.best
+        self.emit(
+            "info",
+            message=f"early stop at step {self.step}: no lower validation loss in {patience} evaluations; "
+            f"the best, val loss {loss:.4f} at step {step}, is {self.run_dir / 'checkpoints' / checkpoint.BEST}",
+        )
+        return True
 
     def _handle_requests(self) -> bool:
         while True:
