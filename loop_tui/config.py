@@ -37,7 +37,7 @@ class Config:
     num_heads: int  # attention heads; d_model must divide by it (head size d_model / num_heads)
     num_layers: int  # transformer blocks
     d_ff: int  # MLP hidden width (GPT-2: 4 * d_model)
-    batch_size: int  # sequences per step
+    batch_size: int  # sequences per forward/backward (per rank under MPI; see grad_accum_steps)
     max_length: int  # tokens per sequence (the context length T)
     vocab_size: int  # BPE ids, including the 256 bytes and <|endoftext|>
     # training (optional)
@@ -61,6 +61,9 @@ class Config:
     eval_batches: int = 8
     # evaluations without a lower validation loss before the run stops (None: never stops early)
     patience: int | None = None
+    # micro-batches of batch_size summed into one optimizer step: the update of one batch of
+    # batch_size * grad_accum_steps sequences, with the memory of batch_size
+    grad_accum_steps: int = 1
     sample_every: int = 200  # steps between text samples
     sample_tokens: int = 48  # tokens per sample
     log_every: int = 10  # steps between metrics.jsonl lines (and headless progress lines)
@@ -101,7 +104,8 @@ class Config:
 
     @property
     def tokens_per_step(self) -> int:
-        return self.batch_size * self.max_length
+        """Tokens in one optimizer step (of one rank): every micro-batch of grad accumulation."""
+        return self.batch_size * self.grad_accum_steps * self.max_length
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -122,6 +126,7 @@ POSITIVE_INT = REQUIRED + (
     "log_every",
     "checkpoint_every",
     "keep_checkpoints",
+    "grad_accum_steps",
 )
 NON_NEGATIVE = ("warmup_steps", "weight_decay", "grad_clip", "seed", "sample_tokens")
 BACKENDS = ("c", "opencl")

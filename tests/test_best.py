@@ -1,4 +1,5 @@
-"""Spending the minutes well: validation that compares, the best checkpoint and early stopping."""
+"""Spending the minutes well: validation that compares, the best checkpoint, early stopping and
+gradient accumulation."""
 
 from __future__ import annotations
 
@@ -167,9 +168,48 @@ def test_step_and_best_errors_are_one_line(tmp_path, capsys):
     assert e.value.code == errors.EXIT_USAGE
 
 
-def test_patience_is_validated():
+# ---------------------------------------------------------------- gradient accumulation
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_gradient_accumulation_is_the_update_of_the_big_batch(tmp_path, dropout):
+    # an epsilon near the gradients' size: AdamW's update then depends on their scale, not only direction
+    big = ready(quick(batch_size=8, dropout=dropout, adam_eps=1e-3), tmp_path / "big")
+    accumulated = ready(quick(batch_size=2, grad_accum_steps=4, dropout=dropout, adam_eps=1e-3), tmp_path / "acc")
+    assert accumulated.flops_per_step == big.flops_per_step  # tokens/s and MFU count every micro-batch
+    for _ in range(3):
+        a, b = big.train_step(), accumulated.train_step()
+        assert b.loss == pytest.approx(a.loss, abs=1e-5) and b.grad_norm == pytest.approx(a.grad_norm, rel=1e-5)
+    for name, value in big.model.export_params().items():
+        np.testing.assert_allclose(accumulated.model.export_params()[name], value, rtol=0, atol=1e-5, err_msg=name)
+    big.close()
+    accumulated.close()
+
+
+def test_memory_refusal_suggests_gradient_accumulation(tmp_path, monkeypatch):
+    import psutil
+
+    from loop_tui.analyze import training_memory
+    from loop_tui.config import ConfigError
+    from loop_tui.train import trainer
+
+    cfg = quick(batch_size=8)
+    half = training_memory(cfg.replace(batch_size=4, grad_accum_steps=2))["total"]
+    full = training_memory(cfg)["total"]
+    assert half < full
+    room = (half + full) / 2 / trainer.MEMORY_HEADROOM
+
+    class Memory:
+        available = int(room)
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Memory())
+    with pytest.raises(ConfigError, match=r"or set grad_accum_steps=2 with batch_size=4 \(the same update"):
+        Trainer(cfg, tmp_path / "run").setup()
+
+
+def test_grad_accum_steps_is_validated():
     from loop_tui.config import ConfigError
 
+    with pytest.raises(ConfigError, match="grad_accum_steps"):
+        quick(grad_accum_steps=0)
     with pytest.raises(ConfigError, match="patience"):
         quick(patience=0)
     assert orjson.loads(orjson.dumps(quick(patience=3).to_dict()))["patience"] == 3

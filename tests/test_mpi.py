@@ -89,6 +89,18 @@ def test_two_ranks_match_one_process_with_twice_the_batch(single, tmp_path):
     assert watched.read_more() and watched.ranks.startswith("2 ranks: ") and "all-reduce" in watched.ranks
 
 
+def test_two_ranks_accumulating_two_micro_batches_match_one_process(single, tmp_path):
+    """2 ranks × batch 2 × grad_accum_steps 2: the global batch of 8 the single process trains on."""
+    run = tmp_path / "run"
+    p = run_mpi(2, train_argv(config(tmp_path, batch_size=2, grad_accum_steps=2), run, "--steps", "8"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "2 ranks × batch 2 × 2 accumulated = global batch 8" in p.stdout
+    got, want = losses(run), losses(single)
+    assert sorted(got) == list(range(1, 9))
+    for step, loss in got.items():
+        assert loss == pytest.approx(want[step], rel=1e-5), f"step {step}"
+
+
 def test_ctrl_c_then_resume_under_mpirun_continues_exactly(single, tmp_path):
     run = tmp_path / "run"
     cfg = config(tmp_path, max_steps=40, checkpoint_every=1000)

@@ -206,12 +206,19 @@ class GPT:
 
     # ------------------------------------------------------------------ backward
     def forward_backward(
-        self, tokens: np.ndarray, targets: np.ndarray, train_step: int = 0, first_sequence: int = 0
+        self,
+        tokens: np.ndarray,
+        targets: np.ndarray,
+        train_step: int = 0,
+        first_sequence: int = 0,
+        zero_grads: bool = True,
     ) -> float:
         """Loss of the batch in training step train_step (which keys its dropout masks; see
-        dropout_keys for first_sequence); gradients of its mean land in self.grads (zeroed first)."""
+        dropout_keys for first_sequence); gradients of its mean land in self.grads (zeroed first),
+        or, with zero_grads False, are added to what they hold (gradient accumulation)."""
         self.load_batch(tokens, targets)
-        self.ops.zero_(self.gradients.flat)
+        if zero_grads:
+            self.ops.zero_(self.gradients.flat)
         drop = self.dropout_keys(train_step, first_sequence)
         self.forward_body(drop=drop)
         loss = self.head(with_grad=True)

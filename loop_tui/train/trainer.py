@@ -160,14 +160,31 @@ class Trainer:
 
         from ..analyze import human_bytes, training_memory
 
-        need = training_memory(self.cfg)["total"]
+        cfg = self.cfg
+        need = training_memory(cfg)["total"]
         avail = psutil.virtual_memory().available
         if need > MEMORY_HEADROOM * avail and not self.force:
             raise ConfigError(
-                f"{self.cfg.name}: training needs about {human_bytes(need)} of memory but only "
+                f"{cfg.name}: training needs about {human_bytes(need)} of memory but only "
                 f"{human_bytes(avail)} is available (`loop analyze` breaks it down); use a smaller "
-                "model or batch, or --force to try anyway"
+                f"model or batch{self._accumulation_hint(MEMORY_HEADROOM * avail)}, or --force to try anyway"
             )
+
+    def _accumulation_hint(self, room: float) -> str:
+        """', or set grad_accum_steps=K with batch_size=B/K' for the smallest K that fits in `room`
+        bytes and keeps the same batch per step ('' when no divisor of batch_size does)."""
+        from ..analyze import training_memory
+
+        cfg = self.cfg
+        for k in range(2, cfg.batch_size + 1):
+            if cfg.batch_size % k == 0:
+                smaller = cfg.replace(batch_size=cfg.batch_size // k, grad_accum_steps=cfg.grad_accum_steps * k)
+                if training_memory(smaller)["total"] <= room:
+                    return (
+                        f", or set grad_accum_steps={smaller.grad_accum_steps} with batch_size={smaller.batch_size}"
+                        " (the same update, with the memory of the smaller batch)"
+                    )
+        return ""
 
     def _settings_changed(self, saved: dict, step: int) -> None:
         if saved.get("seed") != self.cfg.seed:
@@ -299,9 +316,9 @@ class Trainer:
         self.sampler_model = GPT(cfg, self.backend, batch_size=1, params=self.model.params)
         self.m = self.backend.zeros(self.model.params.size)
         self.v = self.backend.zeros(self.model.params.size)
-        # one global batch of N x batch_size windows per step, drawn as a single process with that
-        # batch would draw it; rank r trains on rows [r * batch_size, (r + 1) * batch_size)
-        self.sampler = BatchSampler(self.tokens.train, cfg.batch_size * world.size, cfg.max_length, cfg.seed + 1)
+        # one global batch of N x grad_accum_steps x batch_size windows per step, drawn as a single
+        # process with that batch would draw it; rank r trains on rows [r * K * B, (r + 1) * K * B)
+        self.sampler = BatchSampler(self.tokens.train, self.global_batch, cfg.max_length, cfg.seed + 1)
         val_starts = validation_windows(self.tokens.val, cfg.max_length, cfg.eval_batches * cfg.batch_size)
         self.val = window_batches(self.tokens.val, val_starts, cfg.batch_size, cfg.max_length)
         if init is not None:
@@ -347,8 +364,9 @@ class Trainer:
             world.watch_peers(self.run_dir)
             self.emit(
                 "info",
-                message=f"data parallel over MPI: {world.size} ranks × batch {cfg.batch_size} = global batch "
-                f"{world.size * cfg.batch_size}, {self.threads or 'all'} kernel threads per rank; gradients "
+                message=f"data parallel over MPI: {world.size} ranks × batch {cfg.batch_size}"
+                + (f" × {cfg.grad_accum_steps} accumulated" if cfg.grad_accum_steps > 1 else "")
+                + f" = global batch {self.global_batch}, {self.threads or 'all'} kernel threads per rank; gradients "
                 "averaged by one Allreduce per step; ranks: "
                 + ", ".join(f"{r} = PID {pid} on {host}" for r, (host, pid) in enumerate(world.peers)),
             )
@@ -455,13 +473,13 @@ class Trainer:
 
     def _check_world(self, state: dict) -> None:
         """A resumed run keeps its global batch (the sampler's stream depends on it)."""
-        ranks, B = state.get("world_size", 1), self.cfg.batch_size
+        ranks, B = state.get("world_size", 1), self.cfg.batch_size * self.cfg.grad_accum_steps
         before = state.get("global_batch", ranks * state["config"]["batch_size"])
-        if before != self.world.size * B:
+        if before != self.global_batch:
             raise ConfigError(
                 f"--resume: this run trained {ranks} rank(s) × batch {before // ranks} (global batch {before}); "
                 f"{self.world.size} rank(s) × batch {B} would change the batches it draws: resume with "
-                f"mpirun -np {ranks}, or a config whose batch_size × ranks is {before}"
+                f"mpirun -np {ranks}, or a config whose batch_size × grad_accum_steps × ranks is {before}"
             )
 
     def emit(self, kind: str, **payload) -> None:
@@ -490,8 +508,8 @@ class Trainer:
 
     @property
     def global_batch(self) -> int:
-        """Sequences per optimizer step over every rank."""
-        return self.world.size * self.cfg.batch_size
+        """Sequences per optimizer step over every rank and micro-batch."""
+        return self.world.size * self.cfg.grad_accum_steps * self.cfg.batch_size
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> StepStats:
@@ -499,17 +517,20 @@ class Trainer:
         t0 = time.perf_counter()
         inputs, targets = self.sampler.next()
         world = self.world
-        if world.size > 1:
-            rows = slice(world.rank * cfg.batch_size, (world.rank + 1) * cfg.batch_size)
-            inputs, targets = inputs[rows], targets[rows]
-        # dropout's masks are keyed by the step and by where this rank's rows sit in the global batch
-        loss = model.forward_backward(inputs, targets, self.step, world.rank * cfg.batch_size)
+        B, K = cfg.batch_size, cfg.grad_accum_steps
+        loss = 0.0
+        for micro in range(K):
+            # this rank's micro-batch: its rows of the global batch, which also key its dropout masks
+            first = (world.rank * K + micro) * B
+            rows = slice(first, first + B)
+            loss += model.forward_backward(inputs[rows], targets[rows], self.step, first, zero_grads=micro == 0) / K
         if world.size > 1:
             world.average_(model.gradients.flat)
             self.allreduce_s = world.take_allreduce_s()
             total, stops = world.sum([loss, float(self.stop_event.is_set())])
             loss, self.world_stop = total / world.size, stops > 0
-        grad_norm = math.sqrt(o.sum_squares(model.gradients.flat))
+        # the gradients hold the sum of K micro-batch means: the big batch's mean is 1/K of it
+        grad_norm = math.sqrt(o.sum_squares(model.gradients.flat)) / K
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):  # before AdamW: the weights stay good
             what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {grad_norm}"
             raise NonFiniteError(
@@ -518,6 +539,7 @@ class Trainer:
                 f"the weights of step {self.step} are kept"
             )
         clip = min(1.0, cfg.grad_clip / (grad_norm + 1e-6)) if cfg.grad_clip > 0 else 1.0
+        grad_scale = clip / K
         lr = lr_at(cfg, self.step)
         P, G = model.params.flat, model.gradients.flat
         for (a, b), wd in ((model.decay_range, cfg.weight_decay), (model.plain_range, 0.0)):
@@ -532,7 +554,7 @@ class Trainer:
                 cfg.adam_eps,
                 wd,
                 self.step + 1,
-                clip,
+                grad_scale,
             )
         dt = time.perf_counter() - t0
         self.step += 1
