@@ -154,6 +154,17 @@ def test_a_new_best_replaces_the_old_one_whole(tmp_path):
     assert checkpoint.load(root / "best").state["step"] == 7
 
 
+def test_a_damaged_best_gives_way_to_the_newest_with_a_warning(tmp_path, capsys):
+    run = tmp_path / "run"
+    ready(quick(max_steps=2, eval_every=1), run).run(steps=2)
+    model = run / "checkpoints" / "best" / "model.safetensors"
+    model.write_bytes(model.read_bytes()[:-100])
+    code, _, err = run_cli(capsys, "generate", str(run), "--tokens", "2")
+    assert code == 0 and "skipping the best checkpoint" in err and f"generating with {run} step 2 (the newest" in err
+    code, _, err = run_cli(capsys, "generate", str(run), "--tokens", "2", "--best")
+    assert code == errors.EXIT_CHECKPOINT and "damaged" in one_line_error(err)
+
+
 def test_step_and_best_errors_are_one_line(tmp_path, capsys):
     run = tmp_path / "run"
     ready(quick(max_steps=2, eval_every=1), run).run(steps=2)

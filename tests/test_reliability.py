@@ -5,6 +5,7 @@ folder, other data on resume, a model too large for the machine, and nonsense op
 from __future__ import annotations
 
 import errno
+import shutil
 import signal
 from pathlib import Path
 
@@ -30,6 +31,14 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 def resume_cli(capsys, run: Path, config: str, steps: int, *extra: str) -> tuple[int, str, str]:
     """`loop train CONFIG --out RUN --no-tui --resume --steps N`, through run_cli."""
     return run_cli(capsys, "train", config, "--out", str(run), "--no-tui", "--resume", "--steps", str(steps), *extra)
+
+
+def without_best(run: Path) -> None:
+    """Remove checkpoints/best (as a run from before it existed): generate then loads the newest
+    intact checkpoint, which is what these tests are about."""
+    best = run / "checkpoints" / checkpoint.BEST
+    shutil.rmtree(best.resolve())
+    best.unlink()
 
 
 def one_line_error(err: str) -> str:
@@ -106,6 +115,7 @@ def test_damaged_latest_checkpoint_falls_back_with_a_warning(tmp_path, capsys, d
     else:
         f = last / ("model.safetensors" if "model" in damage else "optimizer.safetensors")
         f.write_bytes(f.read_bytes()[:-100])
+    without_best(run)
     capsys.readouterr()
     code, out, err = run_cli(capsys, "generate", str(run), "--tokens", "3")
     assert code == 0 and "Traceback" not in err
@@ -121,6 +131,7 @@ def test_no_intact_checkpoint_exits_4(tmp_path, capsys):
     train_steps(tmp_path, run, 2, checkpoint_every=2)
     for ckpt in checkpoint.list_checkpoints(run):
         (ckpt / "model.safetensors").write_bytes(b"garbage")
+    without_best(run)
     capsys.readouterr()
     code, _, err = run_cli(capsys, "generate", str(run))
     assert code == errors.EXIT_CHECKPOINT and "no intact checkpoint" in one_line_error(err)

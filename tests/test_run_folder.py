@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from loop_tui import errors
 from loop_tui.train import checkpoint
 
-from .test_reliability import one_line_error, resume_cli, run_cli, train_steps, write_config
+from .test_reliability import one_line_error, resume_cli, run_cli, train_steps, without_best, write_config
 
 
 def step_names(run: Path) -> list[str]:
@@ -62,6 +62,7 @@ def test_rotation_keeps_the_checkpoint_it_just_wrote(tmp_path, capsys):
 def trained(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("trained")
     train_steps(d, d / "run", 2, checkpoint_every=2)
+    without_best(d / "run")  # the readers then load the newest checkpoint, the one rotation races
     return d / "run"
 
 
@@ -126,6 +127,7 @@ def test_a_damaged_checkpoint_tokenizer_is_skipped_never_retrained(tmp_path, cap
         (last / "tokenizer.json").write_bytes(tokenizer[:-200] + b"#" * 200)
     else:
         (last / "tokenizer.json").unlink()
+    without_best(run)
     capsys.readouterr()
     code, _, err = run_cli(capsys, "generate", str(run), "--tokens", "3")
     assert code == 0 and "skipping a damaged checkpoint" in err and "tokenizer.json" in err, err
