@@ -78,9 +78,10 @@ def test_two_ranks_match_one_process_with_twice_the_batch(single, tmp_path):
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     last = [r for r in records if "loss" in r][-1]
     assert last["world_size"] == 2 and len(last["rank_tokens_per_s"]) == 2 and last["allreduce_s"] >= 0
-    # one checkpoint folder per save, from rank 0 alone, recording the world
-    folders = sorted(x.name for x in (run / "checkpoints").iterdir())
-    assert folders == ["step_00000010", "step_00000020", "step_00000030"]
+    # one checkpoint folder per save, and the best (its own hidden folder), from rank 0 alone, recording the world
+    folders = sorted(x.name for x in (run / "checkpoints").iterdir() if x.name != "best")
+    best = (run / "checkpoints" / "best").readlink().name
+    assert folders == sorted([best, "step_00000010", "step_00000020", "step_00000030"])
     state = json.loads((run / "checkpoints" / "step_00000030" / "state.json").read_text())
     assert state["world_size"] == 2 and state["global_batch"] == 8
     from loop_tui.ui.view import Series
