@@ -195,6 +195,23 @@ def test_gradient_accumulation_is_the_update_of_the_big_batch(tmp_path, dropout)
     accumulated.close()
 
 
+def test_a_run_may_resume_with_another_split_of_the_same_global_batch(tmp_path):
+    """batch 8 may continue as 2 micro-batches of 4 (the same batches drawn, the same update); a
+    split that changes the global batch is refused in one line."""
+    from loop_tui.config import ConfigError
+
+    from .test_train import losses, train
+
+    cfg = quick(max_steps=6, batch_size=8)
+    train(cfg, tmp_path / "straight", 6)
+    train(cfg, tmp_path / "split", 3)
+    train(cfg.replace(batch_size=4, grad_accum_steps=2), tmp_path / "split", 3, resume=True)
+    a, b = losses(tmp_path / "straight"), losses(tmp_path / "split")
+    assert sorted(b) == list(range(1, 7)) and all(b[s] == pytest.approx(a[s], abs=1e-5) for s in a)
+    with pytest.raises(ConfigError, match="batch_size × grad_accum_steps × ranks is 8"):
+        Trainer(cfg.replace(grad_accum_steps=2), tmp_path / "split", resume=True).setup()
+
+
 def test_memory_refusal_suggests_gradient_accumulation(tmp_path, monkeypatch):
     import psutil
 
