@@ -321,3 +321,25 @@ def test_a_step_counts_the_same_costs_as_the_c_backend(be, dropout):
 def test_unknown_device_is_a_clear_error():
     with pytest.raises(NoOpenCL, match="no OpenCL device matches"):
         OpenCLBackend("no-such-device-xyz")
+
+
+def test_gradient_accumulation_on_the_device_is_the_update_of_the_big_batch(tmp_path):
+    from loop_tui.train.trainer import Trainer
+
+    trainers = []
+    for batch, accumulate in ((8, 1), (2, 4)):
+        cfg = load_config("smoke").replace(
+            backend="opencl", batch_size=batch, grad_accum_steps=accumulate, dropout=0.2, adam_eps=1e-3,
+            eval_every=1000, sample_every=1000, checkpoint_every=1000,
+        )  # fmt: skip
+        t = Trainer(cfg, tmp_path / str(batch))
+        t.setup()
+        trainers.append(t)
+    big, accumulated = trainers
+    for _ in range(3):
+        assert accumulated.train_step().loss == pytest.approx(big.train_step().loss, abs=1e-5)
+    want = big.model.export_params()
+    for name, value in accumulated.model.export_params().items():
+        np.testing.assert_allclose(value, want[name], rtol=0, atol=1e-5, err_msg=name)
+    for t in trainers:
+        t.close()
