@@ -284,6 +284,14 @@ def _newest_intact_step(run: Path, with_optimizer: bool) -> int | None:
         return None
 
 
+def _best_intact(run: Path) -> bool:
+    best = checkpoint.best(run)
+    try:
+        return best is not None and checkpoint.load(best, with_optimizer=False) is not None
+    except checkpoint.CheckpointError:
+        return False
+
+
 def _start(argv: list[str]):
     import os
     import subprocess
@@ -301,6 +309,7 @@ OPERATIONS = st.one_of(
     st.tuples(st.just("ctrl-c"), st.floats(0.0, 1.0)),
     st.tuples(st.just("keep_checkpoints"), st.integers(1, 3)),
     st.tuples(st.just("corrupt"), st.sampled_from(checkpoint.DATA_FILES + ("tokenizer.json", "state.json"))),
+    st.tuples(st.just("corrupt best"), st.sampled_from(checkpoint.DATA_FILES + ("tokenizer.json", "state.json"))),
     st.tuples(st.sampled_from(["export", "eval", "generate", "runs"]), st.just(0)),
 )
 
@@ -312,7 +321,7 @@ OPERATIONS = st.one_of(
 def test_any_sequence_of_operations_keeps_the_run_folder_promises(tmp_path_factory, capsys, operations):
     """Train, kill -9 at a random moment, Ctrl-C, resume, change keep_checkpoints, corrupt a file,
     export, eval, generate, runs, in any order on one run folder: no traceback, README's exit codes,
-    the newest intact checkpoint always loads, and after each completed run metrics.jsonl has each
+    the best checkpoint (else the newest intact one) always loads, and after each completed run metrics.jsonl has each
     step once, up to the newest checkpoint's."""
     import signal
     import time
@@ -330,14 +339,14 @@ def test_any_sequence_of_operations_keeps_the_run_folder_promises(tmp_path_facto
         has_checkpoints = bool(checkpoint.list_checkpoints(run))
         train_argv = ["train", cfg, "--out", str(run), "--no-tui"] + (["--resume"] if has_checkpoints else [])
         can_resume = not has_checkpoints or _newest_intact_step(run, True) is not None
-        readable = _newest_intact_step(run, False) is not None
+        readable = _best_intact(run) or _newest_intact_step(run, False) is not None  # what readers load
         if op == "keep_checkpoints":
             keep = arg
             continue
-        if op == "corrupt":
-            newest = checkpoint.latest(run)
-            if newest is not None and (newest / arg).exists():
-                (newest / arg).write_bytes((newest / arg).read_bytes()[:-7] + b"garbage")
+        if op in ("corrupt", "corrupt best"):
+            target = checkpoint.latest(run) if op == "corrupt" else checkpoint.best(run)
+            if target is not None and (target / arg).exists():
+                (target / arg).write_bytes((target / arg).read_bytes()[:-7] + b"garbage")
             continue
         if op in ("kill -9", "ctrl-c"):
             p = _start([*train_argv, "--steps", "1000"])
