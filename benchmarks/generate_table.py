@@ -41,8 +41,7 @@ def build(shape: str, folder: Path):
     tok = Tokenizer(models.BPE())  # the tokenizer plays no part in timing; the writer needs one
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.add_special_tokens(["<|endoftext|>"])
-    tok.save(str(folder.parent / "tokenizer.json"))
-    hf.export_params(cfg, m.export_params(), folder.parent / "tokenizer.json", folder)
+    hf.export_params(cfg, m.export_params(), tok.to_str().encode(), folder)
     return cfg, m
 
 

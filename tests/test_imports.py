@@ -79,6 +79,7 @@ LAYERS = (
         "loop_tui.evaluate",
         "loop_tui.hf",
         "loop_tui.gguf_export",
+        "loop_tui.plan",
         "loop_tui.sources",
         "loop_tui.analyze",
     ),
