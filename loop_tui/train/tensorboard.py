@@ -6,6 +6,8 @@ metrics.jsonl stays the record: this is a copy for viewing."""
 from __future__ import annotations
 
 import math
+import os
+import time
 from pathlib import Path
 
 from ..config import ConfigError
@@ -32,7 +34,10 @@ class TensorBoardWriter:
         except ImportError:
             raise ConfigError(f"--report-to tensorboard needs the tensorboardX package: {INSTALL_HINT}") from None
         purge = resumed_at + 1 if resumed_at else None
-        self.writer = SummaryWriter(logdir=str(run_dir), purge_step=purge, flush_secs=10)
+        # tensorboardX names the file by the second and the host alone: a session resumed within
+        # the same second would overwrite the previous one's events
+        unique = f".{os.getpid()}.{time.time_ns()}"
+        self.writer = SummaryWriter(logdir=str(run_dir), purge_step=purge, flush_secs=10, filename_suffix=unique)
 
     def write(self, record: dict) -> None:
         step = record["step"]
