@@ -355,7 +355,7 @@ def fits_memory(cfg: Config) -> bool:
     import psutil
 
     from .analyze import training_memory
-    from .train.trainer import MEMORY_HEADROOM
+    from .train.prepare import MEMORY_HEADROOM
 
     return training_memory(cfg)["total"] <= MEMORY_HEADROOM * psutil.virtual_memory().available
 

@@ -217,13 +217,13 @@ def test_memory_refusal_suggests_gradient_accumulation(tmp_path, monkeypatch):
 
     from loop_tui.analyze import training_memory
     from loop_tui.config import ConfigError
-    from loop_tui.train import trainer
+    from loop_tui.train import prepare
 
     cfg = quick(batch_size=8)
     half = training_memory(cfg.replace(batch_size=4, grad_accum_steps=2))["total"]
     full = training_memory(cfg)["total"]
     assert half < full
-    room = (half + full) / 2 / trainer.MEMORY_HEADROOM
+    room = (half + full) / 2 / prepare.MEMORY_HEADROOM
 
     class Memory:
         available = int(room)

@@ -143,7 +143,8 @@ def test_plan_keeps_to_the_memory_there_is(small_grid, text_folder, monkeypatch)
     import psutil
 
     from loop_tui.analyze import training_memory
-    from loop_tui.train.trainer import MEMORY_HEADROOM, Trainer
+    from loop_tui.train.prepare import MEMORY_HEADROOM
+    from loop_tui.train.trainer import Trainer
 
     # a machine as fast as its FLOPs say (deterministic): with memory to spare it plans a larger shape
     monkeypatch.setattr(plan, "time_steps", lambda cfg, backend, *a: plan.step_flops(cfg) / 5e9 + 1e-3)

@@ -15,7 +15,8 @@ import pytest
 
 from loop_tui.config import load_config
 from loop_tui.train import checkpoint
-from loop_tui.train.trainer import Trainer, lr_at
+from loop_tui.train.optimizer import lr_at
+from loop_tui.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 

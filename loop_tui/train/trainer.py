@@ -8,9 +8,7 @@ calls with ("step" | "log" | "eval" | "sample" | "checkpoint" | "info" | "warnin
 from __future__ import annotations
 
 import math
-import os
 import queue
-import sys
 import threading
 import time
 from collections import deque
@@ -20,18 +18,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import orjson
 
 from ..backend import make_backend, resolve_precision
 from ..config import Config, ConfigError
 from ..data.batches import BatchSampler, validation_windows, window_batches
 from ..data.corpus import load_corpus
-from ..data.tokens import prepare
-from ..errors import NonFiniteError, RunLocked, StorageError
+from ..errors import NonFiniteError, StorageError
 from ..model.gpt import GPT
 from ..model.layout import parameter_count, training_flops_per_token
-from . import checkpoint
+from . import checkpoint, run_folder
 from .distributed import World, connect, stopped_together
+from .optimizer import AdamW
+from .prepare import ProgressThrottle, check_memory, prepare_tokens
 from .sample import generate
 
 if TYPE_CHECKING:
@@ -43,18 +41,8 @@ FIXED_FIELDS = ("name", "description", "data", "text_field", "backend", "threads
 TRAINING_FIELDS = tuple(  # the rest of Config but names, paths and seed (which cannot change a resumed run)
     f.name for f in fields(Config) if f.name not in MODEL_FIELDS + FIXED_FIELDS
 )
-MEMORY_HEADROOM = 0.9  # refuse a run whose arenas need more than this share of the available RAM
 WARMUP_STEPS_EXCLUDED = 2  # first steps after (re)start: page faults, thread pool start, caches
 SPEED_WINDOW = 10
-
-
-def lr_at(cfg: Config, step: int) -> float:
-    """Linear warmup to learning_rate, then cosine down to min_lr_ratio * learning_rate."""
-    if step < cfg.warmup_steps:
-        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-    floor = cfg.learning_rate * cfg.min_lr_ratio
-    return floor + 0.5 * (cfg.learning_rate - floor) * (1 + math.cos(math.pi * progress))
 
 
 @dataclass
@@ -94,7 +82,6 @@ class Trainer:
         self.abort = False  # set by a second Ctrl-C: stop without saving
         self.stop_event = threading.Event()  # a quit request: also stops data preparation
         self.training = False  # setup() is done: a quit request now saves a checkpoint
-        self._progress_at = (0.0, "")
         self.data_path = data if data is not None else cfg.data
         self.text_field = cfg.text_field
         self.threads = threads or cfg.threads
@@ -115,35 +102,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _lock_run_dir(self) -> None:
-        """Hold an exclusive flock on RUN_DIR/.lock for this trainer's lifetime (the OS drops it when
-        the process dies, so a killed run never leaves a stale lock). Where the OS has no POSIX file
-        locks (Windows) it says so in one line and trains unlocked."""
-        try:
-            import fcntl
-        except ImportError:
-            fcntl = None  # type: ignore[assignment]
-            print("loop: note: no file locks on this OS: nothing stops a second trainer here", file=sys.stderr)
-
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            f = open(self.run_dir / ".lock", "a+")
-        except OSError as e:
-            raise StorageError(f"{e.filename or self.run_dir}: cannot use as run folder: {e.strerror or e}") from None
-        try:
-            if fcntl is not None:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            pid = f.read().strip() or "unknown"
-            f.close()
-            raise RunLocked(
-                f"{self.run_dir}: in use by another trainer (PID {pid}); wait for it to finish or give another --out"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        self._lock_file = f
+        self._lock_file = run_folder.lock(self.run_dir)
 
     def close(self) -> None:
         """Release the run folder (run() calls this when it ends)."""
@@ -154,37 +113,6 @@ class Trainer:
         if self.tensorboard is not None:
             self.tensorboard.close()
             self.tensorboard = None
-
-    def _check_memory(self) -> None:
-        import psutil
-
-        from ..analyze import human_bytes, training_memory
-
-        cfg = self.cfg
-        need = training_memory(cfg)["total"]
-        avail = psutil.virtual_memory().available
-        if need > MEMORY_HEADROOM * avail and not self.force:
-            raise ConfigError(
-                f"{cfg.name}: training needs about {human_bytes(need)} of memory but only "
-                f"{human_bytes(avail)} is available (`loop analyze` breaks it down); use a smaller "
-                f"model or batch{self._accumulation_hint(MEMORY_HEADROOM * avail)}, or --force to try anyway"
-            )
-
-    def _accumulation_hint(self, room: float) -> str:
-        """', or set grad_accum_steps=K with batch_size=B/K' for the smallest K that fits in `room`
-        bytes and keeps the same batch per step ('' when no divisor of batch_size does)."""
-        from ..analyze import training_memory
-
-        cfg = self.cfg
-        for k in range(2, cfg.batch_size + 1):
-            if cfg.batch_size % k == 0:
-                smaller = cfg.replace(batch_size=cfg.batch_size // k, grad_accum_steps=cfg.grad_accum_steps * k)
-                if training_memory(smaller)["total"] <= room:
-                    return (
-                        f", or set grad_accum_steps={smaller.grad_accum_steps} with batch_size={smaller.batch_size}"
-                        " (the same update, with the memory of the smaller batch)"
-                    )
-        return ""
 
     def _settings_changed(self, saved: dict, step: int) -> None:
         if saved.get("seed") != self.cfg.seed:
@@ -203,20 +131,7 @@ class Trainer:
             message="resuming with changed settings: "
             + ", ".join(f"{f} {old} → {new}" for f, (old, new) in changes.items()),
         )
-        try:
-            with open(self.run_dir / "config_history.jsonl", "ab") as f:
-                f.write(
-                    orjson.dumps(
-                        {
-                            "step": step,
-                            "changes": {k: {"from": a, "to": b} for k, (a, b) in changes.items()},
-                            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                        }
-                    )
-                    + b"\n"
-                )
-        except OSError as e:
-            raise StorageError(f"{self.run_dir / 'config_history.jsonl'}: cannot write: {e.strerror or e}") from None
+        run_folder.append_config_history(self.run_dir, step, changes)
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -234,17 +149,17 @@ class Trainer:
         world = self.world
         state, ckpt, params, optim, run_tokenizer = None, None, None, None, None
         with world.together():  # a refusal: one line from rank 0, every rank ends with its exit code
-            self._check_memory()  # from the config alone, before anything large is built or read
+            check_memory(self.cfg, self.force)  # from the config alone, before anything large is built or read
             if world.is_root:
                 if self.resume and not self.run_dir.is_dir():  # before the lock would create it
                     raise checkpoint.CheckpointError(f"--resume: {self.run_dir}: no such run folder, so no checkpoint")
                 self._lock_run_dir()
                 if not self.resume:
-                    self._clear_unfinished_start()
+                    run_folder.clear_unfinished_start(self.run_dir, lambda m: self.emit("warning", message=m))
                 if self.resume:
                     loaded = self._load_for_resume()
                     ckpt, params, optim, state = loaded.path, loaded.params, loaded.optimizer, loaded.state
-                    run_tokenizer = self._restore_tokenizer(loaded)
+                    run_tokenizer = run_folder.restore_tokenizer(self.run_dir, loaded)
                 elif checkpoint.latest(self.run_dir) is not None:
                     raise ConfigError(
                         f"{self.run_dir}: already has checkpoints; pass --resume to continue it or --out for a new run"
@@ -284,13 +199,11 @@ class Trainer:
             init = read_folder(cfg.init_from)
             run_tokenizer = init.tokenizer_path
             self.emit("info", message=f"starting from {cfg.init_from} (weights and tokenizer)")
-        if world.is_root:
-            self.tokens = self._prepare(corpus, run_tokenizer)
         # the run's tokenizer, held from here on: each checkpoint writes it from memory, so no file
         # this run started from (a rotated checkpoint, a cleaned cache) is needed again
-        self.tokenizer_json = world.bcast_obj(self.tokens.tokenizer_path.read_bytes() if world.is_root else None)
-        if not world.is_root:  # rank 0's tokenizer, whatever made it, encodes this rank's copy of the data
-            self.tokens = self._prepare(corpus, self._cached_tokenizer(self.tokenizer_json))
+        self.tokens, self.tokenizer_json = prepare_tokens(
+            world, cfg, corpus, run_tokenizer, ProgressThrottle(self.emit), self.stop_event.is_set
+        )
         self.corpus_digest = corpus.digest
         self.emit(
             "info",
@@ -314,8 +227,7 @@ class Trainer:
             )
         self.model = GPT(cfg, self.backend)
         self.sampler_model = GPT(cfg, self.backend, batch_size=1, params=self.model.params)
-        self.m = self.backend.zeros(self.model.params.size)
-        self.v = self.backend.zeros(self.model.params.size)
+        self.optimizer = AdamW(self.backend, self.model.params.size)
         # one global batch of N x grad_accum_steps x batch_size windows per step, drawn as a single
         # process with that batch would draw it; rank r trains on rows [r * K * B, (r + 1) * K * B)
         self.sampler = BatchSampler(self.tokens.train, self.global_batch, cfg.max_length, cfg.seed + 1)
@@ -328,10 +240,10 @@ class Trainer:
         elif world.is_root:
             assert params is not None and optim is not None  # rank 0 loaded the checkpoint above
             self.model.load_params(params)
-            self.backend.write(self.m, optim["m"])
-            self.backend.write(self.v, optim["v"])
+            self.backend.write(self.optimizer.m, optim["m"])
+            self.backend.write(self.optimizer.v, optim["v"])
         if world.size > 1:  # rank 0's weights and moments everywhere, then checked equal at each checkpoint
-            for buf in (self.model.params.flat, self.m, self.v):
+            for buf in (self.model.params.flat, self.optimizer.m, self.optimizer.v):
                 world.bcast_(buf)
         if state is not None:
             self.step, self.elapsed = state["step"], state["elapsed_s"]
@@ -341,7 +253,7 @@ class Trainer:
                 self.best = (state["best"]["step"], state["best"]["val_loss"])
             self.evals_since_best = state.get("evals_since_best", 0)
             if world.is_root:
-                self._truncate_metrics(self.step)
+                run_folder.truncate_metrics(self.run_dir, self.step)
             self.emit("info", message=f"resumed from {ckpt or 'the checkpoint'} at step {self.step}")
         self.flops_per_step = training_flops_per_token(cfg) * cfg.tokens_per_step * world.size
         # MFU is against the peak of the precision the GEMMs run in (summed over the ranks)
@@ -371,75 +283,8 @@ class Trainer:
                 + ", ".join(f"{r} = PID {pid} on {host}" for r, (host, pid) in enumerate(world.peers)),
             )
         if world.is_root:
-            try:
-                self.metrics_file = open(self.run_dir / "metrics.jsonl", "ab")
-            except OSError as e:
-                raise StorageError(f"{e.filename}: cannot write: {e.strerror or e}") from None
+            self.metrics_file = run_folder.open_metrics(self.run_dir)
         self.training = True
-
-    def _write_run_record(self) -> None:
-        """RUN/run.json: what `loop runs` lists before the first checkpoint exists (config, when it
-        started, how many steps this session plans, precision, ranks); `started` survives resumes."""
-        from ..cache import atomic_write_bytes
-
-        path = self.run_dir / "run.json"
-        try:
-            started = orjson.loads(path.read_bytes()).get("started")
-        except (OSError, orjson.JSONDecodeError):
-            started = None
-        record = {
-            "config": self.cfg.name,
-            "started": started or time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "planned_steps": self.total_steps,
-            "precision": self.precision,
-            "world_size": self.world.size,
-            "pid": os.getpid(),
-        }
-        try:
-            atomic_write_bytes(path, orjson.dumps(record, option=orjson.OPT_INDENT_2))
-        except OSError as e:
-            raise StorageError(f"{path}: cannot write: {e.strerror or e}") from None
-
-    def _prepare(self, corpus, tokenizer_file):
-        cfg = self.cfg
-        return prepare(
-            corpus,
-            cfg.vocab_size,
-            cfg.val_fraction,
-            cfg.max_length + 1,
-            tokenizer_file,
-            self._progress,
-            self.stop_event.is_set,
-        )
-
-    @staticmethod
-    def _cached_tokenizer(data: bytes) -> Path:
-        import hashlib
-
-        from ..cache import atomic_write_bytes, cache_dir
-
-        path = cache_dir() / f"tokenizer-rank0-{hashlib.sha256(data).hexdigest()[:16]}.json"
-        if not path.exists():
-            atomic_write_bytes(path, data)
-        return path
-
-    def _clear_unfinished_start(self) -> None:
-        """A new run in a folder that has no checkpoint starts its records afresh: an earlier run
-        killed before its first checkpoint left metrics no resume can continue, and appending to
-        them would mix two runs (`loop runs` showed 553/5 steps)."""
-        if checkpoint.latest(self.run_dir) is not None:
-            return  # refused by the caller
-        left = [n for n in ("metrics.jsonl", "config_history.jsonl", "run.json") if (self.run_dir / n).exists()]
-        if not left:
-            return
-        self.emit(
-            "warning", message=f"{self.run_dir}: replacing {', '.join(left)} of an earlier run that saved no checkpoint"
-        )
-        for name in left:
-            try:
-                (self.run_dir / name).unlink()
-            except OSError as e:
-                raise StorageError(f"{self.run_dir / name}: cannot remove: {e.strerror or e}") from None
 
     def _load_for_resume(self) -> checkpoint.Checkpoint:
         """The newest intact checkpoint, checked against this config and MPI world (rank 0)."""
@@ -455,22 +300,6 @@ class Trainer:
         self._check_world(loaded.state)
         return loaded
 
-    def _restore_tokenizer(self, loaded: checkpoint.Checkpoint) -> Path:
-        """RUN/tokenizer.json, made the verified copy of the resumed checkpoint's tokenizer: the
-        run encodes with it and never trains a new one (its weights are tied to this one)."""
-        from ..cache import atomic_write_bytes
-
-        if loaded.tokenizer is None:
-            raise checkpoint.CheckpointError(
-                f"{loaded.path}: has no tokenizer.json; a run cannot continue without the tokenizer it trained with"
-            )
-        path = self.run_dir / "tokenizer.json"
-        try:
-            atomic_write_bytes(path, loaded.tokenizer)
-        except OSError as e:
-            raise StorageError(f"{path}: cannot write: {e.strerror or e}") from None
-        return path
-
     def _check_world(self, state: dict) -> None:
         """A resumed run keeps its global batch (the sampler's stream depends on it)."""
         ranks, B = state.get("world_size", 1), self.cfg.batch_size * self.cfg.grad_accum_steps
@@ -485,20 +314,6 @@ class Trainer:
     def emit(self, kind: str, **payload) -> None:
         if self.world.is_root:  # one voice for the whole world
             self.on_event(kind, payload)
-
-    def _progress(self, phase: str, done: int, total: int) -> None:
-        """Data preparation progress: a "progress" event at most every 0.5 s and at each phase's end."""
-        now = time.monotonic()
-        last, last_phase = self._progress_at
-        if phase != last_phase:
-            self._phase_start = now
-        if now - last < 0.5 and done < total and phase == last_phase:
-            return
-        self._progress_at = (now, phase)
-        took = now - self._phase_start
-        rate = done / took if took > 0 and done else 0.0
-        eta = (total - done) / rate if rate > 0 else float("nan")
-        self.emit("progress", phase=phase, done=done, total=total, bytes_per_s=rate, eta_s=eta)
 
     def request(self, command: str) -> None:
         """Thread-safe: 'pause', 'resume', 'toggle_pause', 'save', 'sample', 'quit'."""
@@ -538,24 +353,7 @@ class Trainer:
                 f"(now {cfg.learning_rate:g}) or raise warmup_steps (now {cfg.warmup_steps}); "
                 f"the weights of step {self.step} are kept"
             )
-        clip = min(1.0, cfg.grad_clip / (grad_norm + 1e-6)) if cfg.grad_clip > 0 else 1.0
-        grad_scale = clip / K
-        lr = lr_at(cfg, self.step)
-        P, G = model.params.flat, model.gradients.flat
-        for (a, b), wd in ((model.decay_range, cfg.weight_decay), (model.plain_range, 0.0)):
-            o.adamw(
-                P[a:b],
-                G[a:b],
-                self.m[a:b],
-                self.v[a:b],
-                lr,
-                cfg.beta1,
-                cfg.beta2,
-                cfg.adam_eps,
-                wd,
-                self.step + 1,
-                grad_scale,
-            )
+        lr = self.optimizer.step(cfg, model, self.step, grad_norm)
         dt = time.perf_counter() - t0
         self.step += 1
         self.elapsed += dt
@@ -601,33 +399,7 @@ class Trainer:
     def _record(self, record: dict) -> None:
         if not self.world.is_root:
             return
-        try:
-            self.metrics_file.write(orjson.dumps(record) + b"\n")
-            self.metrics_file.flush()
-            if self.tensorboard is not None:
-                self.tensorboard.write(record)
-        except OSError as e:
-            raise StorageError(f"{self.run_dir / 'metrics.jsonl'}: cannot write: {e.strerror or e}") from None
-
-    def _truncate_metrics(self, step: int) -> None:
-        """On resume, drop records a crash left behind after the checkpoint's step."""
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        kept = []
-        for line in path.read_bytes().splitlines():
-            try:
-                if orjson.loads(line)["step"] <= step:
-                    kept.append(line)
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                pass  # a line cut short by a crash or a full disk
-        tmp = path.with_suffix(".tmp")
-        try:
-            tmp.write_bytes(b"".join(line + b"\n" for line in kept))
-            tmp.replace(path)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise StorageError(f"{path}: cannot rewrite: {e.strerror or e}") from None
+        run_folder.append_metrics(self.run_dir, self.metrics_file, record, self.tensorboard)
 
     def save_checkpoint(self, reason: str) -> Path | None:
         """Rank 0 writes; under MPI every rank first checks that its weights equal rank 0's, and
@@ -656,7 +428,7 @@ class Trainer:
     def _checkpoint_contents(self, reason: str) -> tuple[dict, dict, dict]:
         o, model = self.backend, self.model
         params = model.export_params()
-        optim = {"m": np.array(o.to_numpy(self.m)), "v": np.array(o.to_numpy(self.v))}
+        optim = {"m": np.array(o.to_numpy(self.optimizer.m)), "v": np.array(o.to_numpy(self.optimizer.v))}
         state = {
             "step": self.step,
             "elapsed_s": self.elapsed,
@@ -677,25 +449,8 @@ class Trainer:
 
     def _write_checkpoint(self, reason: str) -> Path:
         self._check_run_dir()
-        params, optim, state = self._checkpoint_contents(reason)
-        path = checkpoint.save(
-            self.run_dir,
-            self.step,
-            params,
-            optim,
-            state,
-            self.cfg.keep_checkpoints,
-            {checkpoint.TOKENIZER: self.tokenizer_json},
-        )
-        from ..cache import atomic_write_bytes
-
-        try:
-            atomic_write_bytes(self.run_dir / "tokenizer.json", self.tokenizer_json)
-            atomic_write_bytes(
-                self.run_dir / "config.json", orjson.dumps(self.cfg.to_dict(), option=orjson.OPT_INDENT_2)
-            )
-        except OSError as e:
-            raise StorageError(f"{e.filename or self.run_dir}: cannot write: {e.strerror or e}") from None
+        contents = self._checkpoint_contents(reason)
+        path = run_folder.write_checkpoint(self.run_dir, self.cfg, self.step, contents, self.tokenizer_json)
         self.emit("checkpoint", step=self.step, path=str(path), reason=reason)
         return path
 
@@ -715,14 +470,7 @@ class Trainer:
         return True
 
     def _check_run_dir(self) -> None:
-        """The run folder is still the one this trainer locked: deleted under a running trainer
-        (rm -rf), it must not be recreated in silence with the metrics lost."""
-        lock = getattr(self, "_lock_file", None)
-        if lock is not None and os.fstat(lock.fileno()).st_nlink == 0:
-            raise StorageError(
-                f"{self.run_dir}: the run folder was deleted while training; stopped at step {self.step} "
-                "without saving (nothing of this run is left to save into)"
-            )
+        run_folder.check_not_deleted(self.run_dir, getattr(self, "_lock_file", None), self.step)
 
     # ------------------------------------------------------------------ the loop
     def run(self, steps: int | None = None, checkpoint_every: int | None = None) -> StepStats | None:
@@ -731,7 +479,7 @@ class Trainer:
         cfg = self.cfg
         self.total_steps = self.step + steps if steps else max(cfg.max_steps, self.step)
         if self.world.is_root:
-            self._write_run_record()
+            run_folder.write_run_record(self.run_dir, cfg, self.total_steps, self.precision, self.world.size)
         every = checkpoint_every or cfg.checkpoint_every
         self.steps_this_run = 0
         saved_at = self.step
