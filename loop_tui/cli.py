@@ -87,7 +87,7 @@ def build_config(args):
 def cmd_train(args) -> int:
     from . import machine
     from .config import ConfigError
-    from .train.runs import default_run_dir, latest_run_dir
+    from .train.launch import model_shape, run_dir_for
 
     for option, value, least in (("--threads", args.threads, 1), ("--steps", args.steps, 1), ("--seed", args.seed, 0)):
         _check_option(option, value, least)
@@ -103,16 +103,10 @@ def cmd_train(args) -> int:
         raise ConfigError("--new-data continues a run: use it with --resume")
     if args.init_from and args.resume:
         raise ConfigError("--init-from starts a new run from a HuggingFace folder; --resume continues a run: give one")
-    if args.out:
-        run_dir = Path(args.out)
-    elif args.resume:
-        latest = latest_run_dir(cfg.name)
-        if latest is None:
-            raise ConfigError(f"--resume: no run of {cfg.name} under runs/ (give --out RUN_DIR)")
-        run_dir = latest
-    else:
-        run_dir = default_run_dir(cfg.name)
-    cfg = model_shape(cfg, args, run_dir)
+    run_dir = run_dir_for(cfg.name, args.out, args.resume)
+    cfg, shape_note = model_shape(cfg, run_dir, args.init_from, args.resume, warn=_warn)
+    if shape_note:
+        print(f"loop: {shape_note}", file=sys.stderr)
     if args.print_config:
         import orjson
 
@@ -158,57 +152,6 @@ def use_dashboard(args) -> tuple[bool, str | None]:
     return terminal is not None, terminal
 
 
-def model_shape(cfg, args, run_dir: Path):
-    """cfg with the model shape of --init-from's folder, or, resuming a fine-tune, of its run."""
-    from . import hf
-
-    if args.init_from:
-        folder = Path(args.init_from)
-        cfg, msg = hf.apply_shape(cfg, hf.read_config(folder), str(folder))
-        cfg = cfg.replace(init_from=str(folder.resolve()))
-    elif args.resume and (run_dir / "config.json").exists():
-        saved = saved_config(run_dir)
-        if not saved.get("init_from"):
-            return cfg
-        shape = {k: saved.get(k) for k in hf.SHAPE_FIELDS}
-        cfg, msg = hf.apply_shape(cfg.replace(max_length=saved["max_length"]), shape, f"the run {run_dir}")
-        cfg = cfg.replace(init_from=saved["init_from"])
-    else:
-        return cfg
-    if msg:
-        print(f"loop: {msg}", file=sys.stderr)
-    return cfg
-
-
-def saved_config(run_dir: Path) -> dict:
-    """The run's config.json; if it is damaged, the newest checkpoint's copy (with a warning), or
-    {} when neither can be read (loading the checkpoint then reports what is wrong)."""
-    import orjson
-
-    from .train import checkpoint
-
-    path = run_dir / "config.json"
-    try:
-        saved = orjson.loads(path.read_bytes())
-        if isinstance(saved, dict):
-            return saved
-        why = f"a JSON {type(saved).__name__}, not an object"
-    except orjson.JSONDecodeError as e:
-        why = f"not valid JSON: {e.args[0]}"
-    except OSError as e:
-        why = f"cannot read: {e.strerror or e}"
-    newest = checkpoint.latest(run_dir)
-    try:
-        state = orjson.loads((newest / "state.json").read_bytes()) if newest else None
-        fallback = state.get("config") if isinstance(state, dict) else None
-    except (OSError, orjson.JSONDecodeError):
-        fallback = None
-    if not isinstance(fallback, dict):
-        return {}
-    _warn(f"{path}: damaged ({why}); using the settings saved in {newest}")
-    return fallback
-
-
 def dashboard_summary(state, run_dir: Path) -> int:
     """What the terminal shows after the dashboard closes, and the exit code."""
     if state.error:
@@ -223,10 +166,6 @@ def dashboard_summary(state, run_dir: Path) -> int:
     return 0
 
 
-# finish the step, save and exit 0; SIGHUP: the terminal or SSH session closed
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
 def train_headless(cfg, run_dir: Path, args) -> int:
     from .train.console import ConsoleReporter
 
@@ -238,6 +177,7 @@ def train_headless(cfg, run_dir: Path, args) -> int:
 
 
 def _train_headless(cfg, run_dir: Path, args, reporter) -> int:
+    from .train.launch import on_stop_signals
     from .train.trainer import Trainer
 
     trainer = Trainer(
@@ -251,34 +191,33 @@ def _train_headless(cfg, run_dir: Path, args, reporter) -> int:
         force=args.force,
         new_data=args.new_data,
     )
-    interrupts = []
 
-    def on_signal(signum, frame):
-        interrupts.append(signum)
-        if signum == signal.SIGHUP:
-            from .train.console import detach_from_terminal
+    def stop(signum: int) -> None:
+        if trainer.training:
+            doing = "finishing this step and saving a checkpoint (Ctrl-C again to abort without saving)"
+        else:  # still preparing: nothing trained, nothing to save
+            doing = "stopping before the first step"
+        try:
+            print(
+                f"\n{signal.Signals(signum).name}: {doing}",
+                file=sys.stderr,
+                flush=True,
+            )
+        except OSError:
+            pass
+        trainer.request("quit")
 
-            detach_from_terminal()
-        if len(interrupts) == 1:
-            if trainer.training:
-                doing = "finishing this step and saving a checkpoint (Ctrl-C again to abort without saving)"
-            else:  # still preparing: nothing trained, nothing to save
-                doing = "stopping before the first step"
-            try:
-                print(
-                    f"\n{signal.Signals(signum).name}: {doing}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            except OSError:
-                pass
-            trainer.request("quit")
-        else:
-            trainer.abort = True
-            raise KeyboardInterrupt
+    def abort(signum: int) -> None:
+        trainer.abort = True
+        raise KeyboardInterrupt
 
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, on_signal)
+    def hang_up() -> bool:
+        from .train.console import detach_from_terminal
+
+        detach_from_terminal()
+        return False  # then stop or abort as for Ctrl-C
+
+    on_stop_signals(stop, abort, trainer.stop_event.is_set, hang_up)
     trainer.setup()
     root = trainer.world.is_root
     if root:

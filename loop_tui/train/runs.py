@@ -1,5 +1,5 @@
-"""Run folders: where a run goes by default, which one --resume means without --out, and what
-`loop runs` lists about each (read from run.json, metrics.jsonl and the lock; nothing is written)."""
+"""Run folders as `loop runs` lists them: what each holds, read from run.json, metrics.jsonl and
+the lock (nothing is written). Where a new run goes is launch.py's business."""
 
 from __future__ import annotations
 
@@ -11,15 +11,6 @@ from pathlib import Path
 import orjson
 
 RUNS = Path("runs")
-
-
-def default_run_dir(name: str) -> Path:
-    return RUNS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def latest_run_dir(name: str) -> Path | None:
-    runs = sorted(RUNS.glob(f"{name}-*"), key=lambda p: p.stat().st_mtime)
-    return runs[-1] if runs else None
 
 
 @dataclass

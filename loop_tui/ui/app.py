@@ -10,7 +10,6 @@ loop view RUN [RUN ...]  -> ViewScreen
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from textual.app import App
 
 from .. import machine
 from ..config import Config
+from ..train.launch import on_stop_signals
 from .dashboard import DashboardScreen
 from .picker import PickerScreen
 from .runner import TrainingRunner
@@ -51,19 +51,16 @@ def run_dashboard(cfg: Config, run_dir: Path, terminal: str | None = None, **run
         driver = type("RankZeroDriverOn", (RankZeroDriver,), {"TERMINAL": terminal})
     app = LoopApp(lambda: DashboardScreen(runner, caches), driver_class=driver)
 
-    def on_signal(signum, frame) -> None:
-        if signum == signal.SIGHUP:
-            hung_up(runner)
-            return
-        if runner.quit_requested:
-            runner.trainer.abort = True
-            runner.aborted = True
-            app.call_later(app.exit, 130)
-        else:
-            runner.request("quit")
+    def abort(signum: int) -> None:
+        runner.trainer.abort = True
+        runner.aborted = True
+        app.call_later(app.exit, 130)
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
-        signal.signal(sig, on_signal)
+    def hang_up() -> bool:
+        hung_up(runner)
+        return True
+
+    on_stop_signals(lambda signum: runner.request("quit"), abort, lambda: runner.quit_requested, hang_up)
     app.run()
     if runner.aborted:
         print(f"aborted without saving; {run_dir} keeps its last checkpoint", file=sys.stderr)

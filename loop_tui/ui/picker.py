@@ -27,7 +27,8 @@ from ..config import (
     user_config_dir,
 )
 from ..model.layout import parameter_count, training_flops_per_token
-from ..train.runs import RUNS, default_run_dir
+from ..train.launch import default_run_dir
+from ..train.runs import RUNS
 from .dashboard import DashboardScreen
 from .runner import TrainingRunner
 from .runs_screen import RunsScreen

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,8 +13,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label
 
 from .. import machine
-from ..config import ConfigError, from_dict
+from ..config import ConfigError
 from ..train import checkpoint
+from ..train.launch import run_config
 from ..train.runs import COLUMNS, STATUS_STYLE, cells, scan, summarize
 from .dashboard import DashboardScreen
 from .runner import TrainingRunner
@@ -120,8 +120,8 @@ class RunsScreen(Screen):
             why = f"{run.name} has no checkpoint to resume from"
         if not why:
             try:
-                cfg = from_dict(orjson.loads((run / "config.json").read_bytes()), str(run / "config.json"))
-            except (OSError, orjson.JSONDecodeError, ConfigError) as e:
+                cfg = run_config(run, warn=lambda message: self.notify(message, severity="warning"))
+            except ConfigError as e:
                 why = f"{run.name}: cannot read its config ({e})"
         if why:
             self.notify(why, severity="error")
