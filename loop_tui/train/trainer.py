@@ -3,6 +3,8 @@
 A Trainer is driven from one thread (the kernels' OpenMP pool belongs to it). Other threads talk
 to it only through `request()` (pause, resume, save, sample, quit) and the `on_event` callback it
 calls with ("step" | "log" | "eval" | "sample" | "checkpoint" | "info" | "warning" | "done", dict).
+What it writes to disk is run_folder.py's business, the memory check and tokens prepare.py's, the
+weight update optimizer.py's; setup() reads as the phases of a start, run() as the loop.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from ..backend import make_backend, resolve_precision
 from ..config import Config, ConfigError
 from ..data.batches import BatchSampler, validation_windows, window_batches
-from ..data.corpus import load_corpus
+from ..data.corpus import Corpus, load_corpus
 from ..errors import NonFiniteError, StorageError
 from ..model.gpt import GPT
 from ..model.layout import parameter_count, training_flops_per_token
@@ -33,6 +35,7 @@ from .prepare import ProgressThrottle, check_memory, prepare_tokens
 from .sample import generate
 
 if TYPE_CHECKING:
+    from ..hf import HFModel
     from .tensorboard import TensorBoardWriter
 
 MODEL_FIELDS = ("d_model", "num_heads", "num_layers", "d_ff", "max_length", "vocab_size", "n_positions")
@@ -146,11 +149,28 @@ class Trainer:
             raise
 
     def _setup(self) -> None:
-        world = self.world
-        state, ckpt, params, optim, run_tokenizer = None, None, None, None, None
-        with world.together():  # a refusal: one line from rank 0, every rank ends with its exit code
+        loaded, run_tokenizer = self._open_run_folder()  # rank 0's checkpoint to resume, if any
+        state = self.world.bcast_obj(loaded.state if loaded else None)
+        if state is not None:
+            self._continue_settings(state)
+        corpus = self._read_corpus(state)
+        init = self._prepare_tokens(corpus, state, run_tokenizer)
+        self._build()
+        self._set_weights(init, state, loaded)
+        if state is not None:
+            self._continue_progress(state, loaded.path if loaded else None)
+        self._announce()
+        if self.world.is_root:
+            self.metrics_file = run_folder.open_metrics(self.run_dir)
+        self.training = True
+
+    def _open_run_folder(self) -> tuple[checkpoint.Checkpoint | None, Path | None]:
+        """Rank 0 locks the run folder and, resuming, loads its checkpoint and restores the
+        tokenizer: (the checkpoint, the run's tokenizer file), (None, None) for a new run."""
+        loaded, run_tokenizer = None, None
+        with self.world.together():  # a refusal: one line from rank 0, every rank ends with its exit code
             check_memory(self.cfg, self.force)  # from the config alone, before anything large is built or read
-            if world.is_root:
+            if self.world.is_root:
                 if self.resume and not self.run_dir.is_dir():  # before the lock would create it
                     raise checkpoint.CheckpointError(f"--resume: {self.run_dir}: no such run folder, so no checkpoint")
                 self._lock_run_dir()
@@ -158,7 +178,6 @@ class Trainer:
                     run_folder.clear_unfinished_start(self.run_dir, lambda m: self.emit("warning", message=m))
                 if self.resume:
                     loaded = self._load_for_resume()
-                    ckpt, params, optim, state = loaded.path, loaded.params, loaded.optimizer, loaded.state
                     run_tokenizer = run_folder.restore_tokenizer(self.run_dir, loaded)
                 elif checkpoint.latest(self.run_dir) is not None:
                     raise ConfigError(
@@ -167,19 +186,22 @@ class Trainer:
                 if self.cfg.report_to == "tensorboard":  # before data preparation: a missing package fails fast
                     from .tensorboard import TensorBoardWriter
 
-                    self.tensorboard = TensorBoardWriter(self.run_dir, state["step"] if state else 0)
-        state = world.bcast_obj(state)
-        if state is not None:
-            saved = state["config"]
-            if self.data_path is None:  # the run's own data, read as it was
-                self.data_path = state.get("data")
-                self.text_field = saved.get("text_field", self.text_field)
-            if world.is_root:
-                self._settings_changed(saved, state["step"])
-            # the run's seed, not --seed's: config.json and every checkpoint keep recording the original
-            self.cfg = self.cfg.replace(seed=saved.get("seed", self.cfg.seed))
-        cfg = self.cfg
-        with world.together():
+                    self.tensorboard = TensorBoardWriter(self.run_dir, loaded.state["step"] if loaded else 0)
+        return loaded, run_tokenizer
+
+    def _continue_settings(self, state: dict) -> None:
+        """A resumed run reads its own data unless given other, and keeps its seed."""
+        saved = state["config"]
+        if self.data_path is None:  # the run's own data, read as it was
+            self.data_path = state.get("data")
+            self.text_field = saved.get("text_field", self.text_field)
+        if self.world.is_root:
+            self._settings_changed(saved, state["step"])
+        # the run's seed, not --seed's: config.json and every checkpoint keep recording the original
+        self.cfg = self.cfg.replace(seed=saved.get("seed", self.cfg.seed))
+
+    def _read_corpus(self, state: dict | None) -> Corpus:
+        with self.world.together():
             corpus = load_corpus(self.data_path, self.text_field)
             if state is not None and state.get("corpus_digest") not in (None, corpus.digest) and not self.new_data:
                 raise ConfigError(
@@ -191,6 +213,11 @@ class Trainer:
             self.emit("info", message="no --data given: training on Python's built-in documentation (pydoc topics)")
         if state is not None and state.get("corpus_digest") not in (None, corpus.digest):
             self.emit("info", message=f"continuing on new text ({corpus.name}) with the run's own tokenizer")
+        return corpus
+
+    def _prepare_tokens(self, corpus: Corpus, state: dict | None, run_tokenizer: Path | None) -> HFModel | None:
+        """self.tokens and self.tokenizer_json; a fine-tune's HF folder (weights and tokenizer) when it starts one."""
+        cfg, world = self.cfg, self.world
         t0 = time.perf_counter()
         init = None
         if state is None and cfg.init_from and world.is_root:  # a fine-tune: weights and tokenizer from HF
@@ -217,6 +244,11 @@ class Trainer:
                 message=f"corpus supports only {self.tokens.vocab_used} BPE ids; "
                 f"the other {cfg.vocab_size - self.tokens.vocab_used} embedding rows stay unused",
             )
+        return init
+
+    def _build(self) -> None:
+        """The backend, the model, the optimizer and the batches."""
+        cfg = self.cfg
         self.precision = resolve_precision(cfg.precision, cfg.backend)
         self.backend = make_backend(cfg.backend, self.threads, self.device_name, self.precision)
         if self.precision == "bf16" and not self.backend.native_bf16:
@@ -233,28 +265,37 @@ class Trainer:
         self.sampler = BatchSampler(self.tokens.train, self.global_batch, cfg.max_length, cfg.seed + 1)
         val_starts = validation_windows(self.tokens.val, cfg.max_length, cfg.eval_batches * cfg.batch_size)
         self.val = window_batches(self.tokens.val, val_starts, cfg.batch_size, cfg.max_length)
+
+    def _set_weights(self, init: HFModel | None, state: dict | None, loaded: checkpoint.Checkpoint | None) -> None:
+        """A fine-tune's HF weights, fresh ones, or (resuming) the checkpoint's weights and moments."""
         if init is not None:
             self.model.load_params(init.params)
         elif state is None:
-            self.model.init_weights(cfg.seed)
-        elif world.is_root:
-            assert params is not None and optim is not None  # rank 0 loaded the checkpoint above
-            self.model.load_params(params)
-            self.backend.write(self.optimizer.m, optim["m"])
-            self.backend.write(self.optimizer.v, optim["v"])
-        if world.size > 1:  # rank 0's weights and moments everywhere, then checked equal at each checkpoint
+            self.model.init_weights(self.cfg.seed)
+        elif self.world.is_root:
+            assert loaded is not None  # rank 0 loaded the checkpoint
+            self.model.load_params(loaded.params)
+            self.backend.write(self.optimizer.m, loaded.optimizer["m"])
+            self.backend.write(self.optimizer.v, loaded.optimizer["v"])
+        if self.world.size > 1:  # rank 0's weights and moments everywhere, then checked equal at each checkpoint
             for buf in (self.model.params.flat, self.optimizer.m, self.optimizer.v):
-                world.bcast_(buf)
-        if state is not None:
-            self.step, self.elapsed = state["step"], state["elapsed_s"]
-            self.sampler.state = state["sampler"]
-            self.last_val_loss = state.get("val_loss")
-            if state.get("best"):
-                self.best = (state["best"]["step"], state["best"]["val_loss"])
-            self.evals_since_best = state.get("evals_since_best", 0)
-            if world.is_root:
-                run_folder.truncate_metrics(self.run_dir, self.step)
-            self.emit("info", message=f"resumed from {ckpt or 'the checkpoint'} at step {self.step}")
+                self.world.bcast_(buf)
+
+    def _continue_progress(self, state: dict, ckpt: Path | None) -> None:
+        """Step, clock, batch stream and best checkpoint where the resumed checkpoint left them."""
+        self.step, self.elapsed = state["step"], state["elapsed_s"]
+        self.sampler.state = state["sampler"]
+        self.last_val_loss = state.get("val_loss")
+        if state.get("best"):
+            self.best = (state["best"]["step"], state["best"]["val_loss"])
+        self.evals_since_best = state.get("evals_since_best", 0)
+        if self.world.is_root:
+            run_folder.truncate_metrics(self.run_dir, self.step)
+        self.emit("info", message=f"resumed from {ckpt or 'the checkpoint'} at step {self.step}")
+
+    def _announce(self) -> None:
+        """The model's size and cost, the measured peaks MFU is against, and the MPI layout."""
+        cfg, world = self.cfg, self.world
         self.flops_per_step = training_flops_per_token(cfg) * cfg.tokens_per_step * world.size
         # MFU is against the peak of the precision the GEMMs run in (summed over the ranks)
         own = {p: self.backend.peak_gflops(p) for p in ("fp32", self.precision)}  # None: not measured
@@ -282,9 +323,6 @@ class Trainer:
                 "averaged by one Allreduce per step; ranks: "
                 + ", ".join(f"{r} = PID {pid} on {host}" for r, (host, pid) in enumerate(world.peers)),
             )
-        if world.is_root:
-            self.metrics_file = run_folder.open_metrics(self.run_dir)
-        self.training = True
 
     def _load_for_resume(self) -> checkpoint.Checkpoint:
         """The newest intact checkpoint, checked against this config and MPI world (rank 0)."""
