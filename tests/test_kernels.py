@@ -683,7 +683,9 @@ def op_dropout(T, C, F, NH, V):
     return [
         ("out", r, _f64(a) + want, 1e-6, 1e-6),
         ("dmasked", dm, want, 1e-6, 0),
-        ("dbias", db, want.sum((0, 1)), 1e-5, 1e-5),
+        # a sum of T terms of size ~1: fp32 rounding may grow as T * eps in any order (a sanitizer build sums
+        # without vectorising), so the allowance grows with T
+        ("dbias", db, want.sum((0, 1)), 1e-5, 2e-7 * T),
     ]
 
 

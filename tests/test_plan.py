@@ -8,6 +8,7 @@ import pytest
 
 from loop_tui import cli, plan
 from loop_tui.config import load_config
+from loop_tui.train.prepare import check_memory
 
 
 @pytest.fixture
@@ -33,8 +34,6 @@ def text_folder(tmp_path):
 
 
 def test_plan_writes_a_config_that_validates_fits_memory_and_trains(small_grid, text_folder, tmp_path, capsys):
-    from loop_tui.train.trainer import Trainer
-
     out = tmp_path / "plan.json"
     assert cli.main(["plan", "--data", str(text_folder), "--minutes", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -47,7 +46,7 @@ def test_plan_writes_a_config_that_validates_fits_memory_and_trains(small_grid, 
     assert cfg.max_length in plan.CONTEXTS and cfg.batch_size in plan.BATCHES
     assert cfg.max_steps >= 1 and cfg.eval_every <= cfg.max_steps
     assert 0 <= cfg.dropout <= plan.MAX_DROPOUT and "not written" not in printed
-    Trainer(cfg, tmp_path / "unused")._check_memory()  # raises if the run would be refused
+    check_memory(cfg, force=False)  # raises if the run would be refused
     run = tmp_path / "run"
     assert cli.main(["train", str(out), "--no-tui", "--steps", "2", "--out", str(run)]) == 0
     assert (run / "metrics.jsonl").exists()
@@ -144,7 +143,6 @@ def test_plan_keeps_to_the_memory_there_is(small_grid, text_folder, monkeypatch)
 
     from loop_tui.analyze import training_memory
     from loop_tui.train.prepare import MEMORY_HEADROOM
-    from loop_tui.train.trainer import Trainer
 
     # a machine as fast as its FLOPs say (deterministic): with memory to spare it plans a larger shape
     monkeypatch.setattr(plan, "time_steps", lambda cfg, backend, *a: plan.step_flops(cfg) / 5e9 + 1e-3)
@@ -154,4 +152,4 @@ def test_plan_keeps_to_the_memory_there_is(small_grid, text_folder, monkeypatch)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=room))
     cfg = plan.make_plan(str(text_folder), 2, say=lambda m: None).cfg
     assert training_memory(cfg)["total"] <= MEMORY_HEADROOM * room
-    Trainer(cfg, text_folder.parent / "unused")._check_memory()
+    check_memory(cfg, force=False)
