@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .terminal import wait_pane
 from .test_train import losses
 
 pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install -e '.[mpi]')")
@@ -225,20 +226,6 @@ def test_started_by_mpirun_without_mpi4py_says_how_to_install(tmp_path):
 
 
 # ---------------------------------------------------------------- rank 0's dashboard on mpiexec's terminal
-def tmux_pane(session: str) -> str:
-    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
-
-
-def wait_pane(session: str, predicate, timeout: float = 120) -> str:
-    deadline, pane = time.monotonic() + timeout, ""
-    while time.monotonic() < deadline:
-        pane = tmux_pane(session)
-        if predicate(pane):
-            return pane
-        time.sleep(0.3)
-    raise AssertionError(f"timed out; the terminal shows:\n{pane}")
-
-
 @pytest.fixture
 def terminal(tmp_path):
     """A 120×40 tmux terminal running a command; yields (start(cmd), session)."""

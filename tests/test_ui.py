@@ -23,6 +23,8 @@ from loop_tui.ui.picker import PickerScreen
 from loop_tui.ui.runner import TrainingRunner
 from loop_tui.ui.state import RunState
 
+from .terminal import wait_pane
+
 # snapshot inputs independent of this machine's sysfs
 FIXED_CACHES = machine.detect_caches("L1=48K,L2=2M,L3=32M", root=Path("/nonexistent"))
 
@@ -449,17 +451,9 @@ def test_real_app_in_tmux(tmp_path):
     env_prefix = f"cd {tmp_path} && LOOP_CACHE_DIR={os.environ['LOOP_CACHE_DIR']} RAYON_NUM_THREADS=1 "
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", env_prefix + cmd], check=True)
     try:
-        screen = ""
-        for _ in range(120):
-            time.sleep(0.5)
-            screen = subprocess.run(
-                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
-            ).stdout
-            # a step has finished (on a fresh clone the tokenizer is trained first; quitting
-            # before any step leaves nothing to save)
-            if re.search(r"step [1-9]\d*/100000", screen) and "tok/s" in screen and "kernel" in screen:
-                break
-        assert re.search(r"step [1-9]\d*/100000", screen) and "Quit" in screen, screen
+        # a step has finished (on a fresh clone the tokenizer is trained first; quitting before any
+        # step leaves nothing to save)
+        wait_pane(session, lambda s: bool(re.search(r"step [1-9]\d*/100000", s)) and "Quit" in s, 60)
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
         for _ in range(60):
             time.sleep(0.5)
@@ -487,15 +481,7 @@ def test_closing_the_terminal_saves_like_q(tmp_path):
     )
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", env_prefix + cmd], check=True)
     try:
-        screen = ""
-        for _ in range(120):
-            time.sleep(0.5)
-            screen = subprocess.run(
-                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
-            ).stdout
-            if re.search(r"step [1-9]\d*/100000", screen):
-                break
-        assert re.search(r"step [1-9]\d*/100000", screen), screen
+        wait_pane(session, lambda s: bool(re.search(r"step [1-9]\d*/100000", s)), 60)
         app = psutil.Process(int((tmp_path / "pid").read_text()))
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)  # the terminal closes

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from loop_tui.ops_table import ATTENTION_TESTS
+
 from .. import reference as ref
 
 AWKWARD = [1, 3, 17, 63, 64, 65, 127, 129, 383]
@@ -235,17 +237,8 @@ def op_cases(w: Writer) -> None:
             {"losses": (want_loss, 1e-5, 1e-5), "logits": (grad, 1e-4, 1e-7)},
         )
 
-    for B, T, C, NH in [
-        (1, 1, 8, 2),
-        (2, 7, 24, 3),
-        (1, 17, 24, 3),
-        (1, 64, 64, 4),
-        (1, 65, 64, 1),
-        (2, 129, 48, 8),
-        (1, 3, 383, 1),
-        (1, 100, 40, 2),
-        (1, 300, 128, 2),
-    ]:
+    # the op table's attention shapes, T capped at 300 so the emulated run stays short
+    for B, T, C, NH in ((s["B"], min(s["T"], 300), s["C"], s["NH"]) for s in ATTENTION_TESTS.values()):
         qkv = rand(B, T, 3 * C)
         q64 = qkv.astype(np.float64)
         out, _ = ref.attention(q64, NH)
