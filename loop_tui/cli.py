@@ -614,7 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
         "machine (a few timed training steps of probe shapes), then pick the width, depth, context, vocabulary, "
         "batch, steps and dropout with the lowest loss that data-constrained scaling laws predict for the budget "
         "(Hoffmann et al. 2022; Muennighoff et al. 2023). Prints why, writes the config; `loop train OUT` runs "
-        "it. Planning takes at most 10%% of the budget (10 to 60 s).",
+        "it, stopping at its steps or when the budget's training time is spent. Planning takes at most 10%% of "
+        "the budget (10 to 60 s).",
     )
     pl.add_argument("--data", required=True, metavar="DIR", help="folder of text files (recursive)")
     pl.add_argument(

@@ -83,9 +83,9 @@ class Config:
     n_positions: int | None = None
     init_from: str | None = None  # the HuggingFace GPT-2 folder the run started from (set by --init-from)
     report_to: str | None = None  # "tensorboard": metrics.jsonl's numbers also as TensorBoard events in the run
-    budget_minutes: float | None = (
-        None  # the training time `loop plan` sized max_steps for; the dashboard counts it down
-    )
+    # the training time `loop plan` sized max_steps for: the dashboard counts it down, and training
+    # stops after the step that spends it
+    budget_minutes: float | None = None
 
     @property
     def head_size(self) -> int:

@@ -207,6 +207,21 @@ def test_a_refused_resume_says_so_once(tmp_path):
     assert len(lines) == 1 and "global batch 4" in lines[0] and "mpirun -np 1" in lines[0], p.stderr
 
 
+def test_every_rank_stops_after_the_same_step_when_rank_zeros_clock_spends_the_budget(tmp_path):
+    """The ranks' clocks differ: rank 0's decides, carried to the others by the next step's
+    all-reduce (its first step spends a budget of 6e-8 s, so all stop after step 2). A rank that
+    trained on would hang the checkpoint's weight comparison or fail it."""
+    run = tmp_path / "run"
+    p = run_mpi_or_kill(2, train_argv(config(tmp_path, max_steps=100000, budget_minutes=1e-9), run))
+    assert p.returncode == 0, p.stderr[-2000:]
+    state = json.loads((sorted((run / "checkpoints").glob("step_*"))[-1] / "state.json").read_text())
+    assert state["step"] == 2 and state["reason"] == "budget"
+    assert [x for x in p.stdout.splitlines() if "time budget" in x] == [
+        f"time budget of 1e-09 min reached at step 2 of 100000; the best, val loss {state['val_loss']:.4f} "
+        f"at step 2, is {run / 'checkpoints' / 'best'}"
+    ]
+
+
 def test_started_by_mpirun_without_mpi4py_says_how_to_install(tmp_path):
     """The launcher's environment with mpi4py hidden: one line naming the extra."""
     from loop_tui import cli

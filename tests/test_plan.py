@@ -153,3 +153,35 @@ def test_plan_keeps_to_the_memory_there_is(small_grid, text_folder, monkeypatch)
     cfg = plan.make_plan(str(text_folder), 2, say=lambda m: None).cfg
     assert training_memory(cfg)["total"] <= MEMORY_HEADROOM * room
     check_memory(cfg, force=False)
+
+
+# ---------------------------------------------------------------- the budget stops `loop train`
+def test_training_stops_after_the_step_that_spends_the_budget_and_resume_trains_on_only_when_told(tmp_path, capsys):
+    from loop_tui.train import checkpoint
+
+    from .test_reliability import resume_cli, run_cli, write_config
+
+    # 6e-8 s: the first step always spends it, so the run stops after exactly one of its 1000 steps
+    config = write_config(tmp_path, max_steps=1000, eval_every=500, checkpoint_every=500, budget_minutes=1e-9)
+    run = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", config, "--no-tui", "--out", str(run))
+    assert code == 0 and "Traceback" not in err
+    state = checkpoint.load(checkpoint.latest(run)).state
+    assert state["step"] == 1 and state["reason"] == "budget"
+    best = checkpoint.load(run / "checkpoints" / "best").state  # evaluated before stopping
+    assert best["step"] == 1 and best["val_loss"] == state["val_loss"]
+    budget_lines = [x for x in (out + err).splitlines() if "time budget" in x]
+    assert budget_lines == [
+        f"time budget of 1e-09 min reached at step 1 of 1000; the best, val loss {best['val_loss']:.4f} at step 1, "
+        f"is {run / 'checkpoints' / 'best'}"
+    ]
+
+    # resumed, the budget is spent already: nothing trained, how to train on, exit 0
+    code, out, err = run_cli(capsys, "train", config, "--no-tui", "--out", str(run), "--resume")
+    assert code == 0 and "Traceback" not in err
+    assert "time budget of 1e-09 min is spent" in out + err and "--set budget_minutes=null" in out + err
+    assert checkpoint.load(checkpoint.latest(run)).state["step"] == 1
+
+    code, out, err = resume_cli(capsys, run, config, 2, "--set", "budget_minutes=null")
+    assert code == 0 and "time budget" not in out + err
+    assert checkpoint.load(checkpoint.latest(run)).state["step"] == 3

@@ -81,6 +81,7 @@ class Trainer:
         self.force, self.new_data = force, new_data
         self.world = world or connect()  # MPI ranks when started by mpirun, else one process
         self.world_stop = False  # some rank was asked to stop: every rank stops after this step
+        self.world_out_of_time = False  # rank 0's clock had spent the time budget: every rank stops after this step
         self.allreduce_s = 0.0  # seconds in the gradient all-reduce, last step
         self.abort = False  # set by a second Ctrl-C: stop without saving
         self.stop_event = threading.Event()  # a quit request: also stops data preparation
@@ -380,8 +381,11 @@ class Trainer:
         if world.size > 1:
             world.average_(model.gradients.flat)
             self.allreduce_s = world.take_allreduce_s()
-            total, stops = world.sum([loss, float(self.stop_event.is_set())])
-            loss, self.world_stop = total / world.size, stops > 0
+            # the ranks' clocks differ: rank 0's (the one its checkpoints keep) decides the time
+            # budget, as spent before this step, so every rank stops after the same step
+            spent = world.is_root and self.out_of_time()
+            total, stops, out_of_time = world.sum([loss, float(self.stop_event.is_set()), float(spent)])
+            loss, self.world_stop, self.world_out_of_time = total / world.size, stops > 0, out_of_time > 0
         # the gradients hold the sum of K micro-batch means: the big batch's mean is 1/K of it
         grad_norm = math.sqrt(o.sum_squares(model.gradients.flat)) / K
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):  # before AdamW: the weights stay good
@@ -522,9 +526,17 @@ class Trainer:
         self.steps_this_run = 0
         saved_at = self.step
         quit_requested = stopped_early = False
+        out_of_time = self.out_of_time()  # a resumed run's clock is rank 0's, the same on every rank
+        if out_of_time:
+            self.emit(
+                "info",
+                message=f"time budget of {cfg.budget_minutes:g} min is spent ({self.elapsed / 60:.1f} min trained, "
+                f"step {self.step}): nothing to train; train on with --set budget_minutes=M (more minutes) "
+                "or --set budget_minutes=null (no budget)",
+            )
         failed: BaseException | None = None
         try:
-            while self.step < self.total_steps and not quit_requested:
+            while self.step < self.total_steps and not (quit_requested or out_of_time):
                 # under MPI a quit request only sets stop_event: the next step's all-reduce carries it,
                 # so every rank stops after the same step
                 if self._handle_requests() and self.world.size == 1:
@@ -537,8 +549,10 @@ class Trainer:
                     self._check_run_dir()
                 s = self.train_step()
                 quit_requested = self.world_stop
+                out_of_time = self.world_out_of_time if self.world.size > 1 else self.out_of_time()
+                last = s.step == self.total_steps or out_of_time
                 self.emit("step", **s.__dict__)
-                if s.step % cfg.log_every == 0 or s.step == self.total_steps:
+                if s.step % cfg.log_every == 0 or last:
                     rec = {k: v for k, v in s.__dict__.items()}
                     if self.world.size > 1:  # every rank's own speed, and the all-reduce's share
                         times = self.world.gather_obj(s.step_time_s)
@@ -547,7 +561,7 @@ class Trainer:
                         rec["world_size"] = self.world.size
                     self._record(rec)
                     self.emit("log", **rec)
-                if s.step % cfg.eval_every == 0 or s.step == self.total_steps:
+                if s.step % cfg.eval_every == 0 or last:
                     val = self.evaluate()
                     self._record(
                         {"step": s.step, "val_loss": val, "val_ppl": math.exp(min(val, 50)), "elapsed_s": self.elapsed}
@@ -555,8 +569,10 @@ class Trainer:
                     self.emit("eval", step=s.step, val_loss=val, val_ppl=math.exp(min(val, 50)))
                     stopped_early = self._after_evaluation(val)
                     quit_requested = quit_requested or stopped_early
-                if self.world.is_root and (s.step % cfg.sample_every == 0 or s.step == self.total_steps):
+                if self.world.is_root and (s.step % cfg.sample_every == 0 or last):
                     self.emit("sample", step=s.step, text=self.sample())
+                if out_of_time:
+                    self._say_budget_reached()
                 if s.step % every == 0:
                     saved_at = self.step  # a failed save is not tried again at the same step
                     self.save_checkpoint("periodic")
@@ -569,6 +585,8 @@ class Trainer:
                     self.save_checkpoint(
                         "early stop"
                         if stopped_early
+                        else "budget"
+                        if out_of_time
                         else "quit"
                         if quit_requested
                         else "final"
@@ -583,6 +601,19 @@ class Trainer:
                 self.close()
                 self.emit("done", step=self.step)
         return self.last
+
+    def out_of_time(self) -> bool:
+        """Whether this process's training time has spent the config's time budget (`loop plan`'s)."""
+        return self.cfg.budget_minutes is not None and self.elapsed >= self.cfg.budget_minutes * 60
+
+    def _say_budget_reached(self) -> None:
+        best = ""
+        if self.best:
+            step, loss = self.best
+            path = self.run_dir / "checkpoints" / checkpoint.BEST
+            best = f"; the best, val loss {loss:.4f} at step {step}, is {path}"
+        reached = f"time budget of {self.cfg.budget_minutes:g} min reached at step {self.step} of {self.total_steps}"
+        self.emit("info", message=reached + best)
 
     def _after_evaluation(self, val: float) -> bool:
         """Keep the best checkpoint; True when patience says the run stops here."""
