@@ -80,6 +80,9 @@ test-arm64: install
 	  -o build/arm64/replay -lm
 	QEMU_LD_PREFIX=$(ARM64_SYSROOT) qemu-aarch64 build/arm64/replay build/arm64/cases
 
+# quality_table's budgets in minutes of training each (the full table, 5,15,30, takes hours)
+QUALITY_MINUTES ?= 5
+
 bench: install
 	$(PY) -m pytest -q benchmarks --benchmark-autosave --benchmark-columns=median,ops -p no:cacheprovider
 	$(PY) benchmarks/gemm_table.py
@@ -90,7 +93,7 @@ bench: install
 	$(PY) benchmarks/opencl_table.py
 	$(PY) benchmarks/tokenizer_memory.py
 	$(PY) benchmarks/attention_table.py
-	$(PY) benchmarks/quality_table.py
+	$(PY) benchmarks/quality_table.py --minutes $(QUALITY_MINUTES)
 	$(PY) benchmarks/generate_table.py
 	$(PY) benchmarks/train_table.py --config gpt2_small --steps 2 --precision fp32 --torch-compile
 	$(PY) benchmarks/mpi_table.py

@@ -5,7 +5,9 @@ would, minus the terminal's own work), alternated, in one process each time.
     .venv/bin/python benchmarks/dashboard_overhead.py [--config wiki_cache_optimized] [--steps 12] [--rounds 2]
     .venv/bin/python benchmarks/dashboard_overhead.py --interleave 3 [--steps 36]
 
-tokens/s = batch × seq / median step time over the steps after the first 2 (log_every 1).
+tokens/s = batch × seq / median step time over the steps after the first 2 (log_every 1). The
+rounds' result is the median of each round's ratio (its two runs ran one after the other), and the
+UI thread's CPU time per second shows what the app takes from the kernels on any CPU.
 
 Separate processes differ by ±10% on a shared VM (run to run, whatever runs in them), more than
 the effect measured. --interleave K measures inside one run instead: the app is up all along and
@@ -22,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 WIKI = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "wiki"
@@ -33,6 +36,8 @@ def median_step(run: Path) -> float:
 
 
 async def with_dashboard(cfg, run: Path, steps: int) -> None:
+    """The app drawing the whole run; the UI thread's CPU seconds per second of wall time from the
+    end of step 2 to the end go to RUN/ui_cpu.json."""
     from loop_tui import machine
     from loop_tui.ui.app import LoopApp
     from loop_tui.ui.dashboard import DashboardScreen
@@ -40,9 +45,15 @@ async def with_dashboard(cfg, run: Path, steps: int) -> None:
 
     runner = TrainingRunner(cfg, run, steps=steps)
     app = LoopApp(lambda: DashboardScreen(runner, machine.detect_caches()))
+    start: tuple[float, float] | None = None
     async with app.run_test(size=(160, 50)) as pilot:
         while runner.running or not runner.ready.is_set():
+            if start is None and runner.state.step >= 2:
+                start = (time.thread_time(), time.perf_counter())
             await pilot.pause(0.2)
+    if start is not None:
+        share = (time.thread_time() - start[0]) / (time.perf_counter() - start[1])
+        (run / "ui_cpu.json").write_text(json.dumps(share))
 
 
 async def interleaved(cfg, run: Path, steps: int, every: int) -> None:
@@ -108,6 +119,7 @@ def main() -> None:
         return
     print(f"{args.config}, {args.steps} steps per run, median step after 2 warm-up, {args.rounds} alternating rounds")
     res: dict[str, list[float]] = {"headless": [], "dashboard": []}
+    ui_cpu = []
     with tempfile.TemporaryDirectory() as d:
         for r in range(args.rounds):
             for mode in list(res) if r % 2 == 0 else list(res)[::-1]:
@@ -116,12 +128,17 @@ def main() -> None:
                 env = {**os.environ, "RAYON_NUM_THREADS": "1"}
                 subprocess.run([*cmd, str(run)], check=True, capture_output=True, env=env)
                 res[mode].append(median_step(run))
-    base = None
+                if (run / "ui_cpu.json").exists():
+                    ui_cpu.append(json.loads((run / "ui_cpu.json").read_text()))
     for mode, ts in res.items():
-        tps = cfg.tokens_per_step / statistics.median(ts)
-        base = base or tps
         each = ", ".join(f"{cfg.tokens_per_step / t:,.0f}" for t in ts)
-        print(f"{mode:10s} {tps:9,.0f} tokens/s  ({each})  {tps / base:.3f}x")
+        print(f"{mode:10s} {cfg.tokens_per_step / statistics.median(ts):9,.0f} tokens/s  (each run: {each})")
+    # the VM's speed drifts between runs by more than the effect: compare the two runs of each round
+    ratios = [h / t for h, t in zip(res["headless"], res["dashboard"], strict=True)]
+    each = ", ".join(f"{x:.3f}" for x in ratios)
+    print(f"dashboard / headless: {statistics.median(ratios):.3f}x (median of the rounds' ratios: {each})")
+    if ui_cpu:
+        print(f"UI thread CPU while training: {1000 * statistics.median(ui_cpu):.0f} ms per second (median of runs)")
 
 
 def report_interleaved(args, cfg) -> None:

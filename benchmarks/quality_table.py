@@ -5,8 +5,9 @@
 The 122 articles of ../shared/data/wiki are split once by name: every HELD_OUT_EVERY-th (sorted) is
 held out and never trained on; the rest is the training folder. For each budget M:
   (a) `loop plan --data TRAIN --minutes M`, then `loop train` of that config;
-  (b) each seed config as shipped (`loop train NAME --data TRAIN`), stopped (Ctrl-C: the step ends and
-      is saved) when its steps have taken M minutes;
+  (b) each seed config as shipped (`loop train NAME --data TRAIN`), stopped when its steps have taken
+      M minutes (one run per seed: stopped at the smallest budget, scored, resumed to the next; a seed's
+      schedule does not depend on the budget, so this is the run cut at each budget);
   (c) the same model as (a), trained by PyTorch with nanoGPT's recipe (AdamW with decay on matrices,
       warm-up then cosine to 10%, gradient clipping at 1, dropout on the embeddings, the attention
       projection and the MLP output, at (a)'s dropout) for the same M minutes on the same token ids and
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -48,40 +48,18 @@ def split_articles(wiki: Path, work: Path) -> tuple[Path, Path]:
     return train, held
 
 
-def trained_s(metrics: Path) -> float:
-    """Seconds of training steps so far: the newest elapsed_s in a run's metrics.jsonl."""
-    import orjson
-
-    try:
-        lines = metrics.read_bytes().splitlines()
-    except OSError:
-        return 0.0
-    for line in reversed(lines):
-        try:
-            return float(orjson.loads(line)["elapsed_s"])
-        except (orjson.JSONDecodeError, KeyError):
-            continue
-    return 0.0
-
-
 def train_for(config: str, run: Path, minutes: float, train: Path, threads: int, *extra: str) -> str:
-    """`loop train` until it ends or its steps have taken `minutes` (the trainer's own clock, as for
-    PyTorch: evaluations, samples and checkpoints are not counted), then Ctrl-C: it finishes the step
-    and saves. The log's last line when it failed, else ""."""
+    """`loop train` until it ends or its steps have taken `minutes` of its own clock (the trainer stops
+    after the step that spends budget_minutes; as for PyTorch, evaluations, samples and checkpoints are
+    not counted), continuing RUN when it has a checkpoint. The log's last line when it failed, else ""."""
     log_path = run.parent / f"{run.name}.log"
-    log = open(log_path, "w")
     cmd = loop("train", config, "--no-tui", "--data", str(train), "--out", str(run), "--threads", str(threads))
-    proc = subprocess.Popen([*cmd, "--set", "log_every=1", *extra], stdout=log, stderr=subprocess.STDOUT)
-    while proc.poll() is None:
-        if trained_s(run / "metrics.jsonl") >= minutes * 60:
-            proc.send_signal(signal.SIGINT)
-            proc.wait()
-            break
-        time.sleep(0.5)
-    log.close()
-    if proc.returncode in (0, -signal.SIGINT):
-        return ""
-    return (log_path.read_text().strip().splitlines() or ["?"])[-1]
+    cmd += ["--set", "log_every=1", "--set", f"budget_minutes={minutes}", *extra]
+    if (run / "checkpoints").is_dir():
+        cmd.append("--resume")
+    with open(log_path, "a") as log:
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+    return "" if code == 0 else (log_path.read_text().strip().splitlines() or ["?"])[-1]
 
 
 def bits_per_byte(model: Path, held: Path, threads: int, step: int | None = None) -> float:
@@ -219,6 +197,7 @@ def torch_child(args) -> None:
             timed[precision] = time.perf_counter() - t0
         bf16 = timed[True] < timed[False]
     model, opt, sampler = fresh()
+    tokenizer_json = data.tokenizer_path.read_bytes()
     budget = args.minutes * 60
     marks = [budget * (k + 1) / CURVE_POINTS for k in range(CURVE_POINTS)]
     snapshots, elapsed, steps = [], 0.0, 0
@@ -240,7 +219,7 @@ def torch_child(args) -> None:
         steps += 1
         if elapsed >= marks[len(snapshots)] or elapsed >= budget:
             folder = out / f"torch-{len(snapshots)}"
-            export_params(cfg, model.loop_params(), data.tokenizer_path, folder)
+            export_params(cfg, model.loop_params(), tokenizer_json, folder)
             snapshots.append((elapsed / 60, str(folder)))
     print(
         orjson.dumps(
@@ -327,6 +306,15 @@ def main() -> None:
     def say(m: str) -> None:
         print(m, file=sys.stderr, flush=True)
 
+    seed_rows: dict[float, list[tuple[str, str, int, float, str]]] = {m: [] for m in budgets}
+    for seed in seeds:
+        seed_run, scfg = work / f"b-{seed}", load_config(seed)
+        for minutes in sorted(budgets):
+            say(f"[{minutes:g} min] (b) {seed}")
+            failed = train_for(seed, seed_run, minutes, train, args.threads)
+            bpb = bits_per_byte(seed_run, held, args.threads)
+            row = (f"(b) {seed}", describe(scfg), parameter_count(scfg), bpb, failed or _steps(seed_run))
+            seed_rows[minutes].append(row)
     for minutes in budgets:
         rows[minutes], curves[minutes] = [], {}
         plan_json = work / f"plan-{minutes:g}.json"
@@ -349,17 +337,9 @@ def main() -> None:
             "--set", f"keep_checkpoints={CURVE_POINTS + 2}",
         )  # fmt: skip
         curves[minutes]["(a) loop plan"] = run_curve(run, held, args.threads)
-        final = curves[minutes]["(a) loop plan"][-1][1] if curves[minutes]["(a) loop plan"] else math.nan
-        rows[minutes].append(("(a) loop plan", describe(cfg), parameter_count(cfg), final, failed or _steps(run)))
-        for seed in seeds:
-            say(f"[{minutes:g} min] (b) {seed}")
-            seed_run = work / f"b-{seed}-{minutes:g}"
-            failed = train_for(seed, seed_run, minutes, train, args.threads)
-            scfg = load_config(seed)
-            bpb = bits_per_byte(seed_run, held, args.threads)
-            rows[minutes].append(
-                (f"(b) {seed}", describe(scfg), parameter_count(scfg), bpb, failed or _steps(seed_run))
-            )
+        best = bits_per_byte(run, held, args.threads)  # what `loop eval` scores by default: the best checkpoint
+        rows[minutes].append(("(a) loop plan", describe(cfg), parameter_count(cfg), best, failed or _steps(run)))
+        rows[minutes] += seed_rows[minutes]
         if has_torch:
             say(f"[{minutes:g} min] (c) PyTorch, nanoGPT recipe")
             info = torch_row(plan_json, train, held, minutes, args.threads, work)
@@ -401,6 +381,9 @@ def main() -> None:
         reached = [m for b in budgets for m, v in curves[b].get("(a) loop plan", []) if v <= torch_final]
         when = f"at {min(reached):.2f} min" if reached else "not within the budgets run"
         print(f"(a) reaches (c)'s {last:g}-minute bits per byte ({torch_final:.4f}): {when}")
+    failed = [f"{m:g}m {r[0]}: {r[4]}" for m, rs in rows.items() for r in rs if math.isnan(r[3])]
+    if failed:  # a benchmark that could not score a row is broken, not slow: make bench stops here
+        sys.exit(f"{len(failed)} rows failed: " + "; ".join(failed))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """One row per kernel op: its cost (FLOPs, and the least bytes it must read and write) as a function
 of its shape arguments, the shapes the tests check it on and the shapes the benchmarks time.
 
-The C library counts the same costs itself, in c/ops.c and c/gemm.c (KSTAT_END), because it must
-count without calling Python; tests/test_op_costs.py runs every op here on the C backend and checks
-its counters against these formulas. The OpenCL backend records its costs from here, and
+The C library counts the same costs itself, in c/ops.def's KSTAT rows (expanded in c/ops.c) and
+c/gemm.c, because it must count without calling Python; tests/test_op_costs.py runs every op here
+on the C backend and checks its counters against these formulas. The OpenCL backend records its costs from here, and
 benchmarks/ take their shapes and FLOP or byte counts from here. A leaf module: it imports nothing
 of loop_tui and no numpy, so any layer may read it.
 

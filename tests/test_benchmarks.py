@@ -37,8 +37,7 @@ SMALLEST: dict[str, list[tuple[list[str], str | None]] | str] = {
     "mpi_scaling": [(["--config", "smoke", "--steps", "1"], None)],
     "mpi_table": [(["--config", "smoke", "--steps", "3", "--rounds", "1"], "mpi4py")],
     "opencl_table": [(["--config", "smoke", "--steps", "1"], "pyopencl")],
-    "quality_table": "it plans, trains and scores (a) loop plan's config, the three seed configs and PyTorch on the "
-    "wiki articles (absent from a fresh clone): ~18 minutes on 2 cores even at --minutes 0.5 (README shows that run)",
+    "quality_table": "its smallest case needs a folder of articles: see test_quality_table_scores_every_row…",
     "tokenizer_memory": [(["--mb", "1", "--files", "10", "--vocab", "300"], None)],
     "train_table": [(["--config", "smoke", "--steps", "1", "--threads", "1", "--precision", "fp32"], None)],
 }
@@ -91,3 +90,34 @@ def test_script_runs_its_smallest_case(script, argv, needs):
     out = run([sys.executable, str(BENCH / f"{script}.py"), *argv])
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert out.stdout.strip(), out.stderr[-3000:]
+
+
+@pytest.mark.slow  # about a minute: a plan, two budgets of (a), (b) and (c), and a `loop eval` per row and curve point
+def test_quality_table_scores_every_row_on_a_small_corpus(tmp_path):
+    """quality_table at its smallest: two budgets, the default seed (trained to the first budget, scored,
+    resumed to the second) and PyTorch when installed; every row scored (the script exits non-zero
+    when one is not)."""
+    from pydoc_data.topics import topics
+
+    articles = tmp_path / "articles"
+    articles.mkdir()
+    for name, text in sorted(topics.items())[:40]:
+        (articles / f"{name}.txt").write_text(text)
+    argv = ["--wiki", str(articles), "--minutes", "0.1,0.15", "--seeds", "default", "--threads", "1"]
+    out = run([sys.executable, str(BENCH / "quality_table.py"), *argv, "--work", str(tmp_path / "work")])
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = [line.split() for line in out.stdout.splitlines() if line.strip().startswith(("0.1m", "0.15m"))]
+    rows = [r for r in rows if r[1] in ("(a)", "(b)", "(c)") and r[2] != "beats"]
+    names = {(r[0], r[1], r[2]) for r in rows}
+    want = {(m, "(a)", "loop") for m in ("0.1m", "0.15m")} | {(m, "(b)", "default") for m in ("0.1m", "0.15m")}
+    try:
+        import torch  # noqa: F401
+
+        want |= {(m, "(c)", "PyTorch") for m in ("0.1m", "0.15m")}
+    except ImportError:
+        pass
+    assert names == want, out.stdout
+    assert not any("nan" in r for r in rows), out.stdout
+    # the seed's one run: stopped at 0.1 minutes, then resumed to 0.15 (more steps, not a new run)
+    steps = [int(r[-2]) for r in rows if r[1] == "(b)"]
+    assert steps[0] < steps[1], out.stdout

@@ -689,7 +689,7 @@ def op_dropout(T, C, F, NH, V):
     ]
 
 
-OPS = {
+CONFIG_SHAPE_CHECKS = {
     "encoder": op_encoder,
     "layernorm": op_layernorm,
     "bias_gelu": op_bias_gelu,
@@ -699,14 +699,16 @@ OPS = {
 }
 
 
-@pytest.mark.parametrize("op", list(OPS))
+@pytest.mark.parametrize("op", list(CONFIG_SHAPE_CHECKS))
 @pytest.mark.parametrize("cfg", config_op_shapes())
 def test_ops_on_config_shapes(isa, cfg, op):
     """Each op, forward and backward, at one sequence of each seed config against float64; a
     failure lists the worst difference of every tensor that missed."""
     failures = [
         msg
-        for name, got, want, rtol, atol in OPS[op](cfg.max_length, cfg.d_model, cfg.d_ff, cfg.num_heads, cfg.vocab_size)
+        for name, got, want, rtol, atol in CONFIG_SHAPE_CHECKS[op](
+            cfg.max_length, cfg.d_model, cfg.d_ff, cfg.num_heads, cfg.vocab_size
+        )
         if (msg := check_tensor(name, got, want, rtol, atol))
     ]
     assert not failures, "\n".join(failures)

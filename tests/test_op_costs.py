@@ -1,4 +1,4 @@
-"""The C library counts each op's FLOPs and bytes itself (KSTAT_END in c/ops.c, c/gemm.c); these
+"""The C library counts each op's FLOPs and bytes itself (c/ops.def's KSTAT rows, c/gemm.c's KSTAT_END); these
 tests hold those counters to the one table of costs, loop_tui/ops_table.py, on every op."""
 
 from __future__ import annotations
