@@ -170,7 +170,7 @@ def main() -> None:
     from loop_tui.model.layout import training_flops_per_token
 
     sys.path.insert(0, os.path.dirname(__file__))
-    from cpu import cpu_line
+    from cpu import cpu_line, native_bf16
 
     configs = args.config or ["wiki_cache_optimized", "wiki_performance_tuned", "wiki_gpu_optimized"]
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
@@ -181,11 +181,19 @@ def main() -> None:
     except ImportError:
         torch_impls = []
         print("PyTorch is not installed (pip install torch==2.13.0): showing loop_tui alone")
+    # without bf16 instructions PyTorch's bf16 autocast runs a reference GEMM (~1 GFLOP/s): its rows
+    # would only time out, so loop_tui's bf16 row is compared with PyTorch's best fp32 row instead
+    torch_bf16 = native_bf16()
     impls = []
     for p in precisions:
         sfx = "-bf16" if p == "bf16" else ""
-        impls += ["loop" + sfx] + [t + sfx for t in torch_impls]
+        impls += ["loop" + sfx] + [t + sfx for t in torch_impls if torch_bf16 or p != "bf16"]
     print(cpu_line())
+    if "bf16" in precisions and torch_impls and not torch_bf16:
+        print(
+            "PyTorch bf16 autocast rows left out: this CPU has no AVX512-BF16 or AMX, where oneDNN's bf16 "
+            "GEMM runs a reference path; loop_tui's bf16 row is compared with PyTorch's best fp32 row"
+        )
     print(
         f"training steps on {'../shared/data/wiki' if WIKI.is_dir() else 'the built-in corpus'}, "
         f"{args.threads} threads, median of {args.steps} steps after {WARMUP} warm-up, {args.rounds} round(s)"
@@ -245,8 +253,9 @@ def main() -> None:
         }
         for impl, r in res.items():
             prec = "bf16" if impl.endswith("-bf16") else "fp32"
-            if impl.startswith("loop"):  # against the best PyTorch row of the same precision
-                theirs = [k for k in res if not k.startswith("loop") and k.endswith("-bf16") == (prec == "bf16")]
+            if impl.startswith("loop"):  # against PyTorch's best row of the same precision (fp32 when bf16 is left out)
+                bf16_rows = prec == "bf16" and torch_bf16
+                theirs = [k for k in res if not k.startswith("loop") and k.endswith("-bf16") == bf16_rows]
                 base = min(theirs, key=lambda k: res[k]["step_s"]) if theirs else None
             else:
                 base = None
