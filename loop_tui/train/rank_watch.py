@@ -6,7 +6,8 @@ Started by the lowest rank on each machine in a session of its own, so the launc
 (MPICH's mpiexec SIGKILLs every rank the moment one dies) does not take it down with the ranks.
 It waits on a pidfd per local rank. A rank that ends after writing MARKERS/done-RANK (a normal end,
 or an error it has already reported) is let go; the first one to end without it is the one that
-died, and the watcher that claims MARKERS/reported prints the line. It exits when every local rank
+died (or, when several end by the same wake-up, one of them did: a pidfd does not say which ended
+first), and the watcher that claims MARKERS/reported prints the line. It exits when every local rank
 has ended."""
 
 from __future__ import annotations
@@ -78,27 +79,31 @@ def watch(markers: Path, run_dir: Path, host: str, argv: list[str]) -> int:
         fds[fd] = rank
         poller.register(fd, select.POLLIN)
     while fds:
-        for fd, _ in poller.poll():
+        ready = [fd for fd, _ in poller.poll()]
+        dead = []
+        for fd in ready:
             rank = fds.pop(fd)
             poller.unregister(fd)
-            if (markers / f"done-{rank}").exists():
-                continue
-            for local in ranks:  # a dashboard on a rank the launcher is about to kill: the terminal first
-                restore_terminal(markers, local)
-            try:  # the first death claims the report; the ranks the launcher kills next do not
-                os.close(os.open(markers / "reported", os.O_CREAT | os.O_EXCL))
-            except FileExistsError:
-                return 0
-            sys.stderr.write(
-                f"loop: error: rank {rank} (PID {ranks[rank]} on {host}) died; the launcher stops the other "
-                f"ranks. {newest_checkpoint(run_dir)}\n"
-            )
-            sys.stderr.flush()
-            for other, other_rank in fds.items():  # the launcher ends the others; the markers go once they have
-                select.select([other], [], [], 10)
-                if not (markers / f"done-{other_rank}").exists():
-                    restore_terminal(markers, other_rank)
+            if not (markers / f"done-{rank}").exists():
+                dead.append(rank)
+        if not dead:
+            continue
+        for local in ranks:  # a dashboard on a rank the launcher is about to kill: the terminal first
+            restore_terminal(markers, local)
+        try:  # the first death claims the report; the ranks the launcher kills next do not
+            os.close(os.open(markers / "reported", os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
             return 0
+        # a pidfd says that a process ended, not when: ranks found dead by the same wake-up are all named
+        # (one died, the launcher stopped the others at once), not one of them at random
+        who = " or ".join(f"rank {r} (PID {ranks[r]} on {host})" for r in sorted(dead))
+        sys.stderr.write(f"loop: error: {who} died; the launcher stops the other ranks. {newest_checkpoint(run_dir)}\n")
+        sys.stderr.flush()
+        for other, other_rank in fds.items():  # the launcher ends the others; the markers go once they have
+            select.select([other], [], [], 10)
+            if not (markers / f"done-{other_rank}").exists():
+                restore_terminal(markers, other_rank)
+        return 0
     return 0
 
 

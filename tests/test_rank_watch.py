@@ -1,0 +1,77 @@
+"""The MPI rank watcher (loop_tui/train/rank_watch.py) on plain processes: which ranks its one line
+names. The real job, under mpiexec, is in test_mpi.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from loop_tui.train.rank_watch import watch
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs pidfd_open (Linux)")
+
+
+def sleepers(n: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(n)]
+
+
+def run_watch(tmp_path, procs, capsys) -> list[str]:
+    markers = tmp_path / "markers"
+    markers.mkdir(exist_ok=True)
+    watch(markers, tmp_path / "run", "host", [f"{r}:{p.pid}" for r, p in enumerate(procs)])
+    return [x for x in capsys.readouterr().err.splitlines() if x.startswith("loop: error")]
+
+
+def ended(p: subprocess.Popen) -> None:
+    """Wait until p has ended, leaving it a zombie (not reaped): its pidfd is then readable."""
+    os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)
+
+
+def test_one_dead_rank_is_named_alone(tmp_path, capsys):
+    procs = sleepers(2)
+    try:
+        procs[1].kill()
+        ended(procs[1])
+        later = threading.Timer(1.0, procs[0].kill)  # as the launcher ends the others, a moment later
+        later.start()
+        lines = run_watch(tmp_path, procs, capsys)
+        later.join()
+        assert len(lines) == 1 and f"rank 1 (PID {procs[1].pid} on host) died;" in lines[0], lines
+        assert "rank 0" not in lines[0] and "No checkpoint was written yet" in lines[0]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_ranks_found_dead_by_one_wake_up_are_all_named(tmp_path, capsys):
+    procs = sleepers(2)
+    try:
+        for p in procs:
+            p.kill()
+            ended(p)  # both ended before the watcher starts: its first poll() finds both
+        lines = run_watch(tmp_path, procs, capsys)
+        want = f"rank 0 (PID {procs[0].pid} on host) or rank 1 (PID {procs[1].pid} on host) died"
+        assert len(lines) == 1 and want in lines[0], lines
+    finally:
+        for p in procs:
+            p.wait()
+
+
+def test_a_rank_that_ended_after_its_done_marker_is_not_named(tmp_path, capsys):
+    procs = sleepers(2)
+    (tmp_path / "markers").mkdir()
+    (tmp_path / "markers" / "done-0").touch()
+    (tmp_path / "markers" / "done-1").touch()
+    for p in procs:
+        p.kill()
+        ended(p)
+    try:
+        assert run_watch(tmp_path, procs, capsys) == []
+    finally:
+        for p in procs:
+            p.wait()
