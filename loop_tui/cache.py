@@ -68,15 +68,19 @@ def remove_stale(folder: Path | None = None) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def measured(file: str, key: str, measure: Callable[[], Any]) -> Any:
+def measured(file: str, key: str, measure: Callable[[], Any], keep: Callable[[Any], bool] = lambda _: True) -> Any:
     """The value stored under `key` in the JSON file `file` of the cache folder; measured (and
-    stored) the first time. An unreadable file counts as empty."""
+    stored) the first time. A measurement `keep` refuses is returned but not stored (measured again
+    next time). An unreadable file counts as empty."""
     path = cache_dir() / file
     try:
         table = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         table = {}
-    if key not in table:
-        table[key] = measure()
+    if key in table:
+        return table[key]
+    value = measure()
+    if keep(value):
+        table[key] = value
         atomic_write_bytes(path, orjson.dumps(table))
-    return table[key]
+    return value
