@@ -6,13 +6,14 @@
 2. Speed: a few real training steps (forward, backward, AdamW in the kernels) of probe shapes on this
    machine, fitted as step time = a + b * FLOPs per step, then predicted for every candidate; the
    chosen one is timed again, and its measured speed sets max_steps.
-3. Choice: the candidate with the lowest loss predicted by the Chinchilla form (Hoffmann et al. 2022,
-   L = E + A/N^a + B/D^b, compute-optimal near 20 tokens per parameter), with D the effective data of
-   repeated epochs (Muennighoff et al. 2023: D' = U + U R* (1 - exp(-R/R*)), R repetitions of U unique
-   tokens, R* = 15.4: ~4 epochs are nearly as good as new data, returns vanish after). Data is counted
-   in bytes (so vocabularies compare: a vocabulary only changes how much text a second of training
-   reads) and N is the parameters outside the embeddings. Plans over EPOCH_CAP passes are dropped
-   while another fits, and dropout rises with the passes planned.
+3. Choice: the candidate with the lowest held-out bits per byte predicted by the Chinchilla form
+   (Hoffmann et al. 2022, L = E + A/N^a + B/D^b), with N all the parameters and D the effective bytes
+   of repeated epochs (Muennighoff et al. 2023: D' = U + U R* (1 - exp(-R/R*)), R repetitions of U
+   unique bytes, R* = 15.4: ~4 epochs are nearly as good as new data, returns vanish after), its
+   constants fitted to runs of this planner's recipe (benchmarks/plan_sweep.py). Data is counted in
+   bytes, so vocabularies compare: a vocabulary changes both the parameters and how much text a second
+   of training reads. Plans under MIN_STEPS optimizer steps or over EPOCH_CAP passes are dropped while
+   another fits, and dropout rises with the passes planned.
 Planning stops measuring when its time is up (at most 10% of the budget, between 10 and 60 s)."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,10 +43,17 @@ PROBE_WARMUP, PROBE_STEPS = 1, 3
 MIN_MINUTES, MAX_MINUTES = 0.1, 7 * 24 * 60
 MIN_TEXT_BYTES = 4096  # less training text than this cannot fill even the smallest vocabulary
 SAMPLE_BYTES = 1 << 20  # text the bytes-per-token ratio is measured on
-REF_BYTES_PER_TOKEN = 4.0  # the scaling laws' tokens, in bytes (a 32 k-50 k BPE on English text)
-# Hoffmann et al. 2022, approach 3; Muennighoff et al. 2023's half-life of repeated data
-E, A, B, ALPHA, BETA = 1.69, 406.4, 410.7, 0.34, 0.28
-R_STAR = 15.4
+# Held-out bits per byte after a run of this recipe, L = E + A / N^ALPHA + B / D^BETA: Chinchilla's form
+# and exponents (Hoffmann et al. 2022) with N all the parameters (as they count them) and D the bytes of
+# text trained on. Their constants (fitted from 70 M parameters up; N outside the embeddings, as this
+# planner first used them) chose a 1.5 M-parameter model that lost to two seed configs by 0.4 bits per
+# byte; E, A, B and B_CRIT are fitted to 5-minute runs of this recipe on the wiki articles on a 2-core
+# AMD EPYC Zen 2 (rms 0.02 bits per byte): `benchmarks/plan_sweep.py --fit` reads plan_sweep.jsonl.
+E, A, B, ALPHA, BETA = 0.5526, 103.0, 48.89, 0.34, 0.28
+# tokens per step past which a bigger batch buys little: a batch of b tokens is worth 1 / (1 + b / B_CRIT)
+# of its tokens (McCandlish et al. 2018, "An Empirical Model of Large-Batch Training"), fitted with the above
+B_CRIT = 4096
+R_STAR = 15.4  # Muennighoff et al. 2023's half-life of repeated data, in passes
 EPOCH_CAP = 16  # passes over the data beyond which a bigger model spends the time better
 MAX_DROPOUT = 0.2
 MIN_STEPS = 200  # optimizer steps a plan needs (a bigger batch must not leave too few)
@@ -103,10 +111,10 @@ class Candidate:
     def passes(self, seconds: float) -> float:
         return self.tokens(seconds) * self.bytes_per_token / self.train_bytes
 
-    def predicted_loss(self, seconds: float) -> float:
-        unique = self.train_bytes / REF_BYTES_PER_TOKEN
-        seen = self.tokens(seconds) * self.bytes_per_token / REF_BYTES_PER_TOKEN
-        return E + A / self.body_params**ALPHA + B / effective_data(seen, unique) ** BETA
+    def predicted_bits_per_byte(self, seconds: float) -> float:
+        seen = self.tokens(seconds) * self.bytes_per_token
+        batch_efficiency = 1 / (1 + self.cfg.tokens_per_step / B_CRIT)
+        return E + A / self.params**ALPHA + B / (effective_data(seen, self.train_bytes) * batch_efficiency) ** BETA
 
 
 def effective_data(seen: float, unique: float) -> float:
@@ -131,6 +139,24 @@ def evaluations(steps: int) -> int:
 def learning_rate_for(d_model: int) -> float:
     """nanoGPT's 6e-4 at GPT-2 small's width, scaled inversely with width, at most 3e-3."""
     return float(f"{min(3e-3, 6e-4 * 768 / d_model):.2g}")
+
+
+def recipe(steps: int, d_model: int, passes: float, minutes: float, val_fraction: float = 0.05) -> dict:
+    """The training fields of a plan of `steps` for a model `d_model` wide that passes over its data
+    `passes` times in `minutes`: learning rate, warm-up, dropout, and how often to evaluate and save."""
+    return dict(
+        max_steps=steps,
+        learning_rate=learning_rate_for(d_model),
+        warmup_steps=max(1, min(100, steps // 20)),
+        eval_every=max(1, steps // evaluations(steps)),
+        eval_batches=EVAL_BATCHES,
+        sample_every=max(1, steps // 2),
+        log_every=max(1, min(10, steps // 50)),
+        checkpoint_every=max(1, steps // 5),
+        val_fraction=val_fraction,
+        budget_minutes=minutes,
+        dropout=dropout_for(passes),
+    )
 
 
 def shape(d: int, layers: int, context: int, vocab: int, batch: int, **training) -> Config:
@@ -272,7 +298,6 @@ class Plan:
     corpus_summary: str
     capped: bool  # no candidate stayed under EPOCH_CAP passes: the run stops early
     speed_measured: bool  # the choice itself was timed (else its speed is the fit's prediction)
-    dropout_written: bool
 
     def explain(self) -> list[str]:
         c, cfg, vs = self.chosen, self.cfg, next(v for v in self.vocabs if v.vocab == self.cfg.vocab_size)
@@ -292,28 +317,28 @@ class Plan:
             f"{cfg.num_layers} layers of {cfg.d_model}, context {cfg.max_length}, batch {cfg.batch_size}",
             f"budget: {self.minutes:g} min → {cfg.max_steps:,} steps, {self.tokens / 1e6:.2f} M tokens = "
             f"{self.passes:.2g} passes over the data, {self.tokens / c.params:.2g} tokens per parameter",
-            "why: lowest predicted loss of "
-            f"{self.considered} candidates (Chinchilla's L(N, D) with repeated data discounted as in Muennighoff "
-            f"et al.: these {self.passes:.2g} passes are worth {effective_data(self.passes, 1):.2g} of new text)"
+            f"why: the lowest held-out bits per byte predicted ({self.predicted_bits_per_byte:.2f}) of "
+            f"{self.considered} candidates, by Chinchilla's L(N, D) fitted to runs of this recipe (batches past "
+            f"{B_CRIT:,} tokens discounted as in McCandlish et al., repeated data as in Muennighoff et al.: these "
+            f"{self.passes:.2g} passes are worth {effective_data(self.passes, 1):.2g} of new text)"
             + (
                 f"; even the largest model would pass over the data more than {EPOCH_CAP} times, so the run "
                 f"stops after {EPOCH_CAP} passes, before the budget ends"
                 if self.capped
                 else f"; plans over {EPOCH_CAP} passes were left out"
             ),
-            f"dropout: {self.dropout:.2f} for {self.passes:.2g} passes"
-            + ("" if self.dropout_written else " (not written: this version's config has no dropout field)"),
+            f"dropout: {self.dropout:.2f} for {self.passes:.2g} passes",
             f"planning took {self.planning_s:.0f} s",
         ]
         return lines
 
     @property
+    def predicted_bits_per_byte(self) -> float:
+        return self.chosen.predicted_bits_per_byte(self.cfg.max_steps * self.chosen.step_s)
+
+    @property
     def dropout(self) -> float:
         return dropout_for(self.passes)
-
-
-def _config_accepts(name: str) -> bool:
-    return name in {f.name for f in fields(Config)}
 
 
 def candidates(vocabs: list[VocabSize], speed: SpeedModel, train_bytes: int, seconds: float, fits) -> list[Candidate]:
@@ -330,24 +355,21 @@ def candidates(vocabs: list[VocabSize], speed: SpeedModel, train_bytes: int, sec
                     and T * 8 <= v.train_tokens
                 ] or [min(CONTEXTS)]
                 T = max(contexts)
-                options = [
-                    Candidate(shape(d, layers, T, v.vocab, b), 0.0, train_bytes, v.bytes_per_token) for b in BATCHES
-                ]
-                for c in options:
-                    c.step_s = speed.step_s(c.cfg)
-                options = [c for c in options if fits(c.cfg)]
-                enough = [c for c in options if seconds / c.step_s >= MIN_STEPS]
-                if enough:  # the largest batch that leaves MIN_STEPS steps, else the smallest
-                    out.append(enough[-1])
-                elif options:
-                    out.append(options[0])
+                for b in BATCHES:  # the loss model weighs the batch: more steps against tokens past B_CRIT
+                    cfg = shape(d, layers, T, v.vocab, b)
+                    if fits(cfg):
+                        out.append(Candidate(cfg, speed.step_s(cfg), train_bytes, v.bytes_per_token))
     return out
 
 
 def choose(cands: list[Candidate], seconds: float) -> tuple[Candidate, bool]:
+    """The lowest predicted bits per byte of the candidates under EPOCH_CAP passes, those with MIN_STEPS
+    steps first (the fit has not seen a run of fewer: a big model's few steps leave it undertrained);
+    (the fewest passes, True) when every candidate would pass over the data more than EPOCH_CAP times."""
     under = [c for c in cands if c.passes(seconds) <= EPOCH_CAP]
     if under:
-        return min(under, key=lambda c: c.predicted_loss(seconds)), False
+        enough = [c for c in under if seconds / c.step_s >= MIN_STEPS] or under
+        return min(enough, key=lambda c: c.predicted_bits_per_byte(seconds)), False
     return min(cands, key=lambda c: c.passes(seconds)), True
 
 
@@ -434,26 +456,13 @@ def make_plan(
         steps = max(1, int(EPOCH_CAP * train_bytes / chosen.bytes_per_token / chosen.cfg.tokens_per_step))
     tokens = steps * chosen.cfg.tokens_per_step
     passes = tokens * chosen.bytes_per_token / train_bytes
-    training = dict(
+    training = recipe(steps, chosen.cfg.d_model, passes, minutes, val_fraction)
+    training.update(
         name=f"plan_{Path(corpus.name).name or 'data'}_{minutes:g}min",
         description=f"`loop plan` for {corpus.name}, {minutes:g} minutes on this machine",
-        max_steps=steps,
-        learning_rate=learning_rate_for(chosen.cfg.d_model),
-        warmup_steps=max(1, min(100, steps // 20)),
-        eval_every=max(1, steps // evaluations(steps)),
-        eval_batches=EVAL_BATCHES,
-        sample_every=max(1, steps // 2),
-        log_every=max(1, min(10, steps // 50)),
-        checkpoint_every=max(1, steps // 5),
-        val_fraction=val_fraction,
         data=str(Path(data).resolve()),
         threads=threads,
     )
-    if _config_accepts("budget_minutes"):
-        training["budget_minutes"] = minutes
-    dropout_written = _config_accepts("dropout")
-    if dropout_written:
-        training["dropout"] = dropout_for(passes)
     c = chosen.cfg
     cfg = shape(c.d_model, c.num_layers, c.max_length, c.vocab_size, c.batch_size, **training)
     return Plan(
@@ -469,5 +478,4 @@ def make_plan(
         corpus.summary(),
         capped,
         measured is not None,
-        dropout_written,
     )

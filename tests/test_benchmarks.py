@@ -37,6 +37,7 @@ SMALLEST: dict[str, list[tuple[list[str], str | None]] | str] = {
     "mpi_scaling": [(["--config", "smoke", "--steps", "1"], None)],
     "mpi_table": [(["--config", "smoke", "--steps", "3", "--rounds", "1"], "mpi4py")],
     "opencl_table": [(["--config", "smoke", "--steps", "1"], "pyopencl")],
+    "plan_sweep": [(["--fit"], None)],
     "quality_table": "its smallest case needs a folder of articles: see test_quality_table_scores_every_row…",
     "tokenizer_memory": [(["--mb", "1", "--files", "10", "--vocab", "300"], None)],
     "train_table": [(["--config", "smoke", "--steps", "1", "--threads", "1", "--precision", "fp32"], None)],
@@ -121,3 +122,23 @@ def test_quality_table_scores_every_row_on_a_small_corpus(tmp_path):
     # the seed's one run: stopped at 0.1 minutes, then resumed to 0.15 (more steps, not a new run)
     steps = [int(r[-2]) for r in rows if r[1] == "(b)"]
     assert steps[0] < steps[1], out.stdout
+
+
+def test_plan_sweep_trains_scores_and_records_a_shape(tmp_path):
+    """plan_sweep at its smallest: one tiny shape for a few seconds on a small corpus, one JSON line with
+    a finite held-out bits per byte, in the results file it was given (not the committed one)."""
+    import json
+    import math
+    from pydoc_data.topics import topics
+
+    articles = tmp_path / "articles"
+    articles.mkdir()
+    for name, text in sorted(topics.items())[:40]:
+        (articles / f"{name}.txt").write_text(text)
+    results = tmp_path / "sweep.jsonl"
+    argv = ["--wiki", str(articles), "--minutes", "0.05", "--threads", "1", "--results", str(results)]
+    out = run([sys.executable, str(BENCH / "plan_sweep.py"), *argv, "--work", str(tmp_path / "work"), "64,1,32,2048,8"])
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["shape"] == [64, 1, 32, 2048, 8] and not rows[0]["failed"], rows
+    assert math.isfinite(rows[0]["bits_per_byte"]) and rows[0]["steps"] >= 1, rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -185,3 +186,29 @@ def test_training_stops_after_the_step_that_spends_the_budget_and_resume_trains_
     code, out, err = resume_cli(capsys, run, config, 2, "--set", "budget_minutes=null")
     assert code == 0 and "time budget" not in out + err
     assert checkpoint.load(checkpoint.latest(run)).state["step"] == 3
+
+
+def test_the_loss_model_is_the_fit_of_the_committed_runs():
+    """plan.py's constants are what `benchmarks/plan_sweep.py --fit` gives for plan_sweep.jsonl."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import plan_sweep
+
+    e, a, b, b_crit, rms = plan_sweep.fit(plan_sweep.fitted_rows())
+    assert (round(e, 4), round(a, 1), round(b, 2), b_crit) == (plan.E, plan.A, plan.B, plan.B_CRIT)
+    assert rms < 0.05
+
+
+def test_a_batch_past_the_critical_size_is_worth_less_and_few_steps_are_left_out():
+    def cand(batch: int, step_s: float) -> plan.Candidate:
+        return plan.Candidate(plan.shape(256, 4, 128, 16000, batch), step_s, train_bytes=2_000_000, bytes_per_token=4.4)
+
+    seconds = 300.0
+    small, big = cand(8, 0.6), cand(64, 4.8)  # the same tokens per second
+    assert small.tokens_per_s == big.tokens_per_s
+    assert small.predicted_bits_per_byte(seconds) < big.predicted_bits_per_byte(seconds)
+    few = cand(8, seconds / (plan.MIN_STEPS - 1))
+    few.predicted_bits_per_byte = lambda seconds: 0.0  # type: ignore[method-assign]  # the best, but too few steps
+    assert plan.choose([few, small], seconds) == (small, False)
+    assert plan.choose([few], seconds) == (few, False)  # nothing has enough: the best of what there is
