@@ -317,8 +317,9 @@ class Plan:
             f"{cfg.num_layers} layers of {cfg.d_model}, context {cfg.max_length}, batch {cfg.batch_size}",
             f"budget: {self.minutes:g} min → {cfg.max_steps:,} steps, {self.tokens / 1e6:.2f} M tokens = "
             f"{self.passes:.2g} passes over the data, {self.tokens / c.params:.2g} tokens per parameter",
-            f"why: the lowest held-out bits per byte predicted ({self.predicted_bits_per_byte:.2f}) of "
-            f"{self.considered} candidates, by Chinchilla's L(N, D) fitted to runs of this recipe (batches past "
+            f"why: the lowest held-out bits per byte predicted of {self.considered} candidates "
+            f"({self.predicted_bits_per_byte:.2f} on text like the Wikipedia articles the fit was measured on), "
+            f"by Chinchilla's L(N, D) fitted to runs of this recipe (batches past "
             f"{B_CRIT:,} tokens discounted as in McCandlish et al., repeated data as in Muennighoff et al.: these "
             f"{self.passes:.2g} passes are worth {effective_data(self.passes, 1):.2g} of new text)"
             + (
