@@ -212,3 +212,22 @@ def test_a_batch_past_the_critical_size_is_worth_less_and_few_steps_are_left_out
     few.predicted_bits_per_byte = lambda seconds: 0.0  # type: ignore[method-assign]  # the best, but too few steps
     assert plan.choose([few, small], seconds) == (small, False)
     assert plan.choose([few], seconds) == (few, False)  # nothing has enough: the best of what there is
+
+
+def test_a_choice_timed_far_slower_than_predicted_is_timed_again_and_the_faster_kept(
+    small_grid, text_folder, monkeypatch
+):
+    fast = lambda cfg: plan.step_flops(cfg) / 5e9 + 1e-3  # a machine as fast as its FLOPs say
+    timings = []
+
+    def time_steps(cfg, backend, *args):
+        timings.append(cfg)
+        slowed = len(timings) == 2  # the choice's first timing (after the one probe) was slowed down
+        return fast(cfg) * (3 if slowed else 1)
+
+    monkeypatch.setattr(plan, "time_steps", time_steps)
+    said = []
+    made = plan.make_plan(str(text_folder), 2, say=said.append)
+    assert len(timings) == 3 and timings[1] == timings[2] == made.chosen.cfg, timings
+    assert made.chosen.step_s == fast(made.chosen.cfg)
+    assert any("when timed again" in line for line in said), said
