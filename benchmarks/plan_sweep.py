@@ -49,10 +49,9 @@ def run_shapes(
     backend = make_backend("c", threads, None, "fp32")
     seconds = minutes * 60 * plan.STEP_SHARE
     for d, layers, context, vocab, batch in shapes:
-        step_s = plan.time_steps(plan.shape(d, layers, context, vocab, batch), backend)
-        candidate = plan.Candidate(
-            plan.shape(d, layers, context, vocab, batch), step_s, train_bytes, vocabs[vocab].bytes_per_token
-        )
+        bare = plan.shape(d, layers, context, vocab, batch)
+        step_s = plan.time_steps(bare, backend)
+        candidate = plan.Candidate(bare, step_s, train_bytes, vocabs[vocab].bytes_per_token)
         steps = max(1, int(seconds / step_s))
         passes = candidate.passes(steps * step_s)
         name = f"sweep_{d}x{layers}_ctx{context}_V{vocab}_B{batch}_{minutes:g}min"
