@@ -29,7 +29,13 @@ RESULTS = Path(__file__).resolve().parent / "plan_sweep.jsonl"
 
 
 def run_shapes(
-    minutes: float, shapes: list[tuple[int, ...]], threads: int, wiki: Path, work: Path, results: Path
+    minutes: float,
+    shapes: list[tuple[int, ...]],
+    threads: int,
+    wiki: Path,
+    work: Path,
+    results: Path,
+    overrides: dict | None = None,
 ) -> None:
     import quality_table as q
     from cpu import cpu_line
@@ -55,7 +61,11 @@ def run_shapes(
         steps = max(1, int(seconds / step_s))
         passes = candidate.passes(steps * step_s)
         name = f"sweep_{d}x{layers}_ctx{context}_V{vocab}_B{batch}_{minutes:g}min"
-        cfg = plan.shape(d, layers, context, vocab, batch, name=name, **plan.recipe(steps, d, passes, minutes))
+        name += "".join(f"_{k}{v}" for k, v in (overrides or {}).items())
+        training = {**plan.recipe(steps, d, passes, minutes), **(overrides or {})}
+        cfg = plan.shape(d, layers, context, vocab, batch, name=name, **training)
+        steps = cfg.max_steps  # as set, when --set max_steps=N holds the steps whatever the timing
+        passes = steps * cfg.tokens_per_step * vocabs[vocab].bytes_per_token / train_bytes
         path = work / f"{name}.json"
         path.write_bytes(orjson.dumps(cfg.to_dict()))
         run = work / name
@@ -76,6 +86,8 @@ def run_shapes(
             learning_rate=cfg.learning_rate,
             warmup_steps=cfg.warmup_steps,
             dropout=cfg.dropout,
+            beta2=cfg.beta2,
+            overrides=overrides or {},
             bits_per_byte=q.bits_per_byte(run, held, threads),
             failed=failed,
             when=time.strftime("%Y-%m-%d %H:%M"),
@@ -85,10 +97,37 @@ def run_shapes(
             f.write(orjson.dumps(row) + b"\n")
 
 
-def fitted_rows(results: Path = RESULTS) -> list[dict]:
+def scored_rows(results: Path = RESULTS) -> list[dict]:
     """The runs of `results` that trained and were scored."""
     rows = [orjson.loads(line) for line in results.read_bytes().splitlines() if line.strip()]
     return [r for r in rows if not r["failed"] and r["bits_per_byte"] == r["bits_per_byte"]]
+
+
+def fitted_rows(results: Path = RESULTS) -> list[dict]:
+    """The runs the loss model is fitted to: the planner's recipe unchanged, at the fitted beta2."""
+    from loop_tui.plan import FITTED_BETA2
+
+    return [r for r in scored_rows(results) if not r.get("overrides") and r["beta2"] == FITTED_BETA2]
+
+
+def beta2_pairs(rows: list[dict]) -> list[tuple[dict, dict]]:
+    """(run at FITTED_BETA2, the same run at plan.BETA2): the same shape, steps and recipe but for beta2."""
+    from loop_tui.plan import BETA2, FITTED_BETA2
+
+    def key(r: dict) -> str:
+        rest = {k: v for k, v in r.get("overrides", {}).items() if k != "beta2"}
+        return orjson.dumps([r["shape"], r["steps"], r["minutes"], sorted(rest.items())]).decode()
+
+    fitted = {key(r): r for r in rows if r["beta2"] == FITTED_BETA2}
+    return [(fitted[key(r)], r) for r in rows if r["beta2"] == BETA2 and key(r) in fitted]
+
+
+def beta2_gain(rows: list[dict]) -> float:
+    """Mean held-out bits per byte of plan.BETA2 less FITTED_BETA2 over the paired runs."""
+    pairs = beta2_pairs(rows)
+    if not pairs:
+        raise SystemExit(f"no pair of runs differing only in beta2 in {RESULTS.name}")
+    return sum(b["bits_per_byte"] - a["bits_per_byte"] for a, b in pairs) / len(pairs)
 
 
 def seen_bytes(row: dict) -> float:
@@ -137,6 +176,9 @@ def main() -> None:
     ap.add_argument("--work", default="runs/plan_sweep")
     ap.add_argument("--wiki", default=None, help="folder of articles (default ../shared/data/wiki)")
     ap.add_argument("--results", default=str(RESULTS), help="the JSON lines to append to and fit (plan_sweep.jsonl)")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="change a field of the recipe (not fitted)"
+    )
     ap.add_argument("--fit", action="store_true", help="fit the loss model to the results and print it")
     args = ap.parse_args()
     if args.fit:
@@ -145,6 +187,8 @@ def main() -> None:
         from loop_tui.plan import ALPHA, BETA
 
         print(f"E, A, B = {e:.4g}, {a:.4g}, {b:.4g}; B_CRIT = {b_crit}  # rms {rms:.4f} bits/byte, {len(rows)} runs")
+        scored = scored_rows(Path(args.results))
+        print(f"BETA2_GAIN = {beta2_gain(scored):.4f}  # {len(beta2_pairs(scored))} paired run(s)")
         print(f"{'shape':28s} {'min':>4s} {'params':>7s} {'steps':>6s} {'MB seen':>8s} {'measured':>8s} {'fitted':>7s}")
         for r in rows:
             pred = e + a / r["params"] ** ALPHA + b / (seen_bytes(r) / (1 + tokens_per_step(r) / b_crit)) ** BETA
@@ -159,7 +203,9 @@ def main() -> None:
     import quality_table as q
 
     shapes = [tuple(int(x) for x in s.split(",")) for s in args.shapes]
-    run_shapes(args.minutes, shapes, args.threads, Path(args.wiki) if args.wiki else q.WIKI, work, Path(args.results))
+    overrides = {k: orjson.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    wiki = Path(args.wiki) if args.wiki else q.WIKI
+    run_shapes(args.minutes, shapes, args.threads, wiki, work, Path(args.results), overrides)
 
 
 if __name__ == "__main__":

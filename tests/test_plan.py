@@ -198,6 +198,16 @@ def test_the_loss_model_is_the_fit_of_the_committed_runs():
     e, a, b, b_crit, rms = plan_sweep.fit(plan_sweep.fitted_rows())
     assert (round(e, 4), round(a, 1), round(b, 2), b_crit) == (plan.E, plan.A, plan.B, plan.B_CRIT)
     assert rms < 0.05
+    assert round(plan_sweep.beta2_gain(plan_sweep.scored_rows()), 4) == plan.BETA2_GAIN
+
+
+def test_a_plan_trains_at_the_planned_beta2_and_predicts_its_measured_gain():
+    recipe = plan.recipe(500, 256, 2.0, 5.0)
+    assert recipe["beta2"] == plan.BETA2 != plan.FITTED_BETA2
+    cand = plan.Candidate(plan.shape(256, 2, 256, 16000, 8), 0.5, train_bytes=2_000_000, bytes_per_token=4.4)
+    fitted = plan.E + plan.A / cand.params**plan.ALPHA
+    seen = plan.effective_data(cand.tokens(300.0) * 4.4, 2_000_000) / (1 + cand.cfg.tokens_per_step / plan.B_CRIT)
+    assert cand.predicted_bits_per_byte(300.0) == pytest.approx(fitted + plan.B / seen**plan.BETA + plan.BETA2_GAIN)
 
 
 def test_a_batch_past_the_critical_size_is_worth_less_and_few_steps_are_left_out():
