@@ -330,7 +330,8 @@ class Plan:
             f"{self.passes:.2g} passes over the data, {self.tokens / c.params:.2g} tokens per parameter",
             f"why: the lowest held-out bits per byte predicted of {self.considered} candidates "
             f"({self.predicted_bits_per_byte:.2f} on text like the Wikipedia articles the fit was measured on), "
-            f"by Chinchilla's L(N, D) fitted to runs of this recipe (batches past "
+            f"by Chinchilla's L(N, D) fitted to runs of this recipe at beta2 {FITTED_BETA2}, less the "
+            f"{-BETA2_GAIN:.3f} that {BETA2} gained (batches past "
             f"{B_CRIT:,} tokens discounted as in McCandlish et al., repeated data as in Muennighoff et al.: these "
             f"{self.passes:.2g} passes are worth {effective_data(self.passes, 1):.2g} of new text)"
             + (
