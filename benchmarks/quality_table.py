@@ -1,6 +1,7 @@
 """Quality for the time spent: held-out bits per byte after M minutes of training on the wiki articles.
 
     .venv/bin/python benchmarks/quality_table.py [--minutes 5,15,30] [--threads 2] [--seeds a,b] [--work DIR]
+                                                 [--continue]
 
 The 122 articles of ../shared/data/wiki are split once by name: every HELD_OUT_EVERY-th (sorted) is
 held out and never trained on; the rest is the training folder. For each budget M:
@@ -14,7 +15,10 @@ held out and never trained on; the rest is the training folder. For each budget 
       batches; bf16 autocast only where the CPU has native bf16 and 3 timed steps show it faster.
 Every row is scored by `loop eval --data HELD_OUT` (PyTorch's weights through a HuggingFace folder).
 Minutes are the time of the training steps alone (forward, backward, optimizer), for every row alike.
-The curves are (a)'s and (c)'s bits per byte at their checkpoints against minutes of training."""
+The curves are (a)'s and (c)'s bits per byte at their checkpoints against minutes of training.
+Each row is written to WORK/rows.jsonl when it is scored. The full table is hours of a small machine:
+`--continue` finishes one over several sittings on the same CPU (the rows already there are reused,
+the seeds' runs resume where they stopped, and the table says which sittings measured it)."""
 
 from __future__ import annotations
 
@@ -263,6 +267,45 @@ def describe(cfg) -> str:
     return f"{cfg.num_layers}x{cfg.d_model} ctx{cfg.max_length} V{cfg.vocab_size} B{cfg.batch_size}"
 
 
+class Rows:
+    """The measured rows, one JSON line each in WORK/rows.jsonl, written as each row is scored: with
+    --continue a later sitting on the same CPU reuses them (and resumes the seeds' runs) instead of
+    measuring them again, so a table longer than one sitting can still be finished."""
+
+    def __init__(self, path: Path, cpu: str, threads: int):
+        import orjson
+
+        self.path, self.cpu, self.threads, self.rows = path, cpu, threads, {}
+        for line in path.read_text().splitlines() if path.exists() else []:
+            r = orjson.loads(line)
+            r["bpb"] = math.nan if r["bpb"] is None else r["bpb"]  # JSON has no NaN: a failed row is null
+            if (r["cpu"], r["threads"]) != (cpu, threads):
+                sys.exit(
+                    f"{path}: its rows were measured on {r['cpu']} with {r['threads']} threads, not on this "
+                    f"{cpu} with {threads}: start a new table (without --continue)"
+                )
+            self.rows[(r["minutes"], r["row"])] = r
+
+    def get(self, minutes: float, name: str) -> dict | None:
+        return self.rows.get((minutes, name))
+
+    def add(self, minutes: float, name: str, shape: str, params: int, bpb: float, note: str, curve=None) -> None:
+        import datetime
+
+        import orjson
+
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        r = {
+            "minutes": minutes, "row": name, "shape": shape, "params": params, "bpb": bpb, "note": note,
+            "curve": curve, "cpu": self.cpu, "threads": self.threads,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": commit.stdout.strip() if commit.returncode == 0 else "?",
+        }  # fmt: skip
+        self.rows[(minutes, name)] = r
+        with open(self.path, "ab") as f:
+            f.write(orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", default="5,15,30", help="comma-separated training budgets (default 5,15,30)")
@@ -270,6 +313,11 @@ def main() -> None:
     ap.add_argument("--seeds", default=",".join(SEEDS), help="comma-separated seed configs for (b)")
     ap.add_argument("--work", default="runs/quality_table", help="folder for the runs (default runs/quality_table)")
     ap.add_argument("--wiki", type=Path, default=WIKI, help="the articles (default ../shared/data/wiki)")
+    ap.add_argument(
+        "--continue", dest="resume", action="store_true",
+        help="keep WORK: the rows already in WORK/rows.jsonl are reused, not measured again, and each seed's run "
+        "resumes from where it stopped (a table longer than one sitting, finished later on the same CPU)",
+    )  # fmt: skip
     ap.add_argument("--torch-child", help=argparse.SUPPRESS)
     ap.add_argument("--train", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -288,11 +336,13 @@ def main() -> None:
 
     if not args.wiki.is_dir():
         sys.exit(f"{args.wiki}: the wiki articles are not here; this benchmark needs them")
-    budgets = [float(m) for m in args.minutes.split(",") if m.strip()]
+    budgets = sorted(float(m) for m in args.minutes.split(",") if m.strip())
     seeds = [s for s in args.seeds.split(",") if s.strip()]
     work = Path(args.work).resolve()
-    shutil.rmtree(work, ignore_errors=True)
+    if not args.resume:
+        shutil.rmtree(work, ignore_errors=True)
     train, held = split_articles(args.wiki, work)
+    recorded = Rows(work / "rows.jsonl", cpu_line(), args.threads)
     try:
         import torch  # noqa: F401
 
@@ -300,88 +350,102 @@ def main() -> None:
     except ImportError:
         has_torch = False
         print("PyTorch is not installed (pip install torch==2.13.0): (c) is left out")
-    rows: dict[float, list[tuple[str, str, int, float, str]]] = {}
-    curves: dict[float, dict[str, list[tuple[float, float]]]] = {}
 
     def say(m: str) -> None:
         print(m, file=sys.stderr, flush=True)
 
-    seed_rows: dict[float, list[tuple[str, str, int, float, str]]] = {m: [] for m in budgets}
-    for seed in seeds:
-        seed_run, scfg = work / f"b-{seed}", load_config(seed)
-        for minutes in sorted(budgets):
-            say(f"[{minutes:g} min] (b) {seed}")
-            failed = train_for(seed, seed_run, minutes, train, args.threads)
-            bpb = bits_per_byte(seed_run, held, args.threads)
-            row = (f"(b) {seed}", describe(scfg), parameter_count(scfg), bpb, failed or _steps(seed_run))
-            seed_rows[minutes].append(row)
+    # budgets in increasing order, so that each seed's one run is stopped at each budget in turn
     for minutes in budgets:
-        rows[minutes], curves[minutes] = [], {}
         plan_json = work / f"plan-{minutes:g}.json"
-        say(f"[{minutes:g} min] (a) loop plan")
-        p = subprocess.run(
-            loop("plan", "--data", str(train), "--minutes", str(minutes), "--out", str(plan_json))
-            + ["--threads", str(args.threads)],
-            capture_output=True,
-            text=True,
-        )
-        if p.returncode:
-            sys.exit(f"loop plan failed: {p.stderr.strip()}")
-        say("\n".join("    " + line for line in p.stdout.strip().splitlines()))
+        if not recorded.get(minutes, "(a) loop plan"):
+            say(f"[{minutes:g} min] (a) loop plan")
+            p = subprocess.run(
+                loop("plan", "--data", str(train), "--minutes", str(minutes), "--out", str(plan_json))
+                + ["--threads", str(args.threads)],
+                capture_output=True,
+                text=True,
+            )
+            if p.returncode:
+                sys.exit(f"loop plan failed: {p.stderr.strip()}")
+            say("\n".join("    " + line for line in p.stdout.strip().splitlines()))
+            cfg = load_config(str(plan_json))
+            every = max(1, cfg.max_steps // CURVE_POINTS)
+            run = work / f"a-{minutes:g}"
+            shutil.rmtree(run, ignore_errors=True)  # a run cut short by an earlier sitting starts again
+            say(f"[{minutes:g} min] (a) training {describe(cfg)}, {cfg.max_steps} steps")
+            failed = train_for(
+                str(plan_json), run, minutes, train, args.threads, "--checkpoint-every", str(every),
+                "--set", f"keep_checkpoints={CURVE_POINTS + 2}",
+            )  # fmt: skip
+            curve = run_curve(run, held, args.threads)
+            best = bits_per_byte(run, held, args.threads)  # what `loop eval` scores by default: the best checkpoint
+            recorded.add(
+                minutes, "(a) loop plan", describe(cfg), parameter_count(cfg), best, failed or _steps(run), curve
+            )
         cfg = load_config(str(plan_json))
-        every = max(1, cfg.max_steps // CURVE_POINTS)
-        run = work / f"a-{minutes:g}"
-        say(f"[{minutes:g} min] (a) training {describe(cfg)}, {cfg.max_steps} steps")
-        failed = train_for(
-            str(plan_json), run, minutes, train, args.threads, "--checkpoint-every", str(every),
-            "--set", f"keep_checkpoints={CURVE_POINTS + 2}",
-        )  # fmt: skip
-        curves[minutes]["(a) loop plan"] = run_curve(run, held, args.threads)
-        best = bits_per_byte(run, held, args.threads)  # what `loop eval` scores by default: the best checkpoint
-        rows[minutes].append(("(a) loop plan", describe(cfg), parameter_count(cfg), best, failed or _steps(run)))
-        rows[minutes] += seed_rows[minutes]
-        if has_torch:
+        if has_torch and not recorded.get(minutes, "(c) PyTorch"):
             say(f"[{minutes:g} min] (c) PyTorch, nanoGPT recipe")
             info = torch_row(plan_json, train, held, minutes, args.threads, work)
             if "error" in info:
-                rows[minutes].append(("(c) PyTorch", describe(cfg), parameter_count(cfg), math.nan, info["error"]))
+                recorded.add(minutes, "(c) PyTorch", describe(cfg), parameter_count(cfg), math.nan, info["error"])
             else:
-                curves[minutes]["(c) PyTorch"] = info["curve"]
                 note = (
                     f"{info['precision']}, dropout {info['dropout']:.2f}, {info['steps']} steps, "
                     f"{info['tokens_per_s']:,.0f} tokens/s"
                 )
-                rows[minutes].append(("(c) PyTorch", describe(cfg), parameter_count(cfg), info["bpb"], note))
+                recorded.add(
+                    minutes, "(c) PyTorch", describe(cfg), parameter_count(cfg), info["bpb"], note, info["curve"]
+                )
+        for seed in seeds:
+            if recorded.get(minutes, f"(b) {seed}"):
+                continue
+            seed_run, scfg = work / f"b-{seed}", load_config(seed)
+            say(f"[{minutes:g} min] (b) {seed}")
+            failed = train_for(seed, seed_run, minutes, train, args.threads)
+            bpb = bits_per_byte(seed_run, held, args.threads)
+            recorded.add(minutes, f"(b) {seed}", describe(scfg), parameter_count(scfg), bpb, failed or _steps(seed_run))
 
+    names = ["(a) loop plan", *(f"(b) {s}" for s in seeds), *(["(c) PyTorch"] if has_torch else [])]
+    rows = {m: [r for n in names if (r := recorded.get(m, n))] for m in budgets}
     print(cpu_line())
     print(
         f"held-out bits per byte (loop eval) on {len(list(held.iterdir()))} held-out wiki articles; trained on "
         f"{len(list(train.iterdir()))} articles, {args.threads} threads; minutes of training steps (data "
         "preparation, evaluation and checkpoints not counted)"
     )
+    sittings = sorted({(r["date"][:10], r["commit"]) for rs in rows.values() for r in rs})
+    if len(sittings) > 1:
+        print(
+            "measured in more than one sitting (--continue), on this CPU: "
+            + ", ".join(f"{d} at {c}" for d, c in sittings)
+        )
     print(f"{'budget':>7s}  {'row':28s} {'shape':28s} {'params':>8s} {'bits/byte':>9s}  notes")
     for minutes, rs in rows.items():
-        for name, shape, params, bpb, note in rs:
-            print(f"{minutes:6g}m  {name:28s} {shape:28s} {params / 1e6:7.2f}M {bpb:9.4f}  {note}")
+        for r in rs:
+            print(
+                f"{minutes:6g}m  {r['row']:28s} {r['shape']:28s} {r['params'] / 1e6:7.2f}M {r['bpb']:9.4f}  {r['note']}"
+            )
     print("curves: held-out bits per byte against minutes of training")
-    for minutes, cs in curves.items():
-        for name, pts in cs.items():
-            print(f"{minutes:6g}m  {name:14s} " + "  ".join(f"{m:5.2f} min {b:.4f}" for m, b in pts))
     for minutes, rs in rows.items():
-        a = rs[0][3]
-        seeds_bpb = [r[3] for r in rs if r[0].startswith("(b)")]
+        for r in rs:
+            if r["curve"]:
+                name = r["row"][:14]
+                print(f"{minutes:6g}m  {name:14s} " + "  ".join(f"{m:5.2f} min {b:.4f}" for m, b in r["curve"]))
+    for minutes, rs in rows.items():
+        a = rs[0]["bpb"]
+        seeds_bpb = [r["bpb"] for r in rs if r["row"].startswith("(b)")]
         if math.isnan(a) or any(math.isnan(s) for s in seeds_bpb):
             verdict = "not measured (a row above failed)"
         else:
             verdict = "yes" if all(a < s for s in seeds_bpb) else "no"
         print(f"{minutes:6g}m  (a) beats every seed config: {verdict}")
-    last = max(budgets)
-    torch_final = next((r[3] for r in rows[last] if r[0].startswith("(c)")), math.nan)
+    last = budgets[-1]
+    torch_final = next((r["bpb"] for r in rows[last] if r["row"].startswith("(c)")), math.nan)
     if not math.isnan(torch_final):
-        reached = [m for b in budgets for m, v in curves[b].get("(a) loop plan", []) if v <= torch_final]
+        reached = [m for b in budgets for r in rows[b][:1] for m, v in r["curve"] or [] if v <= torch_final]
         when = f"at {min(reached):.2f} min" if reached else "not within the budgets run"
         print(f"(a) reaches (c)'s {last:g}-minute bits per byte ({torch_final:.4f}): {when}")
-    failed = [f"{m:g}m {r[0]}: {r[4]}" for m, rs in rows.items() for r in rs if math.isnan(r[3])]
+    failed = [f"{m:g}m {r['row']}: {r['note']}" for m, rs in rows.items() for r in rs if math.isnan(r["bpb"])]
     if failed:  # a benchmark that could not score a row is broken, not slow: make bench stops here
         sys.exit(f"{len(failed)} rows failed: " + "; ".join(failed))
 

@@ -94,21 +94,30 @@ def test_script_runs_its_smallest_case(script, argv, needs):
 
 
 @pytest.mark.slow  # about a minute: a plan, two budgets of (a), (b) and (c), and a `loop eval` per row and curve point
-def test_quality_table_scores_every_row_on_a_small_corpus(tmp_path):
-    """quality_table at its smallest: two budgets, the default seed (trained to the first budget, scored,
-    resumed to the second) and PyTorch when installed; every row scored (the script exits non-zero
-    when one is not)."""
+def test_quality_table_scores_every_row_on_a_small_corpus_and_continues_a_table(tmp_path):
+    """quality_table at its smallest: the default seed and PyTorch when installed, every row scored (the
+    script exits non-zero when one is not). One budget, then --continue with a second: the first budget's
+    rows are reused as they were, the seed's run is resumed (more steps, not a new run), and a table from
+    another CPU is refused in one line."""
+    import json
     from pydoc_data.topics import topics
 
     articles = tmp_path / "articles"
     articles.mkdir()
     for name, text in sorted(topics.items())[:40]:
         (articles / f"{name}.txt").write_text(text)
-    argv = ["--wiki", str(articles), "--minutes", "0.1,0.15", "--seeds", "default", "--threads", "1"]
-    out = run([sys.executable, str(BENCH / "quality_table.py"), *argv, "--work", str(tmp_path / "work")])
+    argv = [str(BENCH / "quality_table.py"), "--wiki", str(articles), "--seeds", "default", "--threads", "1"]
+    argv += ["--work", str(tmp_path / "work")]
+    first = run([sys.executable, *argv, "--minutes", "0.1"])
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    out = run([sys.executable, *argv, "--minutes", "0.1,0.15", "--continue"])
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    rows = [line.split() for line in out.stdout.splitlines() if line.strip().startswith(("0.1m", "0.15m"))]
-    rows = [r for r in rows if r[1] in ("(a)", "(b)", "(c)") and r[2] != "beats"]
+
+    def table(stdout: str) -> list[list[str]]:
+        rows = [line.split() for line in stdout.splitlines() if line.strip().startswith(("0.1m", "0.15m"))]
+        return [r for r in rows if r[1] in ("(a)", "(b)", "(c)") and r[2] != "beats" and r[3] != "min"]
+
+    rows = table(out.stdout)
     names = {(r[0], r[1], r[2]) for r in rows}
     want = {(m, "(a)", "loop") for m in ("0.1m", "0.15m")} | {(m, "(b)", "default") for m in ("0.1m", "0.15m")}
     try:
@@ -119,9 +128,18 @@ def test_quality_table_scores_every_row_on_a_small_corpus(tmp_path):
         pass
     assert names == want, out.stdout
     assert not any("nan" in r for r in rows), out.stdout
+    assert [r for r in rows if r[0] == "0.1m"] == table(first.stdout), first.stdout + out.stdout
+    recorded = (tmp_path / "work" / "rows.jsonl").read_text().splitlines()
+    assert len(recorded) == len(want), recorded  # each row measured once
     # the seed's one run: stopped at 0.1 minutes, then resumed to 0.15 (more steps, not a new run)
     steps = [int(r[-2]) for r in rows if r[1] == "(b)"]
     assert steps[0] < steps[1], out.stdout
+
+    other = [json.dumps({**json.loads(line), "cpu": "CPU: another one"}) for line in recorded]
+    (tmp_path / "work" / "rows.jsonl").write_text("\n".join(other) + "\n")
+    refused = run([sys.executable, *argv, "--minutes", "0.1,0.15", "--continue"])
+    assert refused.returncode != 0
+    assert "another one" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
 
 
 def test_plan_sweep_trains_scores_and_records_a_shape(tmp_path):
