@@ -11,8 +11,12 @@ held out and never trained on; the rest is the training folder. For each budget 
       schedule does not depend on the budget, so this is the run cut at each budget);
   (c) the same model as (a), trained by PyTorch with nanoGPT's recipe (AdamW with decay on matrices,
       warm-up then cosine to 10%, gradient clipping at 1, dropout on the embeddings, the attention
-      projection and the MLP output, at (a)'s dropout) for the same M minutes on the same token ids and
-      batches; bf16 autocast only where the CPU has native bf16 and 3 timed steps show it faster.
+      projection and the MLP output) for the same M minutes on the same token ids and batches; bf16
+      autocast only where the CPU has native bf16 and 3 timed steps show it faster. Two rows, with the
+      values of (`--torch-values`):
+        plan     (a)'s own learning rate, beta2, warm-up and dropout: only the trainer differs;
+        nanogpt  nanoGPT's small-data config, config/train_shakespeare_char.py (lr 1e-3, beta2 0.99,
+                 100 warm-up steps, dropout 0.2; train.py's weight decay 0.1 and clipping at 1).
 Every row is scored by `loop eval --data HELD_OUT` (PyTorch's weights through a HuggingFace folder).
 Minutes are the time of the training steps alone (forward, backward, optimizer), for every row alike.
 The curves are (a)'s and (c)'s bits per byte at their checkpoints against minutes of training.
@@ -32,6 +36,16 @@ from pathlib import Path
 
 WIKI = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "wiki"
 SEEDS = ("wiki_cache_optimized", "wiki_performance_tuned", "wiki_gpu_optimized")
+# (c)'s hyperparameters: (a)'s plan as it is, or nanoGPT's for small data (karpathy/nanoGPT's
+# config/train_shakespeare_char.py over train.py's defaults; its 6x384 "baby GPT" is near (a)'s shapes)
+TORCH_VALUES = {
+    "plan": {},
+    "nanogpt": dict(
+        learning_rate=1e-3, beta1=0.9, beta2=0.99, warmup_steps=100, min_lr_ratio=0.1, dropout=0.2,
+        weight_decay=0.1, grad_clip=1.0,
+    ),
+}  # fmt: skip
+TORCH_ROWS = {"plan": "(c) PyTorch", "nanogpt": "(c) PyTorch, nanoGPT values"}
 HELD_OUT_EVERY = 10
 CURVE_POINTS = 6
 
@@ -99,14 +113,15 @@ def torch_child(args) -> None:
     import torch
     import torch.nn.functional as F
 
-    from loop_tui.config import load_config
+    from loop_tui.config import from_dict
     from loop_tui.data.batches import BatchSampler
     from loop_tui.data.corpus import load_corpus
     from loop_tui.data.tokens import prepare
     from loop_tui.hf import export_params
     from loop_tui.plan import dropout_for
 
-    cfg = load_config(args.torch_child)
+    raw = orjson.loads(Path(args.torch_child).read_bytes())
+    cfg = from_dict({**raw, **TORCH_VALUES[args.torch_values]}, args.torch_child)
     data = prepare(load_corpus(args.train), cfg.vocab_size, cfg.val_fraction, cfg.max_length + 1)
     dropout = getattr(cfg, "dropout", None)
     if dropout is None:
@@ -232,19 +247,21 @@ def torch_child(args) -> None:
                 "steps": steps,
                 "tokens_per_s": steps * cfg.tokens_per_step / elapsed,
                 "dropout": dropout,
+                "learning_rate": cfg.learning_rate,
+                "beta2": cfg.beta2,
                 "snapshots": snapshots,
             }
         ).decode()
     )
 
 
-def torch_row(plan_json: Path, train: Path, held: Path, minutes: float, threads: int, work: Path) -> dict:
+def torch_row(plan_json: Path, values: str, train: Path, held: Path, minutes: float, threads: int, work: Path) -> dict:
     import orjson
 
-    out = work / f"torch-{minutes:g}"
+    out = work / (f"torch-{minutes:g}" if values == "plan" else f"torch-{values}-{minutes:g}")
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, __file__, "--torch-child", str(plan_json), "--train", str(train), "--out", str(out)]
-    cmd += ["--minutes", str(minutes), "--threads", str(threads)]
+    cmd += ["--minutes", str(minutes), "--threads", str(threads), "--torch-values", values]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode:
@@ -318,6 +335,11 @@ def main() -> None:
         help="keep WORK: the rows already in WORK/rows.jsonl are reused, not measured again, and each seed's run "
         "resumes from where it stopped (a table longer than one sitting, finished later on the same CPU)",
     )  # fmt: skip
+    ap.add_argument(
+        "--torch-values", default="plan,nanogpt",
+        help="(c)'s rows, comma-separated: plan ((a)'s hyperparameters) and nanogpt (nanoGPT's small-data "
+        "config's); default both",
+    )  # fmt: skip
     ap.add_argument("--torch-child", help=argparse.SUPPRESS)
     ap.add_argument("--train", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -337,6 +359,9 @@ def main() -> None:
     if not args.wiki.is_dir():
         sys.exit(f"{args.wiki}: the wiki articles are not here; this benchmark needs them")
     budgets = sorted(float(m) for m in args.minutes.split(",") if m.strip())
+    torch_values = [v for v in args.torch_values.split(",") if v.strip()]
+    if unknown := [v for v in torch_values if v not in TORCH_VALUES]:
+        sys.exit(f"--torch-values: {', '.join(unknown)} unknown; give plan, nanogpt or both")
     seeds = [s for s in args.seeds.split(",") if s.strip()]
     work = Path(args.work).resolve()
     if not args.resume:
@@ -383,19 +408,20 @@ def main() -> None:
                 minutes, "(a) loop plan", describe(cfg), parameter_count(cfg), best, failed or _steps(run), curve
             )
         cfg = load_config(str(plan_json))
-        if has_torch and not recorded.get(minutes, "(c) PyTorch"):
-            say(f"[{minutes:g} min] (c) PyTorch, nanoGPT recipe")
-            info = torch_row(plan_json, train, held, minutes, args.threads, work)
+        for values in torch_values if has_torch else []:
+            name = TORCH_ROWS[values]
+            if recorded.get(minutes, name):
+                continue
+            say(f"[{minutes:g} min] {name}")
+            info = torch_row(plan_json, values, train, held, minutes, args.threads, work)
             if "error" in info:
-                recorded.add(minutes, "(c) PyTorch", describe(cfg), parameter_count(cfg), math.nan, info["error"])
-            else:
-                note = (
-                    f"{info['precision']}, dropout {info['dropout']:.2f}, {info['steps']} steps, "
-                    f"{info['tokens_per_s']:,.0f} tokens/s"
-                )
-                recorded.add(
-                    minutes, "(c) PyTorch", describe(cfg), parameter_count(cfg), info["bpb"], note, info["curve"]
-                )
+                recorded.add(minutes, name, describe(cfg), parameter_count(cfg), math.nan, info["error"])
+                continue
+            note = (
+                f"{info['precision']}, lr {info['learning_rate']:.2g}, beta2 {info['beta2']:g}, dropout "
+                f"{info['dropout']:.2f}, {info['steps']} steps, {info['tokens_per_s']:,.0f} tokens/s"
+            )
+            recorded.add(minutes, name, describe(cfg), parameter_count(cfg), info["bpb"], note, info["curve"])
         for seed in seeds:
             if recorded.get(minutes, f"(b) {seed}"):
                 continue
@@ -405,7 +431,7 @@ def main() -> None:
             bpb = bits_per_byte(seed_run, held, args.threads)
             recorded.add(minutes, f"(b) {seed}", describe(scfg), parameter_count(scfg), bpb, failed or _steps(seed_run))
 
-    names = ["(a) loop plan", *(f"(b) {s}" for s in seeds), *(["(c) PyTorch"] if has_torch else [])]
+    names = ["(a) loop plan", *(f"(b) {s}" for s in seeds), *(TORCH_ROWS[v] for v in torch_values if has_torch)]
     rows = {m: [r for n in names if (r := recorded.get(m, n))] for m in budgets}
     print(cpu_line())
     print(
@@ -429,8 +455,7 @@ def main() -> None:
     for minutes, rs in rows.items():
         for r in rs:
             if r["curve"]:
-                name = r["row"][:14]
-                print(f"{minutes:6g}m  {name:14s} " + "  ".join(f"{m:5.2f} min {b:.4f}" for m, b in r["curve"]))
+                print(f"{minutes:6g}m  {r['row']:28s} " + "  ".join(f"{m:5.2f} min {b:.4f}" for m, b in r["curve"]))
     for minutes, rs in rows.items():
         a = rs[0]["bpb"]
         seeds_bpb = [r["bpb"] for r in rs if r["row"].startswith("(b)")]
@@ -440,11 +465,11 @@ def main() -> None:
             verdict = "yes" if all(a < s for s in seeds_bpb) else "no"
         print(f"{minutes:6g}m  (a) beats every seed config: {verdict}")
     last = budgets[-1]
-    torch_final = next((r["bpb"] for r in rows[last] if r["row"].startswith("(c)")), math.nan)
-    if not math.isnan(torch_final):
-        reached = [m for b in budgets for r in rows[b][:1] for m, v in r["curve"] or [] if v <= torch_final]
-        when = f"at {min(reached):.2f} min" if reached else "not within the budgets run"
-        print(f"(a) reaches (c)'s {last:g}-minute bits per byte ({torch_final:.4f}): {when}")
+    for r in rows[last]:
+        if r["row"].startswith("(c)") and not math.isnan(r["bpb"]):
+            reached = [m for b in budgets for a in rows[b][:1] for m, v in a["curve"] or [] if v <= r["bpb"]]
+            when = f"at {min(reached):.2f} min" if reached else "not within the budgets run"
+            print(f"(a) reaches the {last:g}-minute bits per byte of {r['row']} ({r['bpb']:.4f}): {when}")
     failed = [f"{m:g}m {r['row']}: {r['note']}" for m, rs in rows.items() for r in rs if math.isnan(r["bpb"])]
     if failed:  # a benchmark that could not score a row is broken, not slow: make bench stops here
         sys.exit(f"{len(failed)} rows failed: " + "; ".join(failed))

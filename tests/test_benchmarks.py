@@ -114,8 +114,9 @@ def test_quality_table_scores_every_row_on_a_small_corpus_and_continues_a_table(
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
     def table(stdout: str) -> list[list[str]]:
+        """The table's rows (a shape column: not the curves' or the verdicts' lines), split at spaces."""
         rows = [line.split() for line in stdout.splitlines() if line.strip().startswith(("0.1m", "0.15m"))]
-        return [r for r in rows if r[1] in ("(a)", "(b)", "(c)") and r[2] != "beats" and r[3] != "min"]
+        return [r for r in rows if any(word.startswith("ctx") for word in r)]
 
     rows = table(out.stdout)
     names = {(r[0], r[1], r[2]) for r in rows}
@@ -123,7 +124,11 @@ def test_quality_table_scores_every_row_on_a_small_corpus_and_continues_a_table(
     try:
         import torch  # noqa: F401
 
-        want |= {(m, "(c)", "PyTorch") for m in ("0.1m", "0.15m")}
+        # (c) twice: with (a)'s hyperparameters, and with nanoGPT's small-data values
+        want |= {(m, "(c)", name) for m in ("0.1m", "0.15m") for name in ("PyTorch", "PyTorch,")}
+        nanogpt = [r for r in rows if r[2] == "PyTorch,"]
+        assert all("0.001," in r and "0.99," in r and "0.20," in r for r in nanogpt), out.stdout
+        assert sum("of (c) PyTorch" in line for line in out.stdout.splitlines()) == 2, out.stdout
     except ImportError:
         pass
     assert names == want, out.stdout
