@@ -158,7 +158,7 @@ def test_a_killed_rank_ends_the_job_and_keeps_the_checkpoint(tmp_path):
     assert time.monotonic() - t0 < 30
     assert p.returncode != 0
     # one line names the dead rank (rank_watch.py, which mpiexec's clean-up does not kill); rank 0 beside it
-    # when the launcher ended it before the watcher woke (a pidfd cannot say which ended first)
+    # when the launcher ended it before the watcher woke (poll() cannot say which ended first)
     lines = [x for x in err.splitlines() if x.startswith("loop: error")]
     assert len(lines) == 1 and f"rank 1 (PID {victim.pid}" in lines[0] and "is intact" in lines[0], err[-2000:]
     from loop_tui.train import checkpoint

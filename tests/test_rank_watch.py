@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -74,4 +75,57 @@ def test_a_rank_that_ended_after_its_done_marker_is_not_named(tmp_path, capsys):
         assert run_watch(tmp_path, procs, capsys) == []
     finally:
         for p in procs:
+            p.wait()
+
+
+# a rank as the watcher sees it through its life pipe: it holds the write end, and closes it (as the
+# kernel closes a dying process's files, when MPICH's launcher sees its PMI socket close) on a line
+# on stdin while it stays alive, like a dying process that has not finished its exit
+LIVING = (
+    "import os, sys, time; r, w = os.pipe(); os.close(r); print(w, flush=True); "
+    "sys.stdin.readline(); os.close(w); time.sleep(60)"
+)
+
+
+def opened_here() -> set[str]:
+    """What this process's descriptors point to ("pipe:[INODE]", ...)."""
+    here = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            here.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    return here
+
+
+def test_the_rank_whose_files_closed_first_is_named_though_the_next_one_exits_first(tmp_path, capsys):
+    procs = [
+        subprocess.Popen([sys.executable, "-c", LIVING], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    try:
+        life = [int(p.stdout.readline()) for p in procs]
+        markers = tmp_path / "markers"
+        markers.mkdir()
+        argv = [f"{r}:{p.pid}:{life[r]}" for r, p in enumerate(procs)]
+        watcher = threading.Thread(target=watch, args=(markers, tmp_path / "run", "host", argv))
+        watcher.start()
+        pipes = {os.readlink(f"/proc/{p.pid}/fd/{life[r]}") for r, p in enumerate(procs)}
+        deadline = time.monotonic() + 30
+        while not pipes <= opened_here() and time.monotonic() < deadline:  # the watcher has its readers
+            time.sleep(0.01)
+        procs[1].stdin.write("\n")  # rank 1 dies: its files close, its exit is not yet complete
+        procs[1].stdin.flush()
+        deadline = time.monotonic() + 30
+        while not (markers / "reported").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        procs[0].kill()  # the launcher kills rank 0, which ends completely before rank 1 does
+        ended(procs[0])
+        watcher.join(30)
+        lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("loop: error")]
+        assert len(lines) == 1 and f"rank 1 (PID {procs[1].pid} on host) died;" in lines[0], lines
+        assert "rank 0" not in lines[0]
+    finally:
+        for p in procs:
+            p.kill()
             p.wait()

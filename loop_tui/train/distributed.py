@@ -194,9 +194,16 @@ class MPIWorld(World):
         import tempfile
         import threading
 
+        from .rank_watch import open_end_watch
+
         host = socket.gethostname()
-        peers = self.comm.allgather((host, os.getpid()))
-        self.peers = peers
+        # the life pipe: never written, it reaches end-of-file as the kernel closes this rank's files,
+        # when MPICH's launcher sees the PMI socket close (see rank_watch.py); not inherited by children
+        life_read, self._life_write = os.pipe()
+        os.close(life_read)  # the watchers open readers of their own through /proc
+        gathered = self.comm.allgather((host, os.getpid(), self._life_write))
+        peers = self.peers = [(h, pid) for h, pid, _ in gathered]
+        life = {r: fd for r, (_, _, fd) in enumerate(gathered)}
         local = [(r, pid) for r, (h, pid) in enumerate(peers) if h == host]
         markers = self.markers = Path(tempfile.gettempdir()) / f"loop-mpi-{peers[0][1]}"
         markers.mkdir(exist_ok=True)
@@ -214,7 +221,7 @@ class MPIWorld(World):
                     str(Path(run_dir).resolve()),
                     host,
                 ]
-                + [f"{r}:{pid}" for r, pid in local],
+                + [f"{r}:{pid}:{life[r]}" for r, pid in local],
                 start_new_session=True,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -224,7 +231,12 @@ class MPIWorld(World):
         def watch() -> None:
             import select
 
-            fds = {os.pidfd_open(pid): r for r, pid in others}
+            fds = {}
+            for r, pid in others:
+                try:
+                    fds[open_end_watch(pid, life[r])] = r
+                except OSError:  # gone already: the rank watcher names it, the launcher ends this rank
+                    continue
             poller = select.poll()
             for fd in fds:
                 poller.register(fd, select.POLLIN)

@@ -1,20 +1,24 @@
 """Names the rank that died in an MPI job, in one line.
 
-    python -m loop_tui.train.rank_watch MARKERS RUN_DIR HOST RANK:PID [RANK:PID ...]
+    python -m loop_tui.train.rank_watch MARKERS RUN_DIR HOST RANK:PID[:FD] [RANK:PID[:FD] ...]
 
 Started by the lowest rank on each machine in a session of its own, so the launcher's clean-up
 (MPICH's mpiexec SIGKILLs every rank the moment one dies) does not take it down with the ranks.
-It waits on a pidfd per local rank. A rank that ends after writing MARKERS/done-RANK (a normal end,
-or an error it has already reported) is let go; the first one to end without it is the one that
-died (or, when several end by the same wake-up, one of them did: a pidfd does not say which ended
-first), and the watcher that claims MARKERS/reported prints the line. It exits when every local rank
-has ended."""
+It watches each local rank's life pipe (FD: the write end of a pipe the rank holds and never writes,
+opened here through /proc), which reaches end-of-file when the kernel closes the rank's files: the
+moment MPICH's launcher sees the rank's PMI socket close and kills the others. A pidfd (the fallback)
+becomes readable only at the end of the process's exit, so on a loaded machine a rank the launcher
+killed a moment later could be seen first. A rank that ends after writing MARKERS/done-RANK (a normal
+end, or an error it has already reported) is let go; the first one to end without it is the one
+that died (or, when several end by the same wake-up, one of them did), and the watcher that claims
+MARKERS/reported prints the line. It exits when every local rank has ended."""
 
 from __future__ import annotations
 
 import os
 import re
 import select
+import stat
 import sys
 from pathlib import Path
 
@@ -67,13 +71,33 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(argv[0], ignore_errors=True)  # the job's markers: its ranks have all ended
 
 
+def open_end_watch(pid: int, life_fd: int | None) -> int:
+    """A descriptor that becomes readable when process `pid` ends: a reader of its life pipe (the
+    pipe behind its descriptor `life_fd`, which gets end-of-file as the kernel closes the process's
+    files) or, when there is none, a pidfd. OSError when the process is already gone."""
+    if life_fd is not None:
+        try:
+            fd = os.open(f"/proc/{pid}/fd/{life_fd}", os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            pass
+        else:
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                return fd
+            os.close(fd)
+    return os.pidfd_open(pid)
+
+
 def watch(markers: Path, run_dir: Path, host: str, argv: list[str]) -> int:
-    ranks = {int(r): int(p) for r, p in (x.split(":") for x in argv)}
+    ranks: dict[int, int] = {}  # rank: PID
+    life: dict[int, int | None] = {}  # rank: its life pipe's descriptor number in that process
+    for x in argv:
+        rank, pid, *life_fd = (int(v) for v in x.split(":"))
+        ranks[rank], life[rank] = pid, (life_fd[0] if life_fd else None)
     poller = select.poll()
     fds = {}
     for rank, pid in ranks.items():
         try:
-            fd = os.pidfd_open(pid)
+            fd = open_end_watch(pid, life[rank])
         except OSError:  # already gone
             continue
         fds[fd] = rank
@@ -94,7 +118,7 @@ def watch(markers: Path, run_dir: Path, host: str, argv: list[str]) -> int:
             os.close(os.open(markers / "reported", os.O_CREAT | os.O_EXCL))
         except FileExistsError:
             return 0
-        # a pidfd says that a process ended, not when: ranks found dead by the same wake-up are all named
+        # poll() says that a rank ended, not when: ranks found dead by the same wake-up are all named
         # (one died, the launcher stopped the others at once), not one of them at random
         who = " or ".join(f"rank {r} (PID {ranks[r]} on {host})" for r in sorted(dead))
         sys.stderr.write(f"loop: error: {who} died; the launcher stops the other ranks. {newest_checkpoint(run_dir)}\n")
