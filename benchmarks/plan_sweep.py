@@ -10,7 +10,8 @@ on the held-out articles of quality_table.py's split. One JSON line per run is a
 benchmarks/plan_sweep.jsonl, with the CPU. `--fit` fits L = E + A / N^ALPHA + B / (D / (1 + b / B_CRIT))^BETA
 (N all the parameters, D the bytes of text trained on with repeats discounted as `plan.effective_data`
 does, b the tokens per step; ALPHA and BETA Chinchilla's) to the lines and prints the constants for
-loop_tui/plan.py and each run's residual."""
+loop_tui/plan.py and each run's residual, and how far the planner's runs with more compute than the fitted
+ones measured above their forecasts."""
 
 from __future__ import annotations
 
@@ -105,9 +106,13 @@ def scored_rows(results: Path = RESULTS) -> list[dict]:
 
 def fitted_rows(results: Path = RESULTS) -> list[dict]:
     """The runs the loss model is fitted to: the planner's recipe unchanged, at the fitted beta2."""
+    return fitted_rows_of(scored_rows(results))
+
+
+def fitted_rows_of(rows: list[dict]) -> list[dict]:
     from loop_tui.plan import FITTED_BETA2
 
-    return [r for r in scored_rows(results) if not r.get("overrides") and r["beta2"] == FITTED_BETA2]
+    return [r for r in rows if not r.get("overrides") and r["beta2"] == FITTED_BETA2]
 
 
 def beta2_pairs(rows: list[dict]) -> list[tuple[dict, dict]]:
@@ -128,6 +133,29 @@ def beta2_gain(rows: list[dict]) -> float:
     if not pairs:
         raise SystemExit(f"no pair of runs differing only in beta2 in {RESULTS.name}")
     return sum(b["bits_per_byte"] - a["bits_per_byte"] for a, b in pairs) / len(pairs)
+
+
+def predicted(row: dict) -> float:
+    """The bits per byte plan.py's loss model forecasts for the run of `row`."""
+    from loop_tui.plan import ALPHA, B_CRIT, BETA, BETA2, BETA2_GAIN, A, B, E
+
+    fitted = E + A / row["params"] ** ALPHA + B / (seen_bytes(row) / (1 + tokens_per_step(row) / B_CRIT)) ** BETA
+    return fitted + (BETA2_GAIN if row["beta2"] == BETA2 else 0.0)
+
+
+def training_flop(row: dict) -> float:
+    """6 x parameters x tokens trained on."""
+    return 6 * row["params"] * row["passes"] * row["train_bytes"] / row["bytes_per_token"]
+
+
+def long_runs_above_fit(rows: list[dict]) -> tuple[float, list[tuple[float, float]]]:
+    """(the most compute of a fitted run, [(FLOP, measured less forecast bits per byte)] of the planner's
+    own runs with more: its recipe and beta2, steps as planned)."""
+    from loop_tui.plan import BETA2
+
+    most = max(training_flop(r) for r in fitted_rows_of(rows))
+    longer = [r for r in rows if not r.get("overrides") and r["beta2"] == BETA2 and training_flop(r) > most]
+    return most, sorted((training_flop(r), r["bits_per_byte"] - predicted(r)) for r in longer)
 
 
 def seen_bytes(row: dict) -> float:
@@ -189,6 +217,10 @@ def main() -> None:
         print(f"E, A, B = {e:.4g}, {a:.4g}, {b:.4g}; B_CRIT = {b_crit}  # rms {rms:.4f} bits/byte, {len(rows)} runs")
         scored = scored_rows(Path(args.results))
         print(f"BETA2_GAIN = {beta2_gain(scored):.4f}  # {len(beta2_pairs(scored))} paired run(s)")
+        most, longer = long_runs_above_fit(scored)
+        print(f"FITTED_FLOP = {most:.2g}")
+        pairs = ", ".join(f"({f:.3g}, {x:.3f})" for f, x in longer)
+        print(f"LONG_RUNS_ABOVE_FIT = ({pairs})  # (FLOP, measured less forecast bits per byte)")
         print(f"{'shape':28s} {'min':>4s} {'params':>7s} {'steps':>6s} {'MB seen':>8s} {'measured':>8s} {'fitted':>7s}")
         for r in rows:
             pred = e + a / r["params"] ** ALPHA + b / (seen_bytes(r) / (1 + tokens_per_step(r) / b_crit)) ** BETA

@@ -63,6 +63,13 @@ B_CRIT = 4096
 # it leaves the choice of shape as the fit makes it).
 BETA2, FITTED_BETA2, BETA2_GAIN = 0.999, 0.95, -0.0285
 R_STAR = 15.4  # Muennighoff et al. 2023's half-life of repeated data, in passes
+# The fitted runs trained with at most FITTED_FLOP (6 x parameters x tokens). Runs of the planner's
+# recipe with more (its 15- and 30-minute plans and a 4x512 probe, same CPU) measured above the fit's
+# forecast, by about as many bits per byte as they had 1e14 FLOP, (FLOP, bits per byte above): the
+# plans it chose still beat the seed configs, but its number is then too low, and such a plan says so.
+# `plan_sweep.py --fit` prints both from plan_sweep.jsonl.
+FITTED_FLOP = 3.9e13
+LONG_RUNS_ABOVE_FIT = ((1.04e14, 0.125), (1.06e14, 0.145), (2.47e14, 0.244))
 EPOCH_CAP = 16  # passes over the data beyond which a bigger model spends the time better
 MAX_DROPOUT = 0.2
 MIN_STEPS = 200  # optimizer steps a plan needs (a bigger batch must not leave too few)
@@ -340,10 +347,26 @@ class Plan:
                 if self.capped
                 else f"; plans over {EPOCH_CAP} passes were left out"
             ),
+            *self.forecast_caveat(),
             f"dropout: {self.dropout:.2f} for {self.passes:.2g} passes",
             f"planning took {self.planning_s:.0f} s",
         ]
         return lines
+
+    def forecast_caveat(self) -> list[str]:
+        """A line saying the forecast is too low, for a plan that trains with more compute than the fit's runs."""
+        flop = 6 * self.chosen.params * self.tokens
+        if flop <= FITTED_FLOP:
+            return []
+        (least, low), *_, (most, high) = sorted(LONG_RUNS_ABOVE_FIT)
+        e = lambda x: f"{x:.1e}".replace("e+", "e")
+        return [
+            f"forecast: expect more than {self.predicted_bits_per_byte:.2f}: this plan trains with {e(flop)} FLOP "
+            f"(6 x parameters x tokens), past the {e(FITTED_FLOP)} of the runs the fit was measured on, and the "
+            f"runs of its recipe with {e(least)} to {e(most)} FLOP measured {low:.2f} to {high:.2f} bits per byte "
+            "above their forecasts (benchmarks/plan_sweep.jsonl); the 15- and 30-minute plans it chose still beat "
+            "the seed configs"
+        ]
 
     @property
     def predicted_bits_per_byte(self) -> float:

@@ -199,6 +199,23 @@ def test_the_loss_model_is_the_fit_of_the_committed_runs():
     assert (round(e, 4), round(a, 1), round(b, 2), b_crit) == (plan.E, plan.A, plan.B, plan.B_CRIT)
     assert rms < 0.05
     assert round(plan_sweep.beta2_gain(plan_sweep.scored_rows()), 4) == plan.BETA2_GAIN
+    most, longer = plan_sweep.long_runs_above_fit(plan_sweep.scored_rows())
+    assert float(f"{most:.2g}") == plan.FITTED_FLOP
+    assert tuple((float(f"{f:.3g}"), round(x, 3)) for f, x in longer) == plan.LONG_RUNS_ABOVE_FIT
+
+
+def test_a_plan_with_more_compute_than_the_fitted_runs_says_its_forecast_is_too_low(
+    small_grid, text_folder, monkeypatch
+):
+    monkeypatch.setattr(plan, "time_steps", lambda cfg, backend, *args: plan.step_flops(cfg) / 5e9 + 1e-3)
+    made = plan.make_plan(str(text_folder), 2, say=lambda m: None)
+    flop = 6 * made.chosen.params * made.tokens
+    monkeypatch.setattr(plan, "FITTED_FLOP", flop * 1.01)
+    assert not any(line.startswith("forecast:") for line in made.explain())
+    monkeypatch.setattr(plan, "FITTED_FLOP", flop * 0.99)
+    said = [line for line in made.explain() if line.startswith("forecast:")]
+    assert len(said) == 1 and f"expect more than {made.predicted_bits_per_byte:.2f}" in said[0], said
+    assert f"{flop:.1e} FLOP".replace("e+", "e") in said[0] and "0.12 to 0.24 bits per byte" in said[0]
 
 
 def test_a_plan_trains_at_the_planned_beta2_and_predicts_its_measured_gain():
