@@ -23,6 +23,16 @@ def _warn(message: str) -> None:
     print(f"loop: warning: {message}", file=sys.stderr)
 
 
+def warn_oversubscribed(threads: int | None) -> None:
+    from . import machine
+
+    if threads is not None and threads > machine.cpu_count():
+        _warn(
+            f"--threads {threads} is more than the {machine.cpu_count()} usable cores: kernels will wait on "
+            "each other and run much slower"
+        )
+
+
 def _check_option(option: str, value: int | None, least: int) -> None:
     """A usage error (exit 2) unless value is None or in [least, INT64_MAX]."""
     from .config import INT64_MAX, ConfigError
@@ -85,18 +95,13 @@ def build_config(args):
 
 
 def cmd_train(args) -> int:
-    from . import machine
     from .config import ConfigError
     from .train.launch import model_shape, run_dir_for
 
     for option, value, least in (("--threads", args.threads, 1), ("--steps", args.steps, 1), ("--seed", args.seed, 0)):
         _check_option(option, value, least)
     cfg = build_config(args)
-    if args.threads is not None and args.threads > machine.cpu_count():
-        _warn(
-            f"--threads {args.threads} is more than the {machine.cpu_count()} usable cores: kernels will wait on "
-            "each other and run much slower"
-        )
+    warn_oversubscribed(args.threads)
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be positive, got {args.checkpoint_every}")
     if args.new_data and not args.resume:
@@ -235,9 +240,21 @@ def _train_headless(cfg, run_dir: Path, args, reporter) -> int:
         print(
             f"done: step {trainer.step}, loss {last.loss:.4f}"
             + (f", val loss {trainer.last_val_loss:.4f}" if trainer.last_val_loss is not None else "")
-            + f", {last.tokens_per_s:,.0f} tokens/s. Resume with: loop train {args.config} --out {run_dir} --resume"
+            + f", {last.tokens_per_s:,.0f} tokens/s. "
+            + go_on_hint(trainer.stop_reason, f"loop train {args.config} --out {run_dir} --resume")
         )
     return 0
+
+
+def go_on_hint(reason: str | None, resume: str) -> str:
+    """How to train on after a run that ended for `reason` (Trainer.stop_reason)."""
+    if reason == "final":
+        return f"Train further with: {resume} --steps N"
+    if reason == "early stop":
+        return f"Train on past the early stop with: {resume} --set patience=null"
+    if reason == "budget":
+        return f"Train on with: {resume} --set budget_minutes=M (a longer budget) or --set budget_minutes=null"
+    return f"Resume with: {resume}"
 
 
 # ---------------------------------------------------------------- plan
@@ -251,13 +268,32 @@ def cmd_plan(args) -> int:
     check_budget(args.minutes)  # before anything is read: a nonsense budget fails at once
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be positive, got {args.threads}")
-    plan = make_plan(args.data, args.minutes, args.threads, say=lambda m: print(m, file=sys.stderr, flush=True))
+    warn_oversubscribed(args.threads)
     out = Path(args.out)
+    check_output_file(args.out)  # before the minute of planning, not after
+    plan = make_plan(args.data, args.minutes, args.threads, say=lambda m: print(m, file=sys.stderr, flush=True))
     atomic_write_bytes(out, orjson.dumps(plan.cfg.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
     for line in plan.explain():
         print(line)
     print(f"wrote {out}; train it with: loop train {out}")
     return 0
+
+
+def check_output_file(path: str) -> None:
+    """A usage error unless `path` names a file that can be written: not empty, not a folder, in a
+    folder that exists and is writable."""
+    from .config import ConfigError
+
+    if not path.strip():
+        raise ConfigError("--out: give a file name")
+    out = Path(path)
+    if out.is_dir():
+        raise ConfigError(f"--out: {out} is a folder; give a file name, e.g. {out / 'plan.json'}")
+    folder = out.parent
+    if not folder.is_dir():
+        raise ConfigError(f"--out: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"--out: cannot write in {folder}")
 
 
 # ---------------------------------------------------------------- generate
@@ -390,7 +426,7 @@ def cmd_eval(args) -> int:
         print(file=sys.stderr)
     if args.json:
         keys = ("loss", "perplexity", "bits_per_byte", "tokens", "bytes", "files")
-        print(orjson.dumps({k: getattr(r, k) for k in keys}).decode())
+        print(orjson.dumps({**{k: getattr(r, k) for k in keys}, "model": src.label}).decode())
     else:
         print(
             f"{src.label} on {corpus.name} ({r.files} files, {r.bytes:,} bytes, {r.tokens:,} tokens, context {T}): "
@@ -516,8 +552,16 @@ def add_checkpoint_choice(parser: argparse.ArgumentParser, verb: str) -> None:
     )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the one-line error of every other usage error (exit 2), not a usage block."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"loop: error: {self.prog}: {message} (see {self.prog} --help)\n")
+        sys.exit(EXIT_USAGE)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="loop",
         description="Train small GPT-2 models on a folder of text with "
         "hand-written C kernels, and see why they are fast.",
@@ -614,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
         "machine (a few timed training steps of probe shapes), then pick the width, depth, context, vocabulary, "
         "batch, steps and dropout with the lowest loss that data-constrained scaling laws predict for the budget "
         "(Hoffmann et al. 2022; Muennighoff et al. 2023). Prints why, writes the config; `loop train OUT` runs "
-        "it, stopping at its steps or when the budget's training time is spent. Planning takes at most 10%% of "
+        "it, stopping at its steps or when the budget's training time is spent. Planning takes at most a tenth of "
         "the budget (10 to 60 s).",
     )
     pl.add_argument("--data", required=True, metavar="DIR", help="folder of text files (recursive)")
@@ -700,7 +744,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_checkpoint_choice(e, "score")
     e.add_argument("--context", type=int, metavar="T", help="window length T (default: the model's max_length)")
     e.add_argument("--threads", type=int, metavar="N", help="kernel threads (default: all cores)")
-    e.add_argument("--json", action="store_true", help="print loss, perplexity, bits_per_byte, tokens, bytes, files")
+    e.add_argument(
+        "--json",
+        action="store_true",
+        help="print loss, perplexity, bits_per_byte, tokens, bytes, files and model (what was scored)",
+    )
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser(
@@ -708,7 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="every run in a folder: config, steps, losses, speed, status",
         description="List the runs in FOLDER (default runs/): config, precision, steps done/planned, last "
         "loss, best validation loss, tokens/s, MFU, when it started, and whether it is running (a trainer "
-        "holds its lock), finished or interrupted. Reads only.",
+        "holds its lock), finished, stopped early (patience), out of time (its budget) or interrupted. Reads only.",
     )
     r.add_argument("folder", nargs="?", default="runs", metavar="FOLDER")
     r.add_argument("--json", action="store_true", help="one JSON object per run")
@@ -765,13 +813,21 @@ def main(argv: list[str] | None = None) -> int:
         mark_done()
         return e.exit_code
     except KeyboardInterrupt:
-        print("aborted without saving (the run folder keeps its last checkpoint)", file=sys.stderr)
+        said = {
+            "train": "aborted without saving (the run folder keeps its last checkpoint)",
+            "plan": "planning stopped; nothing was written",
+        }
+        print(said.get(args.command, "aborted"), file=sys.stderr)
         mark_done()
         return EXIT_ABORTED
     except Exception as e:
         if debug:
             raise
-        if isinstance(e, (ConfigError, DataError)):
+        from .train.distributed import MPIUnavailable, launched_rank
+
+        if isinstance(e, MPIUnavailable) and launched_rank() != 0:  # every rank has it: rank 0 says it once
+            code = e.exit_code
+        elif isinstance(e, (ConfigError, DataError)):
             code = _fail(str(e))
         elif isinstance(e, LoopError):
             code = _fail(str(e), e.exit_code)

@@ -22,6 +22,7 @@ CONFIG_DIR = PACKAGE_ROOT / "configs"  # the shipped configs: package data, read
 DEFAULT_CONFIG = "default"
 VOCAB_ALIGN = 64
 INT64_MAX = 2**63 - 1  # seeds and counts reach the kernels and numpy as 64-bit integers
+MAX_BUDGET_MINUTES = 7 * 24 * 60  # a week: the longest budget_minutes (and `loop plan --minutes`)
 
 
 class ConfigError(ValueError):
@@ -57,7 +58,8 @@ class Config:
     dropout: float = 0.0
     eval_every: int = 100  # steps between validation losses
     # validation: every held-out window (consecutive, non-overlapping) when they fill at most this
-    # many batches, else this many batches of windows spread evenly over them (the same every time)
+    # many batches of batch_size * grad_accum_steps, else this many batches' worth of windows spread
+    # evenly over them (the same every time)
     eval_batches: int = 8
     # evaluations without a lower validation loss before the run stops (None: never stops early)
     patience: int | None = None
@@ -215,8 +217,11 @@ def from_dict(raw, source: str) -> Config:
         raise fail("n_positions", f"must be at least max_length ({raw['max_length']}), got {raw['n_positions']}")
     if "text_field" in raw and not raw["text_field"]:
         raise fail("text_field", "must not be empty")
-    if raw.get("budget_minutes") is not None and raw["budget_minutes"] <= 0:
-        raise fail("budget_minutes", f"must be positive or null, got {raw['budget_minutes']}")
+    if raw.get("budget_minutes") is not None and not 0 < raw["budget_minutes"] <= MAX_BUDGET_MINUTES:
+        raise fail(
+            "budget_minutes",
+            f"must be positive and at most {MAX_BUDGET_MINUTES} (a week), or null, got {raw['budget_minutes']}",
+        )
     if raw.get("patience") is not None and raw["patience"] <= 0:
         raise fail("patience", f"must be positive or null (no early stop), got {raw['patience']}")
     if raw.get("threads") is not None and raw["threads"] <= 0:

@@ -33,3 +33,9 @@ class StorageError(LoopError):
     """An OS error while writing the run folder, with the path and the OS's reason."""
 
     exit_code = EXIT_OS
+
+
+class DashboardFailed(LoopError):
+    """The dashboard itself raised (Textual has printed the traceback); training stopped and saved."""
+
+    exit_code = EXIT_INTERNAL

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config, ConfigError, from_dict
+from .config import MAX_BUDGET_MINUTES, Config, ConfigError, from_dict
 from .data.corpus import Corpus, DataError, Part, load_corpus
 from .data.tokens import parts_bytes, split_docs, token_cache_path, train_tokenizer
 
@@ -41,7 +41,7 @@ PROBES = ((128, 2, 64, 2048, 8), (192, 4, 128, 4096, 16), (256, 4, 128, 8192, 16
 PROBE_WARMUP, PROBE_STEPS = 1, 3
 RETIME_RATIO = 1.15  # a choice timed this much slower than the probes' fit predicts is timed again
 
-MIN_MINUTES, MAX_MINUTES = 0.1, 7 * 24 * 60
+MIN_MINUTES, MAX_MINUTES = 0.1, MAX_BUDGET_MINUTES
 MIN_TEXT_BYTES = 4096  # less training text than this cannot fill even the smallest vocabulary
 SAMPLE_BYTES = 1 << 20  # text the bytes-per-token ratio is measured on
 # Held-out bits per byte after a run of this recipe, L = E + A / N^ALPHA + B / D^BETA: Chinchilla's form
@@ -430,10 +430,15 @@ def make_plan(
     limit = planning_limit_s(minutes)
     corpus = load_corpus(data)
 
-    train_parts, _ = split_docs(corpus, val_fraction)
+    train_parts, val_parts = split_docs(corpus, val_fraction)
     train_bytes = parts_bytes(corpus, train_parts)
     if train_bytes < MIN_TEXT_BYTES:
-        raise DataError(f"{corpus.name}: too little text to plan a run ({train_bytes:,} bytes of training text)")
+        held = parts_bytes(corpus, val_parts)
+        raise DataError(
+            f"{corpus.name}: too little text to plan a run ({train_bytes:,} bytes of training text"
+            + (f"; {held:,} bytes in {len(val_parts)} whole file(s) are held out for validation" if held else "")
+            + f"; {MIN_TEXT_BYTES:,} needed)"
+        )
     say(f"plan: {corpus.summary()}; planning for at most {limit:.0f} s")
 
     vocabs = measure_vocabs(corpus, train_parts, VOCABS, val_fraction, say)

@@ -55,17 +55,23 @@ def load_model(
             found = _intact_best(best_folder, warn) if best_folder is not None else None
             which = "the best" if found is not None else "the newest"
             ckpt = found or checkpoint.load_newest_intact(path, warn, with_optimizer=False)
-        elif best_folder is not None and _step_in(best_folder) == step:
+        elif best_folder is not None and checkpoint.step_in(best_folder) == step:
             ckpt, which = checkpoint.load(best_folder, with_optimizer=False), "the best"
         else:
             folder = path / "checkpoints" / f"{checkpoint.PREFIX}{step:08d}"
             if not folder.is_dir():
                 have = ", ".join(str(checkpoint.step_of(p)) for p in checkpoint.list_checkpoints(path))
                 if best_folder is not None:
-                    have += f"; the best: step {_step_in(best_folder)}"
+                    have += f"; the best: step {checkpoint.step_in(best_folder)}"
                 raise ConfigError(f"--step {step}: {path} has no checkpoint of that step (it has: {have or 'none'})")
             ckpt = checkpoint.load(folder, with_optimizer=False)
     elif (path / "state.json").exists():
+        if step is not None or best:
+            option = "--best" if best else f"--step {step}"
+            raise ConfigError(
+                f"{option}: {path} is one checkpoint, not a run folder; give the run folder ({path.parent.parent}) "
+                "to choose among its checkpoints, or leave the option out"
+            )
         ckpt = checkpoint.load(path, with_optimizer=False)
     elif any((path / m).exists() for m in hf.RUN_MARKERS):
         raise checkpoint.CheckpointError(f"{path}: no checkpoint yet: train it first (or wait for its first save)")
@@ -89,14 +95,3 @@ def _intact_best(folder: Path, warn: Callable[[str], None]) -> checkpoint.Checkp
     except checkpoint.CheckpointError as e:
         warn(f"skipping the best checkpoint: {e}; using the newest")
         return None
-
-
-def _step_in(folder: Path) -> int | None:
-    """The step a checkpoint folder's state.json records (None if it cannot be read)."""
-    import orjson
-
-    try:
-        step = orjson.loads((folder / "state.json").read_bytes()).get("step")
-    except (OSError, orjson.JSONDecodeError, AttributeError):
-        return None
-    return step if isinstance(step, int) else None

@@ -4,6 +4,7 @@ gradient accumulation."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,47 @@ def test_patience_counts_across_resume(tmp_path, monkeypatch):
     assert t.step == 8
 
 
+def test_an_early_stopped_run_says_how_to_train_on_and_is_listed_as_stopped_early(tmp_path, monkeypatch, capsys):
+    from .test_reliability import write_config
+
+    scripted_validation(monkeypatch, [3.0, 2.0, 2.5, 2.6, 2.7, 2.8])
+    config = write_config(tmp_path, max_steps=20, eval_every=2, checkpoint_every=100, patience=2)
+    run = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", config, "--no-tui", "--out", str(run))
+    assert code == 0 and "no lower validation loss in 2 evaluations" in out + err
+    assert f"Train on past the early stop with: loop train {config} --out {run} --resume --set patience=null" in out
+    code, out, _ = run_cli(capsys, "runs", str(run), "--json")
+    assert code == 0 and orjson.loads(out)[0]["status"] == "stopped early"
+    # resumed with the same patience: one more evaluation without a lower loss, counted as three
+    code, out, err = run_cli(capsys, "train", config, "--no-tui", "--out", str(run), "--resume")
+    assert code == 0 and "no lower validation loss in 3 evaluations" in out + err
+
+
+@pytest.mark.parametrize("best_at_resumed_step", [True, False])
+def test_a_best_written_after_the_resumed_checkpoint_is_not_kept(tmp_path, monkeypatch, best_at_resumed_step):
+    """kill -9 after a best of a later step than the newest checkpoint: resumed, that best is from
+    steps trained again, so it goes; the resumed step's weights are the best again if they were."""
+    losses = [3.0, 2.0, 1.0, 0.5] if best_at_resumed_step else [2.0, 3.0, 1.0, 0.5]
+    scripted_validation(monkeypatch, losses + [9.0] * 10)
+    run = tmp_path / "run"
+    cfg = quick(max_steps=8, eval_every=1, checkpoint_every=2)
+    ready(cfg, run).run(steps=4)  # checkpoints at 2 and 4, the best at 4
+    for late in ("step_00000003", "step_00000004"):  # as if killed after step 3's best, before step 4's save
+        shutil.rmtree(run / "checkpoints" / late, ignore_errors=True)
+    assert checkpoint.step_in(run / "checkpoints" / "best") == 4
+    events = []
+    t = Trainer(cfg, run, resume=True, on_event=lambda kind, p: events.append((kind, p)))
+    t.setup()
+    warned = [p["message"] for kind, p in events if kind == "warning"]
+    assert len(warned) == 1 and "best checkpoint of step 4 came after step 2" in warned[0], warned
+    if best_at_resumed_step:
+        assert t.best == (2, 2.0) and checkpoint.step_in(run / "checkpoints" / "best") == 2
+        assert checkpoint.load(run / "checkpoints" / "best").state["step"] == 2
+    else:  # the step-1 best it knew was replaced by step 4's: none until the next evaluation
+        assert t.best is None and checkpoint.best(run) is None
+    t.close()
+
+
 def test_a_new_best_replaces_the_old_one_whole(tmp_path):
     params = {"w": np.ones(4, np.float32)}
     root = tmp_path / "checkpoints"
@@ -176,7 +218,14 @@ def test_step_and_best_errors_are_one_line(tmp_path, capsys):
     assert code == errors.EXIT_CHECKPOINT and "--best" in one_line_error(err)
     with pytest.raises(SystemExit) as e:
         run_cli(capsys, "export", str(run), str(tmp_path / "out"), "--best", "--step", "2")
-    assert e.value.code == errors.EXIT_USAGE
+    assert e.value.code == errors.EXIT_USAGE and one_line_error(capsys.readouterr().err).startswith(
+        "loop: error: loop export: argument --step: not allowed with argument --best"
+    )
+    # one checkpoint folder has no steps to choose from: the option is refused, not ignored
+    one = run / "checkpoints" / "step_00000002"
+    for option in (["--step", "1"], ["--best"]):
+        code, _, err = run_cli(capsys, "generate", str(one), *option)
+        assert code == errors.EXIT_USAGE and "is one checkpoint, not a run folder" in one_line_error(err)
 
 
 # ---------------------------------------------------------------- gradient accumulation
@@ -191,6 +240,9 @@ def test_gradient_accumulation_is_the_update_of_the_big_batch(tmp_path, dropout)
         assert b.loss == pytest.approx(a.loss, abs=1e-5) and b.grad_norm == pytest.approx(a.grad_norm, rel=1e-5)
     for name, value in big.model.export_params().items():
         np.testing.assert_allclose(accumulated.model.export_params()[name], value, rtol=0, atol=1e-5, err_msg=name)
+    # validation windows of the whole batch, not the micro-batch: the same set, so the best and patience agree
+    assert sum(rows for _, _, rows in accumulated.val) == sum(rows for _, _, rows in big.val) < len(big.tokens.val)
+    assert accumulated.evaluate() == pytest.approx(big.evaluate(), abs=1e-5)
     big.close()
     accumulated.close()
 

@@ -123,7 +123,8 @@ def test_finetune_export_and_eval_agree_with_transformers(gpt2_dir, eval_dir, tm
     code, stdout, err = run_cli(capsys, "eval", str(run), "--data", str(eval_dir), "--json")
     assert code == 0, err
     ours = json.loads(stdout)
-    assert set(ours) == {"loss", "perplexity", "bits_per_byte", "tokens", "bytes", "files"}
+    assert set(ours) == {"loss", "perplexity", "bits_per_byte", "tokens", "bytes", "files", "model"}
+    assert ours["model"].startswith(f"{run} step ")  # which checkpoint was scored
     assert ours["files"] == 3 and ours["perplexity"] == pytest.approx(math.exp(ours["loss"]))
     T = from_dict(json.loads((run / "config.json").read_text()), "run").max_length
     assert ours["loss"] == pytest.approx(hf_loss(out, eval_dir, T), rel=1e-4)

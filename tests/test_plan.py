@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import orjson
 import pytest
 
 from loop_tui import cli, plan
@@ -176,6 +177,9 @@ def test_training_stops_after_the_step_that_spends_the_budget_and_resume_trains_
         f"time budget of 1e-09 min reached at step 1 of 1000; the best, val loss {best['val_loss']:.4f} at step 1, "
         f"is {run / 'checkpoints' / 'best'}"
     ]
+    assert f"Train on with: loop train {config} --out {run} --resume --set budget_minutes=M" in out
+    code, out, _ = run_cli(capsys, "runs", str(run), "--json")
+    assert code == 0 and orjson.loads(out)[0]["status"] == "out of time"
 
     # resumed, the budget is spent already: nothing trained, how to train on, exit 0
     code, out, err = run_cli(capsys, "train", config, "--no-tui", "--out", str(run), "--resume")
@@ -258,3 +262,52 @@ def test_a_choice_timed_far_slower_than_predicted_is_timed_again_and_the_faster_
     assert len(timings) == 3 and timings[1] == timings[2] == made.chosen.cfg, timings
     assert made.chosen.step_s == fast(made.chosen.cfg)
     assert any("when timed again" in line for line in said), said
+
+
+def test_the_eta_is_the_budget_left_when_that_ends_the_run_first(tmp_path):
+    from loop_tui.train.trainer import Trainer
+
+    t = Trainer(load_config("smoke").replace(max_steps=10**9, budget_minutes=10.0, log_every=1), tmp_path / "run")
+    t.setup()
+    t.total_steps = t.cfg.max_steps
+    stats = t.train_step()
+    assert stats.eta_s == pytest.approx(600.0 - t.elapsed)
+    t.close()
+
+
+def test_a_budget_past_a_week_is_refused_in_one_line_and_a_long_one_shown_in_hours(tmp_path, capsys):
+    from loop_tui.ui.dashboard import budget_line
+
+    from .test_reliability import one_line_error, run_cli
+
+    code, _, err = run_cli(
+        capsys, "train", "smoke", "--no-tui", "--out", str(tmp_path / "r"), "--set", "budget_minutes=1e308"
+    )
+    assert code == 2 and "budget_minutes" in one_line_error(err) and "a week" in one_line_error(err)
+    assert budget_line(10080, 0) == "budget 10080 min · 168:00:00 left"
+    assert budget_line(30, 61.5) == "budget 30 min · 28:58 left"
+
+
+def test_plan_refuses_an_unusable_out_before_planning(text_folder, tmp_path, capsys, monkeypatch):
+    def no_planning(*args, **kwargs):
+        raise AssertionError("--out must be checked before planning")
+
+    monkeypatch.setattr(plan, "make_plan", no_planning)
+    for out, why in (
+        ("", "give a file name"),
+        (str(text_folder), "is a folder"),
+        (str(tmp_path / "nowhere" / "p.json"), "does not exist"),
+    ):
+        assert cli.main(["plan", "--data", str(text_folder), "--minutes", "5", "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("loop: error: --out") and why in err and err.count("\n") == 1
+
+
+def test_ctrl_c_during_planning_says_nothing_was_written(text_folder, tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plan, "make_plan", interrupted)
+    out = tmp_path / "p.json"
+    assert cli.main(["plan", "--data", str(text_folder), "--minutes", "5", "--out", str(out)]) == 130
+    assert capsys.readouterr().err == "planning stopped; nothing was written\n" and not out.exists()

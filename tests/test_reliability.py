@@ -235,6 +235,23 @@ def test_nonsense_options_are_one_line_usage_errors(capsys, argv, needle):
     assert code == errors.EXIT_USAGE and needle in one_line_error(err)
 
 
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["generate", "x", "--step", "abc"], "argument --step: invalid int value"),
+        (["generate", "x", "--best", "--step", "1"], "argument --step: not allowed with argument --best"),
+        (["plan", "--data", "x", "--minutes", "soon"], "argument --minutes: invalid float value"),
+        (["plan", "--minutes", "5"], "required: --data"),
+        (["bogus"], "invalid choice: 'bogus'"),
+    ],
+)
+def test_argument_errors_are_one_line_usage_errors_too(capsys, argv, needle):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == errors.EXIT_USAGE and needle in one_line_error(err) and "usage:" not in err
+
+
 def test_more_threads_than_cores_warns(tmp_path, capsys):
     code, _, err = run_cli(
         capsys, "train", "smoke", "--out", str(tmp_path / "run"), "--no-tui", "--steps", "1", "--threads", "64"

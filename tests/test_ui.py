@@ -494,6 +494,47 @@ def test_closing_the_terminal_saves_like_q(tmp_path):
     assert not [p for p in (run / "checkpoints").glob(".*") if p.resolve() not in kept]
 
 
+BROKEN_DASHBOARD = """
+import sys
+from loop_tui import cli
+from loop_tui.ui import dashboard
+
+
+drawn = dashboard.budget_line
+
+
+def broken(minutes, elapsed_s):
+    if elapsed_s > 0:  # a step has been trained
+        raise RuntimeError("drawing failed")
+    return drawn(minutes, elapsed_s)
+
+
+dashboard.budget_line = broken  # the header's budget, drawn each tick
+sys.exit(cli.main(["train", "smoke", "--steps", "100000", "--out", sys.argv[1], "--set", "budget_minutes=60"]))
+"""
+
+
+def test_a_dashboard_that_fails_saves_and_exits_with_one_error_line(tmp_path):
+    """The dashboard raised (a budget it could not draw): Textual printed its traceback, training
+    saved and the process exited 0, as if all was well."""
+    if not shutil.which("tmux"):
+        pytest.skip("tmux is not installed")
+    session = f"loop-broken-{os.getpid()}"
+    run = tmp_path / "run"
+    (tmp_path / "broken.py").write_text(BROKEN_DASHBOARD)
+    cmd = f"{sys.executable} broken.py {run}; echo EXIT=$?; sleep 60"
+    env_prefix = f"cd {tmp_path} && LOOP_CACHE_DIR={os.environ['LOOP_CACHE_DIR']} RAYON_NUM_THREADS=1 "
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", env_prefix + cmd], check=True)
+    try:
+        pane = "".join(wait_pane(session, lambda s: "EXIT=" in s, 120).split())
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    assert "EXIT=70" in pane and "loop:error:thedashboardfailed(RuntimeError:drawingfailed)" in pane, pane
+    said = re.search(r"trainingstoppedandsavedatstep(\d+);", pane)
+    saved = checkpoint.latest(run)  # the step it stopped at, saved (periodically, or as the app closed)
+    assert said and saved is not None and checkpoint.load(saved).state["step"] == int(said.group(1)), pane
+
+
 # ---------------------------------------------------------------------------- loop view
 def train_run(path: Path, steps: int) -> Path:
     from loop_tui import cli

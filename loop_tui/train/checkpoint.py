@@ -169,6 +169,24 @@ def best(run_dir: Path) -> Path | None:
     return path if (path / "state.json").exists() else None
 
 
+def remove_best(run_dir: Path) -> None:
+    """Delete checkpoints/best: the link first (readers then see no best), then its folders."""
+    root = Path(run_dir) / "checkpoints"
+    (root / BEST).unlink(missing_ok=True)
+    _fsync_dir(root)
+    for old in root.glob(f".{BEST}-*"):
+        _remove(old)
+
+
+def step_in(folder: Path) -> int | None:
+    """The step a checkpoint folder's state.json records (None if it cannot be read)."""
+    try:
+        step = orjson.loads((folder / "state.json").read_bytes()).get("step")
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
 def save(
     run_dir: Path,
     step: int,

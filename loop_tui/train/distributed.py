@@ -321,7 +321,7 @@ def connect() -> World:
     except ImportError:
         raise MPIUnavailable(
             f"started by an MPI launcher with {n} ranks, but mpi4py is not installed: "
-            "pip install -e '.[mpi]' (mpi4py and the Open MPI wheel; `make install` does it)"
+            "pip install -e '.[mpi]' (mpi4py and the MPICH wheel; `make install` does it)"
         ) from None
     global _active
     _active = MPIWorld()

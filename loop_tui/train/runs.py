@@ -25,7 +25,7 @@ class RunSummary:
     tokens_per_s: float  # last logged moving average
     mfu: float
     started: str
-    status: str  # running | finished | interrupted
+    status: str  # running | finished | stopped early | out of time | interrupted
     damaged: str = ""  # files that could not be read in full ("run.json, metrics.jsonl"); the rest is shown
 
 
@@ -47,6 +47,19 @@ def is_running(run: Path) -> bool:
             return True
         fcntl.flock(f, fcntl.LOCK_UN)
     return False
+
+
+def stopped_why(run: Path) -> str:
+    """A run that stopped short of its steps: "stopped early" (patience) or "out of time" (its time
+    budget) when its newest checkpoint says so, else "interrupted"."""
+    from .checkpoint import latest
+
+    newest = latest(run)
+    try:
+        reason = orjson.loads((newest / "state.json").read_bytes()).get("reason") if newest else None
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        reason = None
+    return {"early stop": "stopped early", "budget": "out of time"}.get(str(reason), "interrupted")
 
 
 def _number(record: dict, key: str) -> float | None:
@@ -118,7 +131,7 @@ def summarize(run: Path) -> RunSummary | None:
     step = max([r.get("step", 0) for r in records], default=0)
     planned_raw = meta.get("planned_steps") or meta.get("max_steps") or 0
     planned = planned_raw if isinstance(planned_raw, int) else 0
-    status = "running" if is_running(run) else "finished" if planned and step >= planned else "interrupted"
+    status = "running" if is_running(run) else "finished" if planned and step >= planned else stopped_why(run)
     started = _text(meta, "started") or time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(run.stat().st_mtime))
     name = _text(meta, "config") or _text(meta, "name") or "?"
     return RunSummary(
@@ -147,7 +160,7 @@ def scan(folder: Path) -> list[RunSummary]:
 
 COLUMNS = ("run", "config", "prec", "steps", "loss", "best val", "tok/s", "MFU", "started", "status")
 NUMERIC = ("steps", "loss", "best val", "tok/s", "MFU")  # right-aligned
-STATUS_STYLE = {"running": "green", "finished": "", "interrupted": "yellow"}
+STATUS_STYLE = {"running": "green", "finished": "", "stopped early": "", "out of time": "", "interrupted": "yellow"}
 
 
 def cells(r: RunSummary) -> list[str]:

@@ -102,6 +102,8 @@ class Trainer:
         self.last_val_loss: float | None = None
         self.best: tuple[int, float] | None = None  # (step, val loss) of the lowest validation loss so far
         self.evals_since_best = 0  # evaluations since then (patience stops the run when it reaches it)
+        # why run() ended, as its last checkpoint records it: final | early stop | budget | quit | interrupted
+        self.stop_reason: str | None = None
         self.tensorboard: TensorBoardWriter | None = None  # on rank 0 with report_to "tensorboard"
 
     # ------------------------------------------------------------------ setup
@@ -264,7 +266,11 @@ class Trainer:
         # one global batch of N x grad_accum_steps x batch_size windows per step, drawn as a single
         # process with that batch would draw it; rank r trains on rows [r * K * B, (r + 1) * K * B)
         self.sampler = BatchSampler(self.tokens.train, self.global_batch, cfg.max_length, cfg.seed + 1)
-        val_starts = validation_windows(self.tokens.val, cfg.max_length, cfg.eval_batches * cfg.batch_size)
+        # batches of the whole update (batch_size x grad_accum_steps): how a run splits its batch into
+        # micro-batches leaves its validation set, and so its best checkpoint and patience, as they were
+        val_starts = validation_windows(
+            self.tokens.val, cfg.max_length, cfg.eval_batches * cfg.batch_size * cfg.grad_accum_steps
+        )
         self.val = window_batches(self.tokens.val, val_starts, cfg.batch_size, cfg.max_length)
 
     def _set_weights(self, init: HFModel | None, state: dict | None, loaded: checkpoint.Checkpoint | None) -> None:
@@ -292,7 +298,31 @@ class Trainer:
         self.evals_since_best = state.get("evals_since_best", 0)
         if self.world.is_root:
             run_folder.truncate_metrics(self.run_dir, self.step)
+            self._reconcile_best()
         self.emit("info", message=f"resumed from {ckpt or 'the checkpoint'} at step {self.step}")
+
+    def _reconcile_best(self) -> None:
+        """checkpoints/best as the resumed checkpoint knows it (rank 0). A best of a later step was
+        written by the run that was cut short (a kill -9, a crash) after this checkpoint: its steps
+        are being trained again, so that best goes. The resumed step's own weights are the best when
+        its state says so; a best of an earlier step that the later one replaced is lost, and the
+        next evaluation starts a new one."""
+        folder = checkpoint.best(self.run_dir)
+        later = checkpoint.step_in(folder) if folder is not None else None
+        if later is None or later <= self.step:
+            return
+        checkpoint.remove_best(self.run_dir)
+        note = f"the best checkpoint of step {later} came after step {self.step}, where this run resumes: removed"
+        if self.best is not None and self.best[0] == self.step:
+            params, optim, state = self._checkpoint_contents("best")
+            checkpoint.save_best(
+                self.run_dir, self.step, params, optim, state, {checkpoint.TOKENIZER: self.tokenizer_json}
+            )
+            note += f"; step {self.step}'s weights are the best again"
+        elif self.best is not None:
+            note += f"; the best before it (step {self.best[0]}) was replaced by it, so the next evaluation starts anew"
+            self.best, self.evals_since_best = None, 0
+        self.emit("warning", message=note)
 
     def _announce(self) -> None:
         """The model's size and cost, the measured peaks MFU is against, and the MPI layout."""
@@ -413,10 +443,17 @@ class Trainer:
             tps,
             self.flops_per_step / avg / self.peak if self.peak else float("nan"),
             self.elapsed,
-            avg * (self.total_steps - self.step),
+            self._eta_s(avg),
         )
         self.last = stats
         return stats
+
+    def _eta_s(self, step_s: float) -> float:
+        """Seconds of training left: the steps left at `step_s` each, or the time budget's rest if sooner."""
+        left = step_s * (self.total_steps - self.step)
+        if self.cfg.budget_minutes is not None:
+            left = min(left, max(0.0, self.cfg.budget_minutes * 60 - self.elapsed))
+        return left
 
     def evaluate(self) -> float:
         """Mean loss over every token of the fixed validation windows (under MPI each rank scores
@@ -581,18 +618,19 @@ class Trainer:
             raise
         finally:
             try:
+                self.stop_reason = (
+                    "early stop"
+                    if stopped_early
+                    else "budget"
+                    if out_of_time
+                    else "quit"
+                    if quit_requested
+                    else "final"
+                    if self.step >= self.total_steps
+                    else "interrupted"
+                )
                 if self.step > saved_at and not self.abort and self._can_save_after(failed):
-                    self.save_checkpoint(
-                        "early stop"
-                        if stopped_early
-                        else "budget"
-                        if out_of_time
-                        else "quit"
-                        if quit_requested
-                        else "final"
-                        if self.step >= self.total_steps
-                        else "interrupted"
-                    )
+                    self.save_checkpoint(self.stop_reason)
             except Exception as e:
                 if not failed:
                     raise
@@ -626,9 +664,10 @@ class Trainer:
         if patience is None or self.evals_since_best < patience:
             return False
         step, loss = self.best
+        n = self.evals_since_best
         self.emit(
             "info",
-            message=f"early stop at step {self.step}: no lower validation loss in {patience} evaluations; "
+            message=f"early stop at step {self.step}: no lower validation loss in {n} evaluation{'s' * (n != 1)}; "
             f"the best, val loss {loss:.4f} at step {step}, is {self.run_dir / 'checkpoints' / checkpoint.BEST}",
         )
         return True

@@ -17,6 +17,7 @@ from textual.app import App
 
 from .. import machine
 from ..config import Config
+from ..errors import DashboardFailed
 from ..train.launch import on_stop_signals
 from .dashboard import DashboardScreen
 from .picker import PickerScreen
@@ -70,6 +71,14 @@ def run_dashboard(cfg: Config, run_dir: Path, terminal: str | None = None, **run
     if runner.running:  # the app closed some other way: stop and save like q
         runner.request("quit")
         runner.thread.join()
+    failure = getattr(app, "_exception", None)  # Textual keeps what ended the app; it printed the traceback
+    if app.return_code == 1 and failure is not None:
+        st = runner.state
+        where = f"training stopped and saved at step {st.step}" if st.step else "nothing was trained"
+        raise DashboardFailed(
+            f"the dashboard failed ({type(failure).__name__}: {failure}); {where}; "
+            "`loop train ... --no-tui` trains without it"
+        )
     return runner.state
 
 

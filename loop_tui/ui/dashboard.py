@@ -50,8 +50,9 @@ PANELS = (("speed-box", "speed"), ("cpu-box", "CPU"), ("cache-box", "caches"), (
 
 
 def budget_line(minutes: float, elapsed_s: float) -> str:
-    left = max(0.0, minutes * 60 - elapsed_s)
-    return f"budget {minutes:g} min · {int(left // 60)}:{int(left % 60):02d} left"
+    left = int(max(0.0, minutes * 60 - elapsed_s))
+    clock = f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}" if left >= 3600 else f"{left // 60}:{left % 60:02d}"
+    return f"budget {minutes:g} min · {clock} left"
 
 
 def world_line(size: int, rank_tokens_per_s: list[float], allreduce_s: float) -> str:

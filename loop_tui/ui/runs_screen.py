@@ -116,6 +116,10 @@ class RunsScreen(Screen):
             why = f"{run.name} is training in another process"
         elif info.status == "finished":
             why = f"{run.name} is finished ({info.step}/{info.planned}); train further with loop train --steps N"
+        elif info.status == "stopped early":
+            why = f"{run.name} stopped early (patience); train on with loop train --resume --set patience=null"
+        elif info.status == "out of time":
+            why = f"{run.name} spent its time budget; train on with loop train --resume --set budget_minutes=M"
         elif checkpoint.latest(run) is None:
             why = f"{run.name} has no checkpoint to resume from"
         if not why:
