@@ -69,7 +69,7 @@ R_STAR = 15.4  # Muennighoff et al. 2023's half-life of repeated data, in passes
 # plans it chose still beat the seed configs, but its number is then too low, and such a plan says so.
 # `plan_sweep.py --fit` prints both from plan_sweep.jsonl.
 FITTED_FLOP = 3.9e13
-LONG_RUNS_ABOVE_FIT = ((1.04e14, 0.125), (1.06e14, 0.145), (2.47e14, 0.244))
+LONG_RUNS_ABOVE_FIT = ((1.04e14, 0.125), (1.06e14, 0.145), (1.19e14, 0.150), (2.47e14, 0.244))
 EPOCH_CAP = 16  # passes over the data beyond which a bigger model spends the time better
 MAX_DROPOUT = 0.2
 MIN_STEPS = 200  # optimizer steps a plan needs (a bigger batch must not leave too few)
