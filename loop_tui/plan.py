@@ -64,12 +64,12 @@ B_CRIT = 4096
 BETA2, FITTED_BETA2, BETA2_GAIN = 0.999, 0.95, -0.0285
 R_STAR = 15.4  # Muennighoff et al. 2023's half-life of repeated data, in passes
 # The fitted runs trained with at most FITTED_FLOP (6 x parameters x tokens). Runs of the planner's
-# recipe with more (its 15- and 30-minute plans and a 4x512 probe, same CPU) measured above the fit's
+# recipe with more (its 15- and 30-minute plans and three other shapes, same CPU) measured above the fit's
 # forecast, by about as many bits per byte as they had 1e14 FLOP, (FLOP, bits per byte above): the
 # plans it chose still beat the seed configs, but its number is then too low, and such a plan says so.
 # `plan_sweep.py --fit` prints both from plan_sweep.jsonl.
 FITTED_FLOP = 3.9e13
-LONG_RUNS_ABOVE_FIT = ((1.04e14, 0.125), (1.06e14, 0.145), (1.19e14, 0.150), (2.47e14, 0.244))
+LONG_RUNS_ABOVE_FIT = ((1.04e14, 0.125), (1.06e14, 0.145), (1.19e14, 0.150), (2.22e14, 0.262), (2.47e14, 0.244))
 EPOCH_CAP = 16  # passes over the data beyond which a bigger model spends the time better
 MAX_DROPOUT = 0.2
 MIN_STEPS = 200  # optimizer steps a plan needs (a bigger batch must not leave too few)
@@ -358,7 +358,8 @@ class Plan:
         flop = 6 * self.chosen.params * self.tokens
         if flop <= FITTED_FLOP:
             return []
-        (least, low), *_, (most, high) = sorted(LONG_RUNS_ABOVE_FIT)
+        flops, excess = [f for f, _ in LONG_RUNS_ABOVE_FIT], [x for _, x in LONG_RUNS_ABOVE_FIT]
+        least, most, low, high = min(flops), max(flops), min(excess), max(excess)
         e = lambda x: f"{x:.1e}".replace("e+", "e")
         return [
             f"forecast: expect more than {self.predicted_bits_per_byte:.2f}: this plan trains with {e(flop)} FLOP "
